@@ -1,0 +1,135 @@
+"""Labelled structures: reading them with ASE, splitting them, and padding them into batches."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Structure:
+    """One labelled structure, in Å and eV."""
+
+    positions: np.ndarray  # [N, 3] Å
+    atomic_numbers: np.ndarray  # [N] int
+    energy: float  # eV
+    forces: np.ndarray  # [N, 3] eV/Å
+    charge: int = 0
+    multiplicity: int = 1
+
+
+def read_structures(path: str | Path) -> list[Structure]:
+    """Read every frame of an extxyz (or any ASE-readable) file with energies and forces."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:
+        raise ValueError(f"cannot read {path} with ASE ({error}); give an extxyz or another ASE-readable file") from error
+    structures = []
+    for index, atoms in enumerate(frames):
+        if len(atoms) == 0:
+            raise ValueError(f"{path}, frame {index}: the structure has no atoms")
+        try:
+            energy = atoms.get_potential_energy()
+            forces = atoms.get_forces()
+        except Exception:
+            raise ValueError(
+                f"{path}, frame {index}: no energy and forces; training needs both "
+                "(extxyz: an energy=... key in the comment line and a forces column)"
+            ) from None
+        structures.append(
+            Structure(
+                positions=np.asarray(atoms.positions, dtype=np.float64),
+                atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
+                energy=float(energy),
+                forces=np.asarray(forces, dtype=np.float64),
+                charge=int(atoms.info.get("charge", 0)),
+                multiplicity=int(atoms.info.get("multiplicity", atoms.info.get("spin", 1))),
+            )
+        )
+    if not structures:
+        raise ValueError(f"{path} holds no structures")
+    return structures
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def split(structures: list[Structure], validation_fraction: float, seed: int) -> tuple[list[Structure], list[Structure]]:
+    """A seeded random split into training and validation sets."""
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
+    order = np.random.default_rng(seed).permutation(len(structures))
+    n_validation = max(1, int(round(validation_fraction * len(structures))))
+    if n_validation >= len(structures):
+        raise ValueError(f"{len(structures)} structures are too few to split off a validation set")
+    return [structures[i] for i in order[n_validation:]], [structures[i] for i in order[:n_validation]]
+
+
+def check_elements(structures: list[Structure], elements: list[int], source: str) -> None:
+    """Refuse structures that hold an element the model does not know."""
+    from mdplugin.elements import symbols
+
+    present = set(np.unique(np.concatenate([s.atomic_numbers for s in structures])).tolist())
+    missing = sorted(present - set(elements))
+    if missing:
+        raise ValueError(
+            f"{source} contains {', '.join(symbols(missing))}, which the model does not know "
+            f"(it knows {', '.join(symbols(elements))}); train a model that includes them"
+        )
+
+
+def collate(structures: list[Structure], species_of_atomic_number: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Pad structures of different sizes into one batch with a mask (True for real atoms)."""
+    batch, atoms = len(structures), max(len(s.atomic_numbers) for s in structures)
+    positions = torch.zeros(batch, atoms, 3, dtype=dtype)
+    forces = torch.zeros(batch, atoms, 3, dtype=dtype)
+    numbers = torch.zeros(batch, atoms, dtype=torch.long)
+    mask = torch.zeros(batch, atoms, dtype=torch.bool)
+    for i, s in enumerate(structures):
+        n = len(s.atomic_numbers)
+        positions[i, :n] = torch.from_numpy(s.positions)
+        forces[i, :n] = torch.from_numpy(s.forces)
+        numbers[i, :n] = torch.from_numpy(s.atomic_numbers)
+        mask[i, :n] = True
+    return {
+        "positions": positions,
+        "species": species_of_atomic_number[numbers] * mask,  # padding gets species 0, masked out later
+        "mask": mask,
+        "charge": torch.tensor([s.charge for s in structures], dtype=torch.long),
+        "multiplicity": torch.tensor([s.multiplicity for s in structures], dtype=torch.long),
+        "energy": torch.tensor([s.energy for s in structures], dtype=dtype),
+        "forces": forces,
+        "atom_count": mask.sum(1).to(dtype),
+    }
+
+
+def fit_reference_energies(structures: list[Structure], elements: list[int]) -> tuple[np.ndarray, float]:
+    """Per-element reference energies E0 by least squares, and the RMS force component (eV/Å).
+
+    energy ≈ sum over atoms of E0[element]; the network learns the residual, and its output is
+    scaled by the RMS force so that a unit-sized network output gives forces of the right size.
+    """
+    index = {z: i for i, z in enumerate(elements)}
+    counts = np.zeros((len(structures), len(elements)))
+    for row, s in enumerate(structures):
+        for z in s.atomic_numbers:
+            counts[row, index[int(z)]] += 1
+    energies = np.array([s.energy for s in structures])
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    force_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.ravel() for s in structures]) ** 2)))
+    return e0, max(force_rms, 1e-3)  # at least 1 meV/Å: data of relaxed structures still trains

@@ -1,0 +1,184 @@
+"""The graph-free Transformer potential.
+
+One token per atom; LLaMA-2 style blocks (pre-RMSNorm, bidirectional attention, SwiGLU);
+no positional encoding, no graph, no distance features. Inputs in Å, energies in eV.
+Forces are -dE/dx by autograd, so the model is conservative by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MAX_ATOMIC_NUMBER = 118
+
+
+@dataclass
+class ModelConfig:
+    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])  # atomic numbers
+    width: int = 128
+    depth: int = 4
+    heads: int = 8
+    ffn_multiplier: float = 8 / 3  # SwiGLU hidden = multiplier * width, as in LLaMA
+    coordinate_embedding: str = "gaussian"  # "gaussian" (soft bins), "fourier" or "linear"
+    coordinate_range: float = 8.0  # Å; gaussian centres span [-range, range]
+    coordinate_features: int = 48  # per axis: gaussian bins or Fourier frequencies
+    max_charge: int = 4  # charge embedding covers -max_charge..max_charge
+    max_multiplicity: int = 6  # spin multiplicity embedding covers 1..max_multiplicity
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; is this file from a newer mdplugin?")
+        return cls(**values)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CoordinateEmbedding(nn.Module):
+    """A smooth map from centred Cartesian coordinates (Å) to a width-dimensional vector.
+
+    Every feature is infinitely differentiable in the positions: hard bins would make the energy
+    jump where autograd sees no force, and NVE would drift.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.kind = config.coordinate_embedding
+        k = config.coordinate_features
+        if self.kind == "gaussian":
+            centres = torch.linspace(-config.coordinate_range, config.coordinate_range, k)
+            self.register_buffer("centres", centres)
+            self.inverse_width = 1.0 / float(centres[1] - centres[0])
+            in_features = 3 * k
+        elif self.kind == "fourier":
+            # geometric frequencies from one period per 4*range down to one period per 0.5 Å
+            periods = torch.logspace(math.log10(4 * config.coordinate_range), math.log10(0.5), k)
+            self.register_buffer("centres", 2 * math.pi / periods)
+            self.inverse_width = 1.0
+            in_features = 6 * k
+        elif self.kind == "linear":
+            self.register_buffer("centres", torch.zeros(1))
+            self.inverse_width = 1.0
+            in_features = 3
+        else:
+            raise ValueError(f"unknown coordinate_embedding {self.kind!r}; use gaussian, fourier or linear")
+        self.project = nn.Linear(in_features, config.width)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        if self.kind == "gaussian":
+            offsets = (positions.unsqueeze(-1) - self.centres) * self.inverse_width
+            features = torch.exp(-0.5 * offsets.pow(2)).flatten(-2)
+        elif self.kind == "fourier":
+            phases = positions.unsqueeze(-1) * self.centres
+            features = torch.cat([torch.sin(phases), torch.cos(phases)], dim=-1).flatten(-2)
+        else:
+            features = positions
+        return self.project(features)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.width % config.heads != 0:
+            raise ValueError(f"width {config.width} is not divisible by heads {config.heads}")
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
+        self.out = nn.Linear(config.width, config.width, bias=False)
+
+    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
+        batch, atoms, width = x.shape
+        q, k, v = self.qkv(x).view(batch, atoms, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        # bidirectional: every atom attends to every real atom; padding keys are masked out
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        return self.out(y.transpose(1, 2).reshape(batch, atoms, width))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = int(config.ffn_multiplier * config.width)
+        self.gate = nn.Linear(config.width, hidden, bias=False)
+        self.up = nn.Linear(config.width, hidden, bias=False)
+        self.down = nn.Linear(hidden, config.width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(config.width)
+        self.attention = Attention(config)
+        self.ffn_norm = RMSNorm(config.width)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), attention_mask)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class TransformerPotential(nn.Module):
+    """Energy of a padded batch of structures.
+
+    positions [B, N, 3] Å, species [B, N] (index into config.elements), mask [B, N] (True for real
+    atoms), charge [B] and multiplicity [B] (int64). Returns per-atom energies [B, N] in eV (zero on
+    padding); the total energy is their sum.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.species_embedding = nn.Embedding(len(config.elements), width)
+        self.coordinate_embedding = CoordinateEmbedding(config)
+        self.charge_embedding = nn.Embedding(2 * config.max_charge + 1, width)
+        self.multiplicity_embedding = nn.Embedding(config.max_multiplicity, width)
+        self.max_charge = config.max_charge
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.depth)])
+        self.norm = RMSNorm(width)
+        self.head = nn.Linear(width, 1)
+        # energy = scale * network output + E0[element]; set from the training data
+        self.register_buffer("energy_scale", torch.ones(()))
+        self.register_buffer("reference_energies", torch.zeros(len(config.elements)))
+        # atomic number -> species index (-1 for elements the model does not know)
+        lookup = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(config.elements)] = torch.arange(len(config.elements))
+        self.register_buffer("species_of_atomic_number", lookup)
+
+    def forward(self, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor) -> Tensor:
+        weights = mask.to(positions.dtype).unsqueeze(-1)
+        # centre on the centroid of real atoms: exact translation invariance, forces sum to zero
+        centroid = (positions * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+        centred = (positions - centroid) * weights
+        x = self.species_embedding(species) + self.coordinate_embedding(centred)
+        system = self.charge_embedding(charge + self.max_charge) + self.multiplicity_embedding(multiplicity - 1)
+        x = x + system.unsqueeze(1)
+        # additive key-padding mask, broadcast over heads and queries: [B, 1, 1, N]
+        attention_mask = torch.zeros_like(weights.squeeze(-1)).masked_fill(~mask, float("-inf"))[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        per_atom = self.head(self.norm(x)).squeeze(-1) * self.energy_scale + self.reference_energies[species]
+        return per_atom * weights.squeeze(-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,266 @@
+"""Training: data, model, optimizer; loop over epochs; validate; checkpoint. Reads top to bottom."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from mdplugin.checkpoint import build_checkpoint, model_from_checkpoint, provenance, read_checkpoint, save_checkpoint
+from mdplugin.dataset import (
+    Structure,
+    check_elements,
+    collate,
+    file_sha256,
+    fit_reference_energies,
+    read_structures,
+    split,
+)
+from mdplugin.model import ModelConfig, TransformerPotential, count_parameters
+
+
+@dataclass
+class TrainingOptions:
+    train_files: list[str]
+    output: str = "model.pt"
+    validation_files: list[str] = field(default_factory=list)
+    validation_fraction: float = 0.1
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    gradient_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
+    augment_rotations: bool = True
+    elements: list[int] | None = None  # default: the elements of the training data
+    width: int = 128
+    depth: int = 4
+    heads: int = 8
+    ffn_multiplier: float = 8 / 3
+    coordinate_embedding: str = "gaussian"
+    coordinate_range: float = 8.0
+    coordinate_features: int = 48
+    threads: int | None = None
+    progress: bool = True
+
+
+def random_rotations(count: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Uniformly distributed proper rotation matrices [count, 3, 3] (QR of a Gaussian matrix)."""
+    q, r = torch.linalg.qr(torch.randn(count, 3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    q[torch.det(q) < 0, :, 0] *= -1  # reflections -> rotations
+    return q.to(dtype)
+
+
+def energy_and_forces(model: TransformerPotential, batch: dict, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total energies [B] and conservative forces [B, N, 3] = -dE/dx."""
+    positions = batch["positions"].requires_grad_(True)
+    energy = model(positions, batch["species"], batch["mask"], batch["charge"], batch["multiplicity"]).sum(1)
+    (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
+    return energy, -gradient
+
+
+def learning_rate_at(step: int, total_steps: int, options: TrainingOptions) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    warmup = max(1, int(options.warmup_fraction * total_steps))
+    if step < warmup:
+        return options.learning_rate * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return options.learning_rate * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def evaluate(model: TransformerPotential, structures: list[Structure], batch_size: int = 64) -> dict[str, float]:
+    """Energy MAE (meV/atom) and force MAE (meV/Å) over a set of structures."""
+    model.eval()
+    energy_error, force_error, atoms = 0.0, 0.0, 0
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start : start + batch_size], model.species_of_atomic_number)
+        energy, forces = energy_and_forces(model, batch, training=False)
+        energy_error += ((energy.detach() - batch["energy"]).abs() / batch["atom_count"]).sum().item()
+        force_error += ((forces.detach() - batch["forces"]).abs().sum(-1) * batch["mask"]).sum().item() / 3
+        atoms += int(batch["mask"].sum())
+    return {"energy_mae_mev_per_atom": 1000 * energy_error / len(structures), "force_mae_mev_per_a": 1000 * force_error / atoms}
+
+
+def train(options: TrainingOptions, resume: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
+    """Train a model and write its checkpoint to options.output. Returns that path."""
+    output = Path(options.output)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+
+    # data
+    training_set = [s for f in options.train_files for s in read_structures(f)]
+    if options.validation_files:
+        validation_set = [s for f in options.validation_files for s in read_structures(f)]
+    else:
+        training_set, validation_set = split(training_set, options.validation_fraction, options.seed)
+    data_hashes = {str(f): file_sha256(f) for f in [*options.train_files, *options.validation_files]}
+
+    # model
+    torch.manual_seed(options.seed)
+    if resume:
+        checkpoint = read_checkpoint(output)
+        if "resume" not in checkpoint:
+            raise ValueError(f"{output} has no training state to resume from (it was saved without one)")
+        model = model_from_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["resume"]["model"])
+    else:
+        elements = sorted(options.elements or {int(z) for s in training_set for z in s.atomic_numbers})
+        config = ModelConfig(
+            elements=elements, width=options.width, depth=options.depth, heads=options.heads,
+            ffn_multiplier=options.ffn_multiplier, coordinate_embedding=options.coordinate_embedding,
+            coordinate_range=options.coordinate_range, coordinate_features=options.coordinate_features,
+        )  # fmt: skip
+        model = TransformerPotential(config)
+    check_elements(training_set, model.config.elements, "the training data")
+    check_elements(validation_set, model.config.elements, "the validation data")
+    if not resume:
+        reference_energies, force_rms = fit_reference_energies(training_set, model.config.elements)
+        model.reference_energies.copy_(torch.from_numpy(reference_energies))
+        model.energy_scale.fill_(force_rms)
+    ema = copy.deepcopy(model) if options.ema_decay > 0 else None
+
+    # optimizer: no weight decay on norms, biases and embeddings of the system state
+    decayed = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    others = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": options.weight_decay}, {"params": others, "weight_decay": 0.0}],
+        lr=options.learning_rate,
+    )
+    generator = torch.Generator().manual_seed(options.seed)
+    steps_per_epoch = math.ceil(len(training_set) / options.batch_size)
+    total_steps = options.epochs * steps_per_epoch
+    start_epoch, step, history = 0, 0, []
+    if resume:
+        state = checkpoint["resume"]
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+
+    scale = float(model.energy_scale)
+    log_path = output.with_suffix(".csv")
+    started = time.perf_counter()
+    for epoch in range(start_epoch, options.epochs):
+        model.train()
+        order = torch.randperm(len(training_set), generator=generator).tolist()
+        progress = _progress(steps_per_epoch, f"epoch {epoch + 1}/{options.epochs}", options.progress)
+        running = []
+        for first in range(0, len(order), options.batch_size):
+            batch = collate([training_set[i] for i in order[first : first + options.batch_size]], model.species_of_atomic_number)
+            if options.augment_rotations:
+                # rotate positions and force labels together: the labels stay consistent
+                rotation = random_rotations(len(batch["energy"]), generator, batch["positions"].dtype)
+                batch["positions"] = batch["positions"] @ rotation
+                batch["forces"] = batch["forces"] @ rotation
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, total_steps, options)
+            # fused attention kernels have no double backward; the math kernel does
+            with sdpa_kernel(SDPBackend.MATH):
+                energy, forces = energy_and_forces(model, batch, training=True)
+            energy_loss = (((energy - batch["energy"]) / batch["atom_count"] / scale) ** 2).mean()
+            force_loss = (((forces - batch["forces"]) / scale) ** 2).sum(-1)[batch["mask"]].mean() / 3
+            loss = options.energy_weight * energy_loss + options.force_weight * force_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), options.gradient_clip)
+            optimizer.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for averaged, current in zip(ema.parameters(), model.parameters()):
+                        averaged.lerp_(current, 1 - options.ema_decay)
+            step += 1
+            running.append((energy_loss.item(), force_loss.item()))
+            progress.set_postfix(energy_loss=f"{energy_loss.item():.3g}", force_loss=f"{force_loss.item():.3g}")
+            progress.update()
+        progress.close()
+
+        inference_model = ema if ema is not None else model
+        metrics = evaluate(inference_model, validation_set)
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "learning_rate": learning_rate_at(step - 1, total_steps, options),
+            "train_energy_loss": float(np.mean([r[0] for r in running])),
+            "train_force_loss": float(np.mean([r[1] for r in running])),
+            **metrics,
+            "elapsed_s": time.perf_counter() - started,
+        }
+        history.append(row)
+        if options.progress:
+            print(
+                f"epoch {epoch + 1}: validation energy MAE {metrics['energy_mae_mev_per_atom']:.2f} meV/atom, "
+                f"force MAE {metrics['force_mae_mev_per_a']:.1f} meV/Å",
+                flush=True,
+            )
+        resume_state = {
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch + 1,
+            "step": step,
+            "history": history,
+        }
+        training_record = {
+            "options": asdict(options),
+            "parameters": count_parameters(model),
+            "training_structures": len(training_set),
+            "validation_structures": len(validation_set),
+            "history": history,
+        }
+        save_checkpoint(build_checkpoint(inference_model, provenance(data_hashes), training_record, resume_state), output)
+        _write_log(history, log_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    _plot_losses(history, output.with_name(output.stem + "_loss.png"))
+    return output
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _write_log(history: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _plot_losses(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (losses, errors) = plt.subplots(1, 2, figsize=(10, 4))
+    losses.semilogy(epochs, [r["train_energy_loss"] for r in history], label="energy")
+    losses.semilogy(epochs, [r["train_force_loss"] for r in history], label="forces")
+    losses.set(xlabel="epoch", ylabel="training loss (normalised)", title="training loss")
+    losses.legend()
+    errors.semilogy(epochs, [r["energy_mae_mev_per_atom"] for r in history], label="energy (meV/atom)")
+    errors.semilogy(epochs, [r["force_mae_mev_per_a"] for r in history], label="forces (meV/Å)")
+    errors.set(xlabel="epoch", ylabel="validation MAE", title="validation error")
+    errors.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
