@@ -1,0 +1,72 @@
+"""Regenerate the golden fixtures shared by the OpenMM, LAMMPS, ASE and C++ tests.
+
+A tiny model with fixed-seed random weights (elements H, C, N, O), exported in float64 and float32,
+three small structures, and the energies, forces and per-atom energies the Python model gives them.
+Run from the repository root: python export/make_fixtures.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase import Atoms
+
+from mdplugin.checkpoint import build_checkpoint, save_checkpoint
+from mdplugin.export import export
+from mdplugin.model import ModelConfig, TransformerPotential
+from mdplugin.potential import Potential
+
+HERE = Path(__file__).parent / "fixtures"
+
+STRUCTURES = {
+    "water": Atoms("OHH", positions=[[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]]),
+    "methanol": Atoms(
+        "CHHHOH",
+        positions=[[-0.047, 0.665, 0.0], [-1.086, 0.969, 0.0], [0.437, 1.069, 0.889],
+                   [0.437, 1.069, -0.889], [-0.047, -0.756, 0.0], [0.870, -1.051, 0.0]],
+    ),  # fmt: skip
+    "methylamine-water": Atoms(
+        "CNHHHHHOHH",
+        positions=[[0.0, 0.0, 0.0], [1.47, 0.0, 0.0], [-0.36, 1.03, 0.0], [-0.36, -0.51, 0.89],
+                   [-0.36, -0.51, -0.89], [1.81, 0.95, 0.0], [1.81, -0.47, 0.82],
+                   [3.9, 0.2, 0.1], [4.5, 0.9, 0.3], [4.4, -0.6, 0.0]],
+    ),  # fmt: skip
+}
+
+
+def main() -> None:
+    torch.manual_seed(1234)
+    config = ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, coordinate_features=16)
+    model = TransformerPotential(config)
+    with torch.no_grad():  # plausible output scale and reference energies for a random model
+        model.energy_scale.fill_(5.0)
+        model.reference_energies.copy_(torch.tensor([-10.7, -48.8, -71.0, -102.6]))
+    provenance = {"date": "fixture", "data_sha256": {}, "command": "export/make_fixtures.py"}
+    checkpoint = HERE / "tiny.pt"
+    save_checkpoint(build_checkpoint(model, provenance, {"history": []}), checkpoint)
+    for dtype in ("float64", "float32"):
+        export(checkpoint, HERE / f"tiny-{dtype}.pt", dtype=dtype, overwrite=True)
+
+    reference = Potential.from_checkpoint(checkpoint, dtype="float64")
+    expected = {}
+    for name, atoms in STRUCTURES.items():
+        ase.io.write(HERE / f"{name}.xyz", atoms, format="xyz")
+        result = reference(atoms.positions, atoms.numbers)
+        expected[name] = {
+            "symbols": atoms.get_chemical_symbols(),
+            "positions": atoms.positions.tolist(),
+            "energy": result.energy,
+            "forces": result.forces.tolist(),
+            "per_atom_energy": result.per_atom_energy.tolist(),
+        }
+        assert np.all(np.isfinite(result.forces))
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1))
+    print(f"wrote fixtures to {HERE}")
+
+
+if __name__ == "__main__":
+    main()
