@@ -77,9 +77,13 @@ def read_checkpoint(path: str | Path) -> dict:
         hint = ""
         if _is_torchscript(path):
             hint = " It looks like an exported TorchScript model: use it with the engines, not for training."
-        raise CheckpointError(f"{path} is not an mdplugin checkpoint (torch.load failed: {str(error).splitlines()[0]}).{hint}") from None
+        raise CheckpointError(
+            f"{path} is not an mdplugin checkpoint (torch.load failed: {str(error).splitlines()[0]}).{hint}"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a torch file but not an mdplugin checkpoint (no '{CHECKPOINT_FORMAT}' format key)")
+        raise CheckpointError(
+            f"{path} is a torch file but not an mdplugin checkpoint (no '{CHECKPOINT_FORMAT}' format key)"
+        )
     version = checkpoint.get("format_version")
     if version != CHECKPOINT_VERSION:
         raise CheckpointError(

@@ -33,7 +33,9 @@ def read_structures(path: str | Path) -> list[Structure]:
     try:
         frames = ase.io.read(path, index=":")
     except Exception as error:
-        raise ValueError(f"cannot read {path} with ASE ({error}); give an extxyz or another ASE-readable file") from error
+        raise ValueError(
+            f"cannot read {path} with ASE ({error}); give an extxyz or another ASE-readable file"
+        ) from error
     structures = []
     for index, atoms in enumerate(frames):
         if len(atoms) == 0:
@@ -69,7 +71,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def split(structures: list[Structure], validation_fraction: float, seed: int) -> tuple[list[Structure], list[Structure]]:
+def split(
+    structures: list[Structure], validation_fraction: float, seed: int
+) -> tuple[list[Structure], list[Structure]]:
     """A seeded random split into training and validation sets."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
@@ -93,7 +97,9 @@ def check_elements(structures: list[Structure], elements: list[int], source: str
         )
 
 
-def collate(structures: list[Structure], species_of_atomic_number: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+def collate(
+    structures: list[Structure], species_of_atomic_number: Tensor, dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
     """Pad structures of different sizes into one batch with a mask (True for real atoms)."""
     batch, atoms = len(structures), max(len(s.atomic_numbers) for s in structures)
     positions = torch.zeros(batch, atoms, 3, dtype=dtype)

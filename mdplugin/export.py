@@ -101,7 +101,9 @@ def script_model(model: TransformerPotential, dtype: str = "float32", device: st
     return torch.jit.freeze(scripted.eval(), preserved_attrs=["elements"])
 
 
-def export_metadata(checkpoint: dict, model: TransformerPotential, dtype: str, device: str, checkpoint_sha256: str) -> dict:
+def export_metadata(
+    checkpoint: dict, model: TransformerPotential, dtype: str, device: str, checkpoint_sha256: str
+) -> dict:
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
@@ -177,10 +179,14 @@ def read_export_metadata(path: str | Path) -> dict:
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.endswith(f"extra/{METADATA_JSON}")), None)
             if name is None:
-                raise ExportError(f"{path} is a torch file without mdplugin metadata; export a checkpoint with `mdplugin export`")
+                raise ExportError(
+                    f"{path} is a torch file without mdplugin metadata; export a checkpoint with `mdplugin export`"
+                )
             metadata = json.loads(archive.read(name))
     except zipfile.BadZipFile:
-        raise ExportError(f"{path} is not a TorchScript export (not a zip archive); make one with `mdplugin export`") from None
+        raise ExportError(
+            f"{path} is not a TorchScript export (not a zip archive); make one with `mdplugin export`"
+        ) from None
     if metadata.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path} has format {metadata.get('format')!r}, not {EXPORT_FORMAT!r}")
     if metadata.get("format_version") not in SUPPORTED_EXPORT_VERSIONS:
@@ -196,4 +202,3 @@ def load_export(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Script
     metadata = read_export_metadata(path)
     module = torch.jit.load(str(path), map_location=device)
     return module.eval(), metadata
-

@@ -156,6 +156,7 @@ class TransformerPotential(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.depth)])
         self.norm = RMSNorm(width)
         self.head = nn.Linear(width, 1)
+        nn.init.zeros_(self.head.bias)  # start from E = sum of E0: no constant offset to unlearn
         # energy = scale * network output + E0[element]; set from the training data
         self.register_buffer("energy_scale", torch.ones(()))
         self.register_buffer("reference_energies", torch.zeros(len(config.elements)))

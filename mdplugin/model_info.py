@@ -22,9 +22,7 @@ def describe(path: str | Path) -> dict:
         try:
             checkpoint = read_checkpoint(path)
         except CheckpointError:
-            raise ValueError(
-                f"{path} is neither an mdplugin checkpoint nor an export ({export_error})"
-            ) from None
+            raise ValueError(f"{path} is neither an mdplugin checkpoint nor an export ({export_error})") from None
     training = checkpoint.get("training", {})
     history = training.get("history", [])
     summary = {

@@ -61,7 +61,9 @@ class Potential:
             energy, forces, per_atom = self.module(positions, numbers, int(charge), int(multiplicity))
         except torch.jit.Error as error:
             raise ValueError(_script_error_message(error)) from None
-        return Result(float(energy.detach()), forces.detach().cpu().double().numpy(), per_atom.detach().cpu().double().numpy())
+        return Result(
+            float(energy.detach()), forces.detach().cpu().double().numpy(), per_atom.detach().cpu().double().numpy()
+        )
 
     def evaluate_atoms(self, atoms) -> Result:
         """Evaluate an ase.Atoms (charge and multiplicity from atoms.info when present)."""

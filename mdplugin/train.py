@@ -91,10 +91,15 @@ def evaluate(model: TransformerPotential, structures: list[Structure], batch_siz
         energy_error += ((energy.detach() - batch["energy"]).abs() / batch["atom_count"]).sum().item()
         force_error += ((forces.detach() - batch["forces"]).abs().sum(-1) * batch["mask"]).sum().item() / 3
         atoms += int(batch["mask"].sum())
-    return {"energy_mae_mev_per_atom": 1000 * energy_error / len(structures), "force_mae_mev_per_a": 1000 * force_error / atoms}
+    return {
+        "energy_mae_mev_per_atom": 1000 * energy_error / len(structures),
+        "force_mae_mev_per_a": 1000 * force_error / atoms,
+    }
 
 
-def train(options: TrainingOptions, resume: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
+def train(
+    options: TrainingOptions, resume: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
+) -> Path:
     """Train a model and write its checkpoint to options.output. Returns that path."""
     output = Path(options.output)
     if options.threads:
@@ -161,7 +166,9 @@ def train(options: TrainingOptions, resume: bool = False, on_epoch_end: Callable
         progress = _progress(steps_per_epoch, f"epoch {epoch + 1}/{options.epochs}", options.progress)
         running = []
         for first in range(0, len(order), options.batch_size):
-            batch = collate([training_set[i] for i in order[first : first + options.batch_size]], model.species_of_atomic_number)
+            batch = collate(
+                [training_set[i] for i in order[first : first + options.batch_size]], model.species_of_atomic_number
+            )
             if options.augment_rotations:
                 # rotate positions and force labels together: the labels stay consistent
                 rotation = random_rotations(len(batch["energy"]), generator, batch["positions"].dtype)
@@ -224,7 +231,9 @@ def train(options: TrainingOptions, resume: bool = False, on_epoch_end: Callable
             "validation_structures": len(validation_set),
             "history": history,
         }
-        save_checkpoint(build_checkpoint(inference_model, provenance(data_hashes), training_record, resume_state), output)
+        save_checkpoint(
+            build_checkpoint(inference_model, provenance(data_hashes), training_record, resume_state), output
+        )
         _write_log(history, log_path)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
