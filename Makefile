@@ -21,7 +21,7 @@ $(PLUGIN): $(INSTALLED) $(wildcard lammps/*.cpp lammps/*.h lammps/CMakeLists.txt
 	touch $@
 
 demo: $(INSTALLED) $(PLUGIN)
-	$(BIN)/mdplugin demo
+	$(BIN)/mdplugin evaluate export/fixtures/tiny-float64.pt export/fixtures/methanol.xyz
 
 test: $(INSTALLED) $(PLUGIN)
 	$(BIN)/ruff check .
