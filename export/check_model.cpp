@@ -1,0 +1,247 @@
+// mdplugin_check: load an mdplugin export with libtorch alone (no Python), print its metadata,
+// and, given an XYZ file, its energy, forces and per-atom energies.
+//
+//   mdplugin_check MODEL.pt [STRUCTURE.xyz] [--charge Q] [--multiplicity M] [--dtype float32|float64]
+//
+// Output, one record per line, numbers with 17 significant digits (exact for float64):
+//   metadata KEY=VALUE            (the export's mdplugin.txt, verbatim)
+//   natoms N
+//   energy E                      (eV)
+//   force I SYMBOL FX FY FZ       (eV/Å, I counts from 0 in file order)
+//   per_atom_energy I SYMBOL E    (eV)
+// Failures print "mdplugin_check: error: ..." on stderr and exit with status 1.
+
+#include <torch/script.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *const METADATA_FILE = "mdplugin.txt";
+const char *const FORMAT_NAME = "mdplugin-export";
+const char *const SUPPORTED_FORMAT_VERSION = "1";
+
+struct Options {
+  std::string model_path;
+  std::string structure_path;
+  int64_t charge = 0;
+  int64_t multiplicity = 1;
+  std::string dtype;    // empty: the model's own dtype
+};
+
+struct Export {
+  torch::jit::Module module;
+  std::string metadata_text;
+  std::map<std::string, std::string> metadata;
+  std::map<std::string, int64_t> atomic_number_of_symbol;
+};
+
+struct Structure {
+  std::vector<std::string> symbols;
+  std::vector<double> positions;    // [n*3] Å
+};
+
+[[noreturn]] void fail(const std::string &message)
+{
+  throw std::runtime_error(message);
+}
+
+std::vector<std::string> split_words(const std::string &text)
+{
+  std::istringstream stream(text);
+  std::vector<std::string> words;
+  for (std::string word; stream >> word;) words.push_back(word);
+  return words;
+}
+
+int64_t parse_integer(const std::string &option, const std::string &text)
+{
+  char *end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0') fail(option + " needs an integer, not '" + text + "'");
+  return value;
+}
+
+Options parse_arguments(int argc, char **argv)
+{
+  Options options;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; i++) {
+    const std::string argument = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (argument == "-h" || argument == "--help") {
+      std::printf("usage: mdplugin_check MODEL.pt [STRUCTURE.xyz] [--charge Q] "
+                  "[--multiplicity M] [--dtype float32|float64]\n");
+      std::exit(0);
+    } else if (argument == "--charge" && has_value) {
+      options.charge = parse_integer(argument, argv[++i]);
+    } else if (argument == "--multiplicity" && has_value) {
+      options.multiplicity = parse_integer(argument, argv[++i]);
+    } else if (argument == "--dtype" && has_value) {
+      options.dtype = argv[++i];
+      if (options.dtype != "float32" && options.dtype != "float64")
+        fail("--dtype must be float32 or float64, not '" + options.dtype + "'");
+    } else if (argument.rfind("--", 0) == 0) {
+      fail("unknown option or missing value: " + argument + " (see --help)");
+    } else {
+      positional.push_back(argument);
+    }
+  }
+  if (positional.empty() || positional.size() > 2)
+    fail("usage: mdplugin_check MODEL.pt [STRUCTURE.xyz] [--charge Q] [--multiplicity M] "
+         "[--dtype float32|float64]");
+  options.model_path = positional[0];
+  if (positional.size() == 2) options.structure_path = positional[1];
+  return options;
+}
+
+Export load_export(const std::string &path)
+{
+  if (!std::ifstream(path).good()) fail("cannot open model file '" + path + "'");
+  Export model;
+  torch::jit::ExtraFilesMap extra_files{{METADATA_FILE, ""}};
+  try {
+    model.module = torch::jit::load(path, torch::kCPU, extra_files);
+    model.module.eval();
+  } catch (const std::exception &exception) {
+    std::string reason = exception.what();
+    fail("'" + path + "' is not a TorchScript file libtorch can load (" +
+         reason.substr(0, reason.find('\n')) + "); make one with `mdplugin export`");
+  }
+  model.metadata_text = extra_files[METADATA_FILE];
+  std::istringstream lines(model.metadata_text);
+  for (std::string line; std::getline(lines, line);) {
+    const auto equals = line.find('=');
+    if (equals != std::string::npos) model.metadata[line.substr(0, equals)] = line.substr(equals + 1);
+  }
+  if (model.metadata.empty())
+    fail("'" + path + "' is a TorchScript file without mdplugin metadata (no " + METADATA_FILE +
+         "); it is not an mdplugin export. Export the checkpoint with `mdplugin export`");
+  if (model.metadata["format"] != FORMAT_NAME)
+    fail("'" + path + "' has format '" + model.metadata["format"] + "', not '" + FORMAT_NAME + "'");
+  if (model.metadata["format_version"] != SUPPORTED_FORMAT_VERSION)
+    fail("'" + path + "' has export format version " + model.metadata["format_version"] +
+         "; this checker reads version " + SUPPORTED_FORMAT_VERSION);
+
+  const auto symbols = split_words(model.metadata["elements"]);
+  const auto numbers = split_words(model.metadata["atomic_numbers"]);
+  if (symbols.empty() || symbols.size() != numbers.size())
+    fail("the metadata of '" + path + "' lists no elements, or elements and atomic numbers of "
+         "different lengths");
+  for (size_t i = 0; i < symbols.size(); i++)
+    model.atomic_number_of_symbol[symbols[i]] = parse_integer("atomic_numbers", numbers[i]);
+  return model;
+}
+
+// Plain XYZ: a count line, a comment line, then "symbol x y z" lines (extra columns ignored).
+Structure read_xyz(const std::string &path)
+{
+  std::ifstream file(path);
+  if (!file) fail("cannot open structure file '" + path + "'");
+  std::string line;
+  long count = -1;
+  if (std::getline(file, line)) count = std::strtol(line.c_str(), nullptr, 10);
+  if (count <= 0) fail("'" + path + "' does not start with a positive atom count (XYZ format)");
+  std::getline(file, line);    // comment
+  Structure structure;
+  for (long i = 0; i < count; i++) {
+    std::string symbol;
+    double x, y, z;
+    if (!std::getline(file, line) || !(std::istringstream(line) >> symbol >> x >> y >> z))
+      fail("'" + path + "': atom line " + std::to_string(i + 1) + " is not 'symbol x y z'");
+    structure.symbols.push_back(symbol);
+    structure.positions.insert(structure.positions.end(), {x, y, z});
+  }
+  return structure;
+}
+
+std::vector<int64_t> atomic_numbers(const Export &model, const Structure &structure)
+{
+  std::vector<int64_t> numbers;
+  for (const auto &symbol : structure.symbols) {
+    const auto found = model.atomic_number_of_symbol.find(symbol);
+    if (found == model.atomic_number_of_symbol.end())
+      fail("element '" + symbol + "' is not one of the model's elements (" +
+           model.metadata.at("elements") + ")");
+    numbers.push_back(found->second);
+  }
+  return numbers;
+}
+
+// The readable end of a TorchScript exception ("builtins.ValueError: ..."), not its traceback.
+std::string readable_error(const std::exception &exception)
+{
+  std::istringstream lines(exception.what());
+  std::string line, last_error_line, first_line;
+  while (std::getline(lines, line)) {
+    if (first_line.empty() && !line.empty()) first_line = line;
+    const auto colon = line.find("Error: ");
+    if (colon != std::string::npos && line.find(' ') > colon) last_error_line = line;
+  }
+  std::string message = last_error_line.empty() ? first_line : last_error_line;
+  if (message.rfind("builtins.", 0) == 0) message = message.substr(std::strlen("builtins."));
+  return message;
+}
+
+void evaluate_and_print(Export &model, const Structure &structure, const Options &options)
+{
+  const int64_t n = static_cast<int64_t>(structure.symbols.size());
+  const std::string dtype_name = options.dtype.empty() ? model.metadata["dtype"] : options.dtype;
+  const auto dtype = dtype_name == "float32" ? torch::kFloat32 : torch::kFloat64;
+  auto numbers = atomic_numbers(model, structure);
+  auto positions =
+      torch::from_blob(const_cast<double *>(structure.positions.data()), {n, 3}, torch::kFloat64)
+          .to(dtype);
+  auto number_tensor = torch::from_blob(numbers.data(), {n}, torch::kInt64).clone();
+
+  torch::Tensor energy, forces, per_atom_energy;
+  try {
+    const auto outputs =
+        model.module.forward({positions, number_tensor, options.charge, options.multiplicity})
+            .toTuple();
+    energy = outputs->elements().at(0).toTensor().to(torch::kFloat64);
+    forces = outputs->elements().at(1).toTensor().to(torch::kFloat64).contiguous();
+    per_atom_energy = outputs->elements().at(2).toTensor().to(torch::kFloat64).contiguous();
+  } catch (const std::exception &exception) {
+    fail("the model failed on '" + options.structure_path + "': " + readable_error(exception));
+  }
+
+  std::printf("natoms %lld\n", static_cast<long long>(n));
+  std::printf("energy %.17g\n", energy.item<double>());
+  const auto f = forces.accessor<double, 2>();
+  for (int64_t i = 0; i < n; i++)
+    std::printf("force %lld %s %.17g %.17g %.17g\n", static_cast<long long>(i),
+                structure.symbols[i].c_str(), f[i][0], f[i][1], f[i][2]);
+  const auto e = per_atom_energy.accessor<double, 1>();
+  for (int64_t i = 0; i < n; i++)
+    std::printf("per_atom_energy %lld %s %.17g\n", static_cast<long long>(i),
+                structure.symbols[i].c_str(), e[i]);
+}
+
+}    // namespace
+
+int main(int argc, char **argv)
+{
+  try {
+    const Options options = parse_arguments(argc, argv);
+    Export model = load_export(options.model_path);
+    std::istringstream lines(model.metadata_text);
+    for (std::string line; std::getline(lines, line);)
+      if (!line.empty()) std::printf("metadata %s\n", line.c_str());
+    if (!options.structure_path.empty())
+      evaluate_and_print(model, read_xyz(options.structure_path), options);
+  } catch (const std::exception &exception) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "mdplugin_check: error: %s\n", exception.what());
+    return 1;
+  }
+  return 0;
+}

