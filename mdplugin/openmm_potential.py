@@ -1,0 +1,76 @@
+"""openmm-ml support: `MLPotential('transformer', modelPath='model.pt')`.
+
+Registered through the `openmmml.potentials` entry point, so `createSystem` and `createMixedSystem`
+(mechanical embedding) work once mdplugin is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import openmm
+import openmm.app
+from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+
+from mdplugin.openmm_force import create_torch_force
+
+PRECISIONS = {None: None, "single": "float32", "double": "float64"}
+
+
+class TransformerPotentialImplFactory(MLPotentialImplFactory):
+    """Creates the transformer potential for openmm-ml."""
+
+    def createImpl(self, name: str, modelPath: str | Path | None = None, **args) -> MLPotentialImpl:  # noqa: N802, N803
+        return TransformerPotentialImpl(modelPath)
+
+
+class TransformerPotentialImpl(MLPotentialImpl):
+    """A trained mdplugin model (export or checkpoint) as an openmm-ml potential.
+
+    >>> potential = MLPotential('transformer', modelPath='model-export.pt')
+    >>> system = potential.createSystem(topology, charge=0, multiplicity=1)
+
+    `createSystem` and `addForces` accept `charge`, `multiplicity`, `precision` ('single' or 'double';
+    it applies to checkpoints, scripted on the fly) and `device` ('cpu' or 'cuda').
+    """
+
+    def __init__(self, model_path: str | Path | None):
+        if model_path is None:
+            raise ValueError(
+                "MLPotential('transformer') needs modelPath=, the path of an mdplugin export or checkpoint"
+            )
+        if not Path(model_path).is_file():
+            raise FileNotFoundError(f"model file {model_path} does not exist")
+        self.model_path = Path(model_path)
+
+    def addForces(  # noqa: N802
+        self,
+        topology: openmm.app.Topology,
+        system: openmm.System,
+        atoms: Iterable[int] | None,
+        forceGroup: int,  # noqa: N803
+        charge: int = 0,
+        multiplicity: int = 1,
+        precision: str | None = None,
+        device: str | None = None,
+        **args,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use 'single' or 'double'")
+        force = create_torch_force(
+            self.model_path,
+            topology,
+            atoms,
+            charge,
+            multiplicity,
+            system=system,
+            dtype=PRECISIONS[precision],
+            device=device,
+        )
+        force.setForceGroup(forceGroup)
+        system.addForce(force)
+
+    def getMLLongRange(self) -> bool:  # noqa: N802
+        # the model sees only the ML atoms' own coordinates, never periodic images (periodic boxes are refused)
+        return False

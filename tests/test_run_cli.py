@@ -1,0 +1,93 @@
+"""`mdplugin run`: files written, a summary printed, nothing overwritten, restarts, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mdtraj
+import pytest
+from click.testing import CliRunner
+
+from mdplugin.cli import main
+from mdplugin.simulate import read_state_data
+
+FIXTURES = Path(__file__).resolve().parents[1] / "export" / "fixtures"
+MODEL = str(FIXTURES / "tiny-float64.pt")
+WATER = str(FIXTURES / "water.xyz")
+
+
+def run(*arguments: str):
+    return CliRunner().invoke(main, ["run", *arguments], catch_exceptions=False)
+
+
+def short_run(output: Path, *extra: str):
+    """20 steps of water on the Reference platform, a state row and a frame every 5 steps (one torch
+    thread: for three atoms more threads only wait on each other, badly so on a busy machine)."""
+    return run(WATER, "--model", MODEL, "-o", str(output), "--steps", "20", "--report-interval", "5",
+               "--checkpoint-interval", "10", "--platform", "Reference", "--seed", "5", "--threads", "1", "--quiet", *extra)  # fmt: skip
+
+
+def test_run_writes_the_files_and_a_summary(tmp_path):
+    result = short_run(tmp_path / "out" / "water", "--ensemble", "nve", "--plot")
+    assert result.exit_code == 0, result.output
+    prefix = tmp_path / "out" / "water"
+    for suffix in (".csv", ".dcd", ".chk", "-topology.pdb", "-summary.json", "-energy.png", "-temperature.png"):
+        assert Path(f"{prefix}{suffix}").stat().st_size > 0, suffix
+    assert "ns/day" in result.output and "NVE energy drift" in result.output and "mean temperature" in result.output
+    summary = json.loads(Path(f"{prefix}-summary.json").read_text())
+    assert summary["final_step"] == 20 and summary["atoms"] == 3 and summary["ensemble"] == "nve"
+    assert summary["ns_per_day"] > 0 and summary["mean_temperature_k"] > 0
+    assert abs(summary["energy_drift_mev_per_atom_ps"]) < 1.0  # 10 fs of NVE: conserved to round-off
+    assert list(read_state_data(Path(f"{prefix}.csv"))["Step"]) == [5, 10, 15, 20]
+    assert mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb").n_frames == 4
+
+
+def test_run_refuses_to_overwrite_without_force(tmp_path):
+    prefix = tmp_path / "water"
+    assert short_run(prefix, "--no-minimize").exit_code == 0
+    before = Path(f"{prefix}.csv").read_bytes()
+    result = short_run(prefix, "--no-minimize")
+    assert result.exit_code != 0
+    assert "exist" in result.output and "--force" in result.output
+    assert Path(f"{prefix}.csv").read_bytes() == before
+    assert short_run(prefix, "--no-minimize", "--force").exit_code == 0
+
+
+def test_restart_continues_the_run_and_appends(tmp_path):
+    prefix = tmp_path / "water"
+    assert short_run(prefix).exit_code == 0
+    result = short_run(prefix, "--restart", f"{prefix}.chk")
+    assert result.exit_code == 0, result.output
+    assert "ending at step 40" in result.output
+    assert list(read_state_data(Path(f"{prefix}.csv"))["Step"]) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb").n_frames == 8
+
+
+def test_smiles_and_pdb_inputs_and_xtc_output(tmp_path):
+    result = run("CO", "--model", MODEL, "-o", str(tmp_path / "methanol"), "--steps", "10", "--report-interval", "5",
+                 "--platform", "Reference", "--trajectory-format", "xtc", "--seed", "2", "--threads", "1", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trajectory = mdtraj.load(str(tmp_path / "methanol.xtc"), top=str(tmp_path / "methanol-topology.pdb"))
+    assert trajectory.n_atoms == 6 and trajectory.n_frames == 2
+    result = run(str(tmp_path / "methanol-topology.pdb"), "--model", MODEL, "-o", str(tmp_path / "from-pdb"),
+                 "--steps", "5", "--platform", "Reference", "--no-minimize", "--threads", "1", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "of 6 atoms" in result.output
+
+
+@pytest.mark.parametrize(
+    "structure, extra, message",
+    [
+        ("CS", (), "knows the elements H, C, N, O"),  # methanethiol: sulfur
+        ("not-a-molecule((", (), "neither an existing structure file nor a valid SMILES"),
+        ("missing.xyz", (), "does not exist"),
+        (WATER, ("--platform", "NoSuchPlatform"), "not available here; available: Reference"),
+    ],
+    ids=["unknown-element", "bad-smiles", "missing-file", "unknown-platform"],
+)
+def test_bad_input_is_a_clear_error(tmp_path, structure, extra, message):
+    result = run(structure, "--model", MODEL, "-o", str(tmp_path / "out"), "--steps", "5", "--quiet", *extra)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not list(tmp_path.glob("out*"))  # nothing written
