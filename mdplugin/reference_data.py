@@ -1,0 +1,675 @@
+"""Reference data: GFN2-xTB (tblite) energies and forces on frames of Langevin MD, written as extxyz.
+
+A trajectory starts from a structure (SMILES through RDKit's ETKDG, or a structure file), relaxed with
+xTB; it gets Maxwell-Boltzmann velocities, is equilibrated by Langevin MD at its temperature, and then
+one frame is taken every `stride` steps. Each frame is labelled with the xTB energy (eV) and forces
+(eV/Å) of exactly the geometry written, and carries its momenta and a provenance record in its info.
+
+Every stretch of MD between two frames starts from the frame as written (positions and momenta as
+the extxyz text holds them) with a random stream seeded by (trajectory seed, frame index), so a
+run that was interrupted and continued with `resume=True` writes the same file as one that was not.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.units import Bohr, Hartree
+
+MAX_ATOMIC_NUMBER = 86  # GFN2-xTB has parameters for H to Rn
+SPLITS = ("train", "test")
+
+#: The molecules of the MD17 set, by SMILES (malonaldehyde as its hydrogen-bonded enol form).
+MD17_SMILES = {
+    "aspirin": "CC(=O)Oc1ccccc1C(=O)O",
+    "benzene": "c1ccccc1",
+    "ethanol": "CCO",
+    "malonaldehyde": "O=C/C=C\\O",
+    "naphthalene": "c1ccc2ccccc2c1",
+    "salicylic_acid": "OC(=O)c1ccccc1O",
+    "toluene": "Cc1ccccc1",
+    "uracil": "O=c1cc[nH]c(=O)[nH]1",
+}
+
+
+@dataclass
+class Molecule:
+    """A starting structure (Å) with its total charge and spin multiplicity."""
+
+    name: str
+    numbers: np.ndarray  # [N] atomic numbers
+    positions: np.ndarray  # [N, 3] Å
+    charge: int = 0
+    multiplicity: int = 1
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """How a trajectory is relaxed, equilibrated and sampled."""
+
+    timestep_fs: float = 0.5
+    friction_per_fs: float = 0.01
+    stride: int = 20  # MD steps between frames
+    equilibration_steps: int = 1000
+    relax_fmax: float = 0.05  # eV/Å
+    relax_steps: int = 500
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One job: `frames` frames of one molecule at one temperature, written to `path`."""
+
+    molecule: Molecule = field(compare=False)
+    temperature_K: float
+    split: str
+    seed: int
+    frames: int
+    path: Path
+    settings: MDSettings = MDSettings()
+    base_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrajectoryResult:
+    path: Path
+    frames: int  # frames in the file now
+    written: int  # frames written by this run
+    message: str = ""
+
+
+# ---------------------------------------------------------------------------- starting structures
+
+
+def check_name(name: str) -> str:
+    """A molecule name usable as a file name."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        raise ValueError(f"molecule name {name!r} is not usable as a file name; use letters, digits, '_', '-', '.'")
+    return name
+
+
+def molecule_from_smiles(smiles: str, name: str | None = None, seed: int = 0) -> Molecule:
+    """A 3D structure from SMILES: RDKit adds hydrogens and embeds it with ETKDG (seeded)."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        mol = Chem.MolFromSmiles(smiles)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    if mol is None:
+        raise ValueError(
+            f"cannot parse the SMILES {smiles!r}; check the string (e.g. 'CCO' for ethanol) or give a structure file"
+        )
+    mol = Chem.AddHs(mol)
+    parameters = AllChem.ETKDGv3()
+    parameters.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, parameters) != 0:
+        raise ValueError(f"RDKit could not embed {smiles!r} in 3D; give a structure file instead")
+    numbers = np.array([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=np.int64)
+    radicals = sum(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
+    molecule = Molecule(
+        name=check_name(name or _formula(numbers)),
+        numbers=numbers,
+        positions=np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64),
+        charge=Chem.GetFormalCharge(mol),
+        multiplicity=radicals + 1,
+        source=f"smiles:{smiles}",
+    )
+    return check_supported(molecule)
+
+
+def molecule_from_file(path: str | Path, name: str | None = None, charge: int = 0, multiplicity: int = 1) -> Molecule:
+    """The first structure of an ASE-readable file (XYZ, PDB, SDF, ...)."""
+    import ase.io
+
+    path = Path(path)
+    try:
+        atoms = ase.io.read(path, index=0)
+    except Exception as error:
+        raise ValueError(
+            f"cannot read {path} with ASE ({error}); give an XYZ, PDB or another ASE-readable file"
+        ) from None
+    if len(atoms) == 0:
+        raise ValueError(f"{path} holds no atoms")
+    molecule = Molecule(
+        name=check_name(name or path.stem),
+        numbers=np.asarray(atoms.numbers, dtype=np.int64),
+        positions=np.asarray(atoms.positions, dtype=np.float64),
+        charge=charge,
+        multiplicity=multiplicity,
+        source=f"file:{path.name}",
+    )
+    return check_supported(molecule)
+
+
+def molecule_from_input(
+    text: str, name: str | None = None, seed: int = 0, charge: int = 0, multiplicity: int = 1
+) -> Molecule:
+    """A structure file if `text` names an existing file, otherwise a SMILES string."""
+    if Path(text).is_file():
+        return molecule_from_file(text, name, charge, multiplicity)
+    return molecule_from_smiles(text, name, seed)
+
+
+def md17_molecules(names: Sequence[str] | None = None, seed: int = 0) -> list[Molecule]:
+    """The MD17 molecules (all, or those named) built from their SMILES."""
+    names = list(MD17_SMILES) if names is None else list(names)
+    unknown = [n for n in names if n not in MD17_SMILES]
+    if unknown:
+        raise ValueError(f"unknown MD17 molecule(s) {', '.join(unknown)}; choose from {', '.join(MD17_SMILES)}")
+    return [molecule_from_smiles(MD17_SMILES[n], n, seed) for n in names]
+
+
+def check_supported(molecule: Molecule) -> Molecule:
+    """Refuse elements GFN2-xTB has no parameters for, and an impossible charge/multiplicity pair."""
+    from mdplugin.elements import symbols
+
+    unsupported = sorted({int(z) for z in molecule.numbers if not 1 <= z <= MAX_ATOMIC_NUMBER})
+    if unsupported:
+        raise ValueError(
+            f"{molecule.name} contains {', '.join(symbols(unsupported))}; GFN2-xTB covers only H to Rn "
+            f"(Z = 1-{MAX_ATOMIC_NUMBER}): remove those atoms or use another reference method"
+        )
+    electrons = int(molecule.numbers.sum()) - molecule.charge
+    if molecule.multiplicity < 1 or (electrons - molecule.multiplicity + 1) % 2:
+        raise ValueError(
+            f"{molecule.name}: {electrons} electrons cannot have spin multiplicity {molecule.multiplicity}; "
+            "set the right --charge or --multiplicity"
+        )
+    return molecule
+
+
+def _formula(numbers: np.ndarray) -> str:
+    from ase import Atoms
+
+    return Atoms(numbers=numbers).get_chemical_formula(mode="hill")
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def trajectory_seed(seed: int, name: str, temperature_K: float, split: str) -> int:
+    """A seed of its own for each (molecule, temperature, split), derived from the base seed."""
+    key = [seed, zlib.crc32(name.encode()), int(round(temperature_K * 1000)), SPLITS.index(split)]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def trajectory_path(out_dir: str | Path, name: str, temperature_K: float, split: str) -> Path:
+    return Path(out_dir) / name / f"{name}_{temperature_K:g}K_{split}.extxyz"
+
+
+def plan(
+    molecules: Sequence[Molecule],
+    temperatures_K: Sequence[float],
+    out_dir: str | Path,
+    frames: int,
+    test_frames: int,
+    seed: int = 0,
+    settings: MDSettings = MDSettings(),
+) -> list[Trajectory]:
+    """One train and one test trajectory (different seeds) per molecule and temperature."""
+    if frames < 1 or test_frames < 0:
+        raise ValueError(f"need at least 1 training frame and no negative test frames (got {frames}, {test_frames})")
+    if any(t <= 0 for t in temperatures_K):
+        raise ValueError(f"temperatures must be positive (in K), got {list(temperatures_K)}")
+    if len({m.name for m in molecules}) != len(molecules):
+        raise ValueError("two molecules share a name; give each a distinct --name")
+    jobs = []
+    for molecule in molecules:
+        for temperature in temperatures_K:
+            for split, count in zip(SPLITS, (frames, test_frames)):
+                if count:
+                    jobs.append(
+                        Trajectory(
+                            molecule=molecule,
+                            temperature_K=float(temperature),
+                            split=split,
+                            seed=trajectory_seed(seed, molecule.name, temperature, split),
+                            frames=count,
+                            path=trajectory_path(out_dir, molecule.name, temperature, split),
+                            settings=settings,
+                            base_seed=seed,
+                        )
+                    )
+    return jobs
+
+
+def combined_paths(out_dir: str | Path, temperatures_K: Sequence[float]) -> dict[Path, tuple[str, float | None]]:
+    """The convenience files: all training frames, all test frames, and test frames per temperature."""
+    out_dir = Path(out_dir)
+    paths: dict[Path, tuple[str, float | None]] = {
+        out_dir / "train.extxyz": ("train", None),
+        out_dir / "test.extxyz": ("test", None),
+    }
+    for temperature in temperatures_K:
+        paths[out_dir / f"test_{float(temperature):g}K.extxyz"] = ("test", float(temperature))
+    return paths
+
+
+def check_outputs(paths: Sequence[Path], resume: bool, force: bool) -> None:
+    """Refuse to touch an existing file unless asked to continue it or to overwrite it."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not (resume or force):
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{existing[0]}{more} exists; pass --resume to continue unfinished trajectories or --force to overwrite"
+        )
+
+
+# ---------------------------------------------------------------------------- one trajectory
+
+
+class GFN2xTB(Calculator):
+    """GFN2-xTB energy (eV) and forces (eV/Å) from tblite, each SCF from a fresh guess.
+
+    tblite's own ASE calculator restarts every SCF from the last wavefunction, which moves the
+    forces by ~1e-5 eV/Å depending on the history; here every result is a function of the geometry
+    alone, so a resumed run repeats an uninterrupted one exactly.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, molecule: Molecule) -> None:
+        from tblite.interface import Calculator as TBLiteCalculator
+
+        super().__init__()
+        self.xtb = TBLiteCalculator(
+            "GFN2-xTB", molecule.numbers, molecule.positions / Bohr, molecule.charge, molecule.multiplicity - 1
+        )
+        self.xtb.set("verbosity", 0)
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        self.xtb.update(positions=self.atoms.positions / Bohr)
+        result = self.xtb.singlepoint()
+        self.results = {
+            "energy": float(result["energy"]) * Hartree,
+            "forces": -np.asarray(result["gradient"]) * Hartree / Bohr,
+        }
+
+
+def provenance(trajectory: Trajectory, created: str) -> dict:
+    """Per-frame info: what the frame is and how it was made."""
+    from importlib.metadata import version
+
+    import ase
+
+    from mdplugin import __version__
+
+    s = trajectory.settings
+    return {
+        "molecule": trajectory.molecule.name,
+        "split": trajectory.split,
+        "temperature_K": trajectory.temperature_K,
+        "trajectory_seed": trajectory.seed,
+        "seed": trajectory.base_seed,
+        "charge": trajectory.molecule.charge,
+        "multiplicity": trajectory.molecule.multiplicity,
+        "method": "GFN2-xTB",
+        "code": "tblite",
+        "tblite_version": version("tblite"),
+        "ase_version": ase.__version__,
+        "mdplugin_version": __version__,
+        "thermostat": "Langevin",
+        "timestep_fs": s.timestep_fs,
+        "friction_per_fs": s.friction_per_fs,
+        "stride_steps": s.stride,
+        "equilibration_steps": s.equilibration_steps,
+        # ASE's extxyz reader unescapes backslashes that its writer leaves alone (SMILES stereo bonds)
+        "source": trajectory.molecule.source.replace("\\", "\\\\"),
+        "created": created,
+    }
+
+
+def frame_spans(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of the complete frames at the start of an extxyz file (a cut-off last frame is left out)."""
+    spans, start, index = [], 0, 0
+    with open(path, "rb") as handle:
+        lines = handle.readlines()
+    while index < len(lines):
+        try:
+            atoms = int(lines[index])
+        except ValueError:
+            break
+        end = index + 2 + atoms
+        if end > len(lines) or not lines[end - 1].endswith(b"\n"):
+            break
+        length = sum(len(line) for line in lines[index:end])
+        spans.append((start, start + length))
+        start, index = start + length, end
+    return spans
+
+
+def count_frames(path: Path) -> int:
+    """Complete frames in an extxyz file."""
+    return len(frame_spans(path))
+
+
+def run_trajectory(
+    trajectory: Trajectory, resume: bool = False, force: bool = False, on_frame: Callable[[], None] | None = None
+) -> TrajectoryResult:
+    """Write (or continue) one trajectory; returns how many frames the file holds and how many were added."""
+    path, done, last = trajectory.path, 0, None
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if path.exists() and not force:
+        if not resume:
+            raise FileExistsError(f"{path} exists; pass --resume to continue it or --force to overwrite it")
+        done, last = _continue_from(trajectory)
+        if done >= trajectory.frames:
+            return TrajectoryResult(path, done, 0, f"{path}: complete ({done} frames), skipped")
+        created = str(last.info.get("created", created)) if last is not None else created
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = provenance(trajectory, created)
+    calc = GFN2xTB(trajectory.molecule)
+    with open(path, "a" if done else "w") as handle:
+        for index in range(done, trajectory.frames):
+            atoms = _next_frame(trajectory, index, last, calc)
+            frame_info = {**info, "frame": index, "time_fs": _time_fs(trajectory.settings, index)}
+            text, last = _labelled(atoms, calc, frame_info)
+            handle.write(text)
+            handle.flush()
+            if on_frame is not None:
+                on_frame()
+    return TrajectoryResult(path, trajectory.frames, trajectory.frames - done)
+
+
+def _continue_from(trajectory: Trajectory):
+    """Frames already in the file and its last frame; an incomplete last frame is cut off."""
+    path = trajectory.path
+    spans = frame_spans(path)
+    if not spans:
+        if path.stat().st_size:
+            raise ValueError(f"{path} is not an extxyz file this command wrote; pass --force to overwrite it")
+        return 0, None
+    content = path.read_bytes()
+    try:
+        first, last = (_parse(content[a:b].decode()) for a, b in (spans[0], spans[-1]))
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not an extxyz file this command wrote ({error}); pass --force to overwrite it"
+        ) from None
+    _check_same_trajectory(trajectory, first)
+    if spans[-1][1] < len(content):
+        with open(path, "r+b") as handle:
+            handle.truncate(spans[-1][1])
+    return len(spans), last
+
+
+_IDENTITY_KEYS = (
+    "molecule",
+    "split",
+    "temperature_K",
+    "trajectory_seed",
+    "charge",
+    "multiplicity",
+    "method",
+    "timestep_fs",
+    "friction_per_fs",
+    "stride_steps",
+    "equilibration_steps",
+)
+
+
+def _check_same_trajectory(trajectory: Trajectory, atoms) -> None:
+    """Refuse to continue a file that holds another trajectory."""
+    expected = provenance(trajectory, "")
+    differ = [k for k in _IDENTITY_KEYS if str(atoms.info.get(k)) != str(expected[k])]
+    if differ or not np.array_equal(atoms.numbers, trajectory.molecule.numbers):
+        found = ", ".join(f"{k}={atoms.info.get(k)} (not {expected[k]})" for k in differ) or "other atoms"
+        raise ValueError(
+            f"{trajectory.path} holds another trajectory ({found}); "
+            "pass --force to overwrite it or choose another output directory"
+        )
+
+
+def _time_fs(settings: MDSettings, index: int) -> float:
+    return (settings.equilibration_steps + index * settings.stride) * settings.timestep_fs
+
+
+def _next_frame(trajectory: Trajectory, index: int, last, calc):
+    """Frame `index`: the equilibrated start for index 0, else `stride` steps on from the last frame."""
+    from ase.md import velocitydistribution
+
+    # thermalize_momenta is the name from ASE 3.28 on; MaxwellBoltzmannDistribution before
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None) or (
+        velocitydistribution.MaxwellBoltzmannDistribution
+    )
+
+    settings = trajectory.settings
+    rng = np.random.default_rng([trajectory.seed, index])
+    if index == 0:
+        atoms = _relaxed(trajectory.molecule, calc, settings)
+        thermalize(atoms, temperature_K=trajectory.temperature_K, rng=rng)
+        velocitydistribution.Stationary(atoms)
+        steps = settings.equilibration_steps
+    else:
+        atoms, steps = _with_calculator(last, calc), settings.stride
+    _langevin(atoms, steps, trajectory.temperature_K, settings, rng)
+    return atoms
+
+
+def _relaxed(molecule: Molecule, calc, settings: MDSettings):
+    from ase import Atoms
+    from ase.optimize import BFGS
+
+    atoms = Atoms(numbers=molecule.numbers, positions=molecule.positions)
+    atoms.calc = calc
+    BFGS(atoms, logfile=None).run(fmax=settings.relax_fmax, steps=settings.relax_steps)
+    return atoms
+
+
+def _langevin(atoms, steps: int, temperature_K: float, settings: MDSettings, rng) -> None:
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+
+    atoms.set_constraint(FixCom())
+    dynamics = Langevin(
+        atoms,
+        timestep=settings.timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=settings.friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    dynamics.run(steps)
+
+
+def _with_calculator(frame, calc):
+    """A copy of a written frame (positions, momenta, info) with the xTB calculator attached."""
+    from ase import Atoms
+
+    atoms = Atoms(numbers=frame.numbers, positions=frame.positions, momenta=frame.get_momenta())
+    atoms.info.update(frame.info)
+    atoms.calc = calc
+    return atoms
+
+
+def _labelled(atoms, calc, info: dict):
+    """The extxyz text of a frame and the frame as parsed back from it.
+
+    Positions and momenta are first rounded to what the text holds, so the energy and forces are
+    those of the written geometry and the next stretch of MD starts from exactly the written state.
+    """
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    state = _parse(_text(Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta())))
+    state.calc = calc
+    energy, forces = state.get_potential_energy(), state.get_forces()
+    state.calc = SinglePointCalculator(state, energy=energy, forces=forces)
+    state.info.update(info)
+    text = _text(state)
+    return text, _with_calculator(_parse(text), calc)
+
+
+def _text(atoms) -> str:
+    import ase.io
+
+    buffer = io.StringIO()
+    ase.io.write(buffer, atoms, format="extxyz")
+    return buffer.getvalue()
+
+
+def _parse(text: str):
+    import ase.io
+
+    atoms = ase.io.read(io.StringIO(text), format="extxyz")
+    atoms.set_constraint()
+    return atoms
+
+
+# ---------------------------------------------------------------------------- many trajectories
+
+_progress_queue = None
+
+
+def _start_worker(queue) -> None:
+    global _progress_queue
+    os.environ["OMP_NUM_THREADS"] = "1"  # one process per core; tblite's OpenMP would oversubscribe
+    _progress_queue = queue
+
+
+def _run_in_worker(trajectory: Trajectory, resume: bool, force: bool) -> TrajectoryResult:
+    return run_trajectory(trajectory, resume, force, on_frame=lambda: _progress_queue.put(1))
+
+
+def run_trajectories(
+    trajectories: Sequence[Trajectory],
+    jobs: int = 2,
+    resume: bool = False,
+    force: bool = False,
+    on_frame: Callable[[], None] | None = None,
+) -> list[TrajectoryResult]:
+    """Run every trajectory, largest first, in `jobs` worker processes of one OpenMP thread each.
+
+    Even one job runs in a worker: tblite's OpenMP threads, once started in a process, cannot be
+    reduced, and on a busy machine two spinning threads per process make xTB many times slower.
+    """
+    import multiprocessing
+
+    order = sorted(trajectories, key=_cost, reverse=True)
+    context = multiprocessing.get_context("spawn")  # workers start clean, with OMP_NUM_THREADS=1 set first
+    queue = context.Queue()
+    results = []
+    with ProcessPoolExecutor(max(1, jobs), mp_context=context, initializer=_start_worker, initargs=(queue,)) as pool:
+        pending = {pool.submit(_run_in_worker, t, resume, force): t for t in order}
+        while pending:
+            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(queue, on_frame)
+            for future in finished:
+                trajectory = pending.pop(future)
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    if isinstance(error, (ValueError, FileExistsError)):
+                        raise error  # these name the file already
+                    raise RuntimeError(f"{trajectory.path}: {type(error).__name__}: {error}") from error
+                results.append(future.result())
+        _drain(queue, on_frame)
+    return results
+
+
+def _drain(queue, on_frame) -> None:
+    import queue as queues
+
+    while True:
+        try:
+            queue.get_nowait()
+        except queues.Empty:
+            return
+        if on_frame is not None:
+            on_frame()
+
+
+def _cost(trajectory: Trajectory) -> float:
+    s = trajectory.settings
+    steps = s.equilibration_steps + trajectory.frames * (s.stride + 1)
+    return steps * len(trajectory.molecule.numbers) ** 2
+
+
+def frames_to_do(trajectories: Sequence[Trajectory], resume: bool, force: bool) -> int:
+    """Frames the run will write (for a progress bar)."""
+    total = 0
+    for t in trajectories:
+        done = count_frames(t.path) if resume and not force and t.path.exists() else 0
+        total += max(0, t.frames - done)
+    return total
+
+
+def write_combined(
+    trajectories: Sequence[Trajectory], out_dir: str | Path, temperatures_K: Sequence[float]
+) -> list[Path]:
+    """Concatenate the first `frames` frames of each trajectory file into the files of `combined_paths`."""
+    written = []
+    for path, (split, temperature) in combined_paths(out_dir, temperatures_K).items():
+        parts = [
+            t
+            for t in trajectories
+            if t.split == split and (temperature is None or t.temperature_K == temperature) and t.path.exists()
+        ]
+        if not parts:
+            continue
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as handle:
+            for t in parts:
+                spans = frame_spans(t.path)[: t.frames]
+                if spans:
+                    handle.write(t.path.read_bytes()[: spans[-1][1]])
+        os.replace(partial, path)
+        written.append(path)
+    return written
+
+
+def generate(
+    molecules: Sequence[Molecule],
+    temperatures_K: Sequence[float],
+    out_dir: str | Path,
+    frames: int,
+    test_frames: int,
+    seed: int = 0,
+    settings: MDSettings = MDSettings(),
+    jobs: int = 2,
+    resume: bool = False,
+    force: bool = False,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[list[TrajectoryResult], list[Path]]:
+    """Plan, check the outputs, run every trajectory and write the combined files."""
+    trajectories = plan(molecules, temperatures_K, out_dir, frames, test_frames, seed, settings)
+    check_outputs([t.path for t in trajectories] + list(combined_paths(out_dir, temperatures_K)), resume, force)
+    results = run_trajectories(trajectories, jobs, resume, force, on_frame)
+    return results, write_combined(trajectories, out_dir, temperatures_K)
+
+
+__all__ = [
+    "MD17_SMILES",
+    "GFN2xTB",
+    "MDSettings",
+    "Molecule",
+    "Trajectory",
+    "TrajectoryResult",
+    "check_outputs",
+    "combined_paths",
+    "generate",
+    "md17_molecules",
+    "molecule_from_file",
+    "molecule_from_input",
+    "molecule_from_smiles",
+    "plan",
+    "run_trajectories",
+    "run_trajectory",
+    "write_combined",
+]
