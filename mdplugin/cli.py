@@ -130,3 +130,20 @@ def evaluate(model_file, structure, charge, multiplicity) -> None:
     click.echo("forces (eV/Å):")
     for symbol, force in zip(atoms.get_chemical_symbols(), result.forces):
         click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
+
+from mdplugin.cli_run import run  # noqa: E402
+
+main.add_command(run)
+
+from mdplugin.cli_data import data  # noqa: E402
+
+main.add_command(data)
+
+from mdplugin.cli_lammps import lammps  # noqa: E402
+
+main.add_command(lammps)
+
+from mdplugin.cli_bench import analyze, bench  # noqa: E402
+
+main.add_command(analyze)
+main.add_command(bench)

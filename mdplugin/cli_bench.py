@@ -1,0 +1,191 @@
+"""`mdplugin bench` (speed, stability, accuracy measurements) and `mdplugin analyze` (what the model learned).
+
+The benchmarks live in the source tree's `benchmarks/` folder, next to their results; these commands
+load them from there, so they need mdplugin installed from its source tree (`pip install -e .`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("speed", "stability", "accuracy")
+
+
+def benchmark_module(name: str):
+    """The module benchmarks/<name>.py of the source tree."""
+    if not (ROOT / "benchmarks" / f"{name}.py").is_file():
+        raise click.ClickException(
+            f"the benchmarks are not at {ROOT / 'benchmarks'}; run from an editable install of the source tree (pip install -e .)"
+        )
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))  # appended: never shadows an installed package
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _numbers(text: str | None, kind: type) -> list | None:
+    if not text:
+        return None
+    try:
+        return [kind(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("which", type=click.Choice([*BENCHMARKS, "all"]), default="all")
+@click.option(
+    "-o",
+    "--output",
+    default="benchmarks/results",
+    type=click.Path(file_okay=False),
+    help="Directory for the JSON, Markdown and PNG results (its files of the same names are replaced).",
+)
+@click.option(
+    "--model",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Export to measure [default: examples/models/md17-export.pt, else the tiny fixture].",
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Checkpoint for the accuracy benchmark [default: examples/models/md17.pt].",
+)
+@click.option(
+    "--test-data",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Test file for the accuracy benchmark (repeatable) [default: data/md17/test.extxyz].",
+)
+@click.option(
+    "--sizes",
+    default=None,
+    help="Speed: comma-separated atom counts [default: 10,20,50,100,200,500,1000,2000; quick: 10,50,200].",
+)
+@click.option(
+    "--repeats",
+    default=None,
+    type=click.IntRange(1),
+    help="Speed: timed samples per engine and size; the median is reported [default: 7; quick: 3].",
+)
+@click.option(
+    "--engines",
+    default=None,
+    help="Speed: comma-separated subset of raw,openmm-reference,openmm-cpu,lammps-1,lammps-2,mace.",
+)
+@click.option("--threads", default=None, type=click.IntRange(1), help="Speed: torch threads [default: torch's choice].")
+@click.option("--memory/--no-memory", default=True, help="Speed: measure peak memory (a subprocess per size).")
+@click.option(
+    "--molecules",
+    default=None,
+    help="Stability: comma-separated molecule names or structure files [default: ethanol,aspirin].",
+)
+@click.option(
+    "--duration-ps", default=None, type=float, help="Stability: NVE length of each run in ps [default: 10; quick: 0.2]."
+)
+@click.option("--timesteps-fs", default=None, help="Stability: comma-separated timesteps in fs [default: 0.25,0.5,1].")
+@click.option(
+    "--quick", is_flag=True, help="Small sizes and short runs: checks that everything runs; the numbers are not final."
+)
+def bench(
+    which,
+    output,
+    model,
+    checkpoint,
+    test_data,
+    sizes,
+    repeats,
+    engines,
+    threads,
+    memory,
+    molecules,
+    duration_ps,
+    timesteps_fs,
+    quick,
+) -> None:
+    """Measure speed and scaling, NVE stability and accuracy; write tables and plots to --output."""
+    chosen = BENCHMARKS if which == "all" else (which,)
+    try:
+        if "speed" in chosen:
+            speed = benchmark_module("speed")
+            engine_names = engines.split(",") if engines else None
+            speed.run_speed(model, output, _numbers(sizes, int), repeats, quick, engine_names, threads, memory)
+            click.echo(f"wrote {Path(output) / 'speed.md'}")
+        if "stability" in chosen:
+            stability = benchmark_module("stability")
+            names = molecules.split(",") if molecules else None
+            stability.run_stability(model, output, names, duration_ps, _numbers(timesteps_fs, float), quick=quick)
+            click.echo(f"wrote {Path(output) / 'stability.md'}")
+        if "accuracy" in chosen:
+            _accuracy(checkpoint, list(test_data), output, quick, required=which == "accuracy")
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _accuracy(checkpoint, test_data, output, quick: bool, required: bool) -> None:
+    accuracy = benchmark_module("accuracy")
+    try:
+        accuracy.run_accuracy(checkpoint, test_data or None, output, quick)
+    except accuracy.NothingToMeasure as reason:
+        if required:
+            raise click.ClickException(str(reason)) from None
+        click.echo(f"accuracy skipped: {reason}")
+        return
+    click.echo(f"wrote {Path(output) / 'accuracy.md'}")
+
+
+@click.group()
+def analyze() -> None:
+    """Analyses of a trained model."""
+
+
+@analyze.command(context_settings={"show_default": True})
+@click.argument("structures", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--model",
+    "checkpoint",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Training checkpoint (the eager model; an export's weights are frozen).",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="attention-analysis",
+    type=click.Path(file_okay=False),
+    help="Directory for attention.json and attention.png.",
+)
+@click.option(
+    "--max-structures", default=100, type=click.IntRange(1), help="Frames used from STRUCTURES (evenly spaced)."
+)
+@click.option(
+    "--bin-width",
+    default=0.25,
+    type=click.FloatRange(min=0.01),
+    help="Å; distance bins of the mean weights and the decay fit.",
+)
+@click.option("--force", "overwrite", is_flag=True, help="Overwrite attention.json and attention.png in --output.")
+def attention(structures, checkpoint, output, max_structures, bin_width, overwrite) -> None:
+    """Attention weight against interatomic distance, per layer and head, over the structures in STRUCTURES
+    (one structure or a data set, any format ASE reads): exponential decay lengths and effective radii."""
+    from mdplugin.attention import analyze_attention
+
+    try:
+        summary = analyze_attention(checkpoint, structures, output, max_structures, bin_width, overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"{summary['structures']} structures; per layer: decay length λ, attention-weighted mean distance, 90% radius (Å)"
+    )
+    for layer in summary["layers"]:
+        decay = "none" if layer["decay_length"] is None else f"{layer['decay_length']:.2f}"
+        click.echo(
+            f"  layer {layer['layer']}: λ {decay}, mean distance {layer['weighted_mean_distance']:.2f} (uniform {layer['uniform_mean_distance']:.2f}), r90 {layer['radius_90']:.2f}"
+        )
+    click.echo(f"wrote {Path(output) / 'attention.json'} and {Path(output) / 'attention.png'}")
