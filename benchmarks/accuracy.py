@@ -12,7 +12,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import os
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "examples/models/md17.pt"
@@ -48,10 +51,12 @@ def run_accuracy(
     quick: bool = False,
 ) -> dict:
     """Write accuracy.json and accuracy.md to `output`; returns the report."""
+    from benchmarks.report import cpu_model
     from mdplugin.accuracy import accuracy_report, write_accuracy_report
 
     checkpoint, files = resolve_inputs(checkpoint, test_files)
-    report = accuracy_report(checkpoint, files, rotation_samples=1 if quick else 5)
+    hardware = f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}"
+    report = accuracy_report(checkpoint, files, rotation_samples=1 if quick else 5, hardware=hardware)
     write_accuracy_report(report, output)
     return report
 

@@ -11,6 +11,8 @@
 //   per_atom_energy I SYMBOL E    (eV)
 // Failures print "mdplugin_check: error: ..." on stderr and exit with status 1.
 
+#include "mdplugin_export.h"
+
 #include <torch/script.h>
 
 #include <cstdio>
@@ -23,11 +25,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+using namespace mdplugin_export;
 
-const char *const METADATA_FILE = "mdplugin.txt";
-const char *const FORMAT_NAME = "mdplugin-export";
-const char *const SUPPORTED_FORMAT_VERSION = "1";
+namespace {
 
 struct Options {
   std::string model_path;
@@ -52,14 +52,6 @@ struct Structure {
 [[noreturn]] void fail(const std::string &message)
 {
   throw std::runtime_error(message);
-}
-
-std::vector<std::string> split_words(const std::string &text)
-{
-  std::istringstream stream(text);
-  std::vector<std::string> words;
-  for (std::string word; stream >> word;) words.push_back(word);
-  return words;
 }
 
 int64_t parse_integer(const std::string &option, const std::string &text)
@@ -117,11 +109,7 @@ Export load_export(const std::string &path)
          reason.substr(0, reason.find('\n')) + "); make one with `mdplugin export`");
   }
   model.metadata_text = extra_files[METADATA_FILE];
-  std::istringstream lines(model.metadata_text);
-  for (std::string line; std::getline(lines, line);) {
-    const auto equals = line.find('=');
-    if (equals != std::string::npos) model.metadata[line.substr(0, equals)] = line.substr(equals + 1);
-  }
+  model.metadata = parse_metadata(model.metadata_text);
   if (model.metadata.empty())
     fail("'" + path + "' is a TorchScript file without mdplugin metadata (no " + METADATA_FILE +
          "); it is not an mdplugin export. Export the checkpoint with `mdplugin export`");
@@ -174,21 +162,6 @@ std::vector<int64_t> atomic_numbers(const Export &model, const Structure &struct
     numbers.push_back(found->second);
   }
   return numbers;
-}
-
-// The readable end of a TorchScript exception ("builtins.ValueError: ..."), not its traceback.
-std::string readable_error(const std::exception &exception)
-{
-  std::istringstream lines(exception.what());
-  std::string line, last_error_line, first_line;
-  while (std::getline(lines, line)) {
-    if (first_line.empty() && !line.empty()) first_line = line;
-    const auto colon = line.find("Error: ");
-    if (colon != std::string::npos && line.find(' ') > colon) last_error_line = line;
-  }
-  std::string message = last_error_line.empty() ? first_line : last_error_line;
-  if (message.rfind("builtins.", 0) == 0) message = message.substr(std::strlen("builtins."));
-  return message;
 }
 
 void evaluate_and_print(Export &model, const Structure &structure, const Options &options)

@@ -7,6 +7,7 @@
 ------------------------------------------------------------------------- */
 
 #include "pair_transformer.h"
+#include "mdplugin_export.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -28,36 +29,13 @@
 #include <sstream>
 
 using namespace LAMMPS_NS;
+using namespace mdplugin_export;
 
 namespace {
-
-const char *const FORMAT_NAME = "mdplugin-export";
-const char *const SUPPORTED_FORMAT_VERSION = "1";
-const char *const METADATA_FILE = "mdplugin.txt";
 
 // The model ignores the neighbor list, but LAMMPS needs a cutoff to size ghost communication;
 // a small one keeps that cost negligible.
 constexpr double NOMINAL_CUTOFF = 1.0;    // Å
-
-std::map<std::string, std::string> parse_metadata(const std::string &text)
-{
-  std::map<std::string, std::string> metadata;
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    const auto equals = line.find('=');
-    if (equals != std::string::npos) metadata[line.substr(0, equals)] = line.substr(equals + 1);
-  }
-  return metadata;
-}
-
-std::vector<std::string> split_words(const std::string &text)
-{
-  std::istringstream stream(text);
-  std::vector<std::string> words;
-  for (std::string word; stream >> word;) words.push_back(word);
-  return words;
-}
 
 // Whitespace-separated integers; empty if any word is not one (reported by the caller).
 std::vector<int64_t> parse_integers(const std::string &text)
@@ -76,22 +54,6 @@ std::string join(const std::vector<std::string> &words)
   std::string joined;
   for (const auto &word : words) joined += (joined.empty() ? "" : " ") + word;
   return joined;
-}
-
-// A TorchScript exception's what() is a long interpreter traceback that ends in a line such as
-// "builtins.ValueError: positions contain NaN ...": keep that line, which is what a user can act on.
-std::string readable_error(const std::exception &exception)
-{
-  std::istringstream lines(exception.what());
-  std::string line, last_error_line, first_line;
-  while (std::getline(lines, line)) {
-    if (first_line.empty() && !line.empty()) first_line = line;
-    const auto colon = line.find("Error: ");
-    if (colon != std::string::npos && line.find(' ') > colon) last_error_line = line;
-  }
-  std::string message = last_error_line.empty() ? first_line : last_error_line;
-  if (message.rfind("builtins.", 0) == 0) message = message.substr(std::strlen("builtins."));
-  return message;
 }
 
 // One GPU per rank on multi-GPU nodes: ranks sharing a node take devices round-robin.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,7 +28,9 @@ def group_by_label(path: str | Path) -> dict[tuple[str, float], list[Structure]]
     return groups
 
 
-def rotation_spread(model: TransformerPotential, structures: list[Structure], rotations: int = 50, seed: int = 0) -> float:
+def rotation_spread(
+    model: TransformerPotential, structures: list[Structure], rotations: int = 50, seed: int = 0
+) -> float:
     """Mean over structures of (max - min) energy under random rotations, in meV/atom."""
     from mdplugin.dataset import collate
 
@@ -43,8 +44,13 @@ def rotation_spread(model: TransformerPotential, structures: list[Structure], ro
     return float(np.mean(spreads))
 
 
-def accuracy_report(checkpoint_path: str | Path, test_files: list[str | Path], rotation_samples: int = 5) -> dict:
-    """Energy and force MAEs per (molecule, temperature), the rotation spread, and the model's facts."""
+def accuracy_report(
+    checkpoint_path: str | Path, test_files: list[str | Path], rotation_samples: int = 5, hardware: str = ""
+) -> dict:
+    """Energy and force MAEs per (molecule, temperature), the rotation spread, and the model's facts.
+
+    `hardware` describes the machine the model was trained on, for the report.
+    """
     checkpoint = read_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
     rows = []
@@ -69,8 +75,7 @@ def accuracy_report(checkpoint_path: str | Path, test_files: list[str | Path], r
         "epochs": len(history),
         "training_time_s": history[-1]["elapsed_s"] if history else None,
         "training_host": checkpoint["provenance"].get("host"),
-        "hardware": f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "platform": platform.platform(),
+        "hardware": hardware or f"torch {torch.__version__}",
         "rows": rows,
     }
 
@@ -100,13 +105,3 @@ def write_accuracy_report(report: dict, directory: str | Path) -> tuple[Path, Pa
         )
     markdown_path.write_text("\n".join(lines) + "\n")
     return json_path, markdown_path
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

@@ -18,9 +18,25 @@ def main() -> None:
 
 @main.command()
 @click.argument("train_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", default="model.pt", type=click.Path(dir_okay=False), help="Checkpoint to write (a CSV log and a loss-curve PNG go next to it).")
-@click.option("--validation", "validation_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Validation file (repeatable). Without it, a seeded split of the training files.")
-@click.option("--validation-fraction", default=0.1, help="Fraction of the training structures held out when no --validation file is given.")
+@click.option(
+    "-o",
+    "--output",
+    default="model.pt",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint to write (a CSV log and a loss-curve PNG go next to it).",
+)
+@click.option(
+    "--validation",
+    "validation_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Validation file (repeatable). Without it, a seeded split of the training files.",
+)
+@click.option(
+    "--validation-fraction",
+    default=0.1,
+    help="Fraction of the training structures held out when no --validation file is given.",
+)
 @click.option("--seed", default=0, help="Seed for the split, initial weights, batch order and rotations.")
 @click.option("--epochs", default=100, help="Number of passes over the training set.")
 @click.option("--batch-size", default=32, help="Structures per optimizer step.")
@@ -30,16 +46,33 @@ def main() -> None:
 @click.option("--energy-weight", default=1.0, help="Weight of the per-atom energy term of the loss.")
 @click.option("--force-weight", default=10.0, help="Weight of the force term of the loss.")
 @click.option("--gradient-clip", default=1.0, help="Largest gradient norm before clipping.")
-@click.option("--ema-decay", default=0.0, help="Decay of an exponential moving average of the weights (0: off; 0.999 is typical).")
-@click.option("--augment/--no-augment", "augment_rotations", default=True, help="Random-rotation augmentation of positions and force labels.")
-@click.option("--elements", default=None, help="Comma-separated element symbols the model knows (default: those in the training data).")
+@click.option(
+    "--ema-decay", default=0.0, help="Decay of an exponential moving average of the weights (0: off; 0.999 is typical)."
+)
+@click.option(
+    "--augment/--no-augment",
+    "augment_rotations",
+    default=True,
+    help="Random-rotation augmentation of positions and force labels.",
+)
+@click.option(
+    "--elements",
+    default=None,
+    help="Comma-separated element symbols the model knows (default: those in the training data).",
+)
 @click.option("--width", default=128, help="Transformer width (embedding dimension).")
 @click.option("--depth", default=4, help="Number of Transformer blocks.")
 @click.option("--heads", default=8, help="Attention heads per block.")
 @click.option("--ffn-multiplier", default=8 / 3, help="SwiGLU hidden size as a multiple of the width.")
-@click.option("--coordinate-embedding", default="gaussian", type=click.Choice(["gaussian", "fourier", "linear"]), help="Smooth embedding of the centred Cartesian coordinates.")
+@click.option(
+    "--coordinate-embedding",
+    default="gaussian",
+    type=click.Choice(["gaussian", "fourier", "linear"]),
+    help="Smooth embedding of the centred Cartesian coordinates.",
+)
 @click.option("--coordinate-range", default=8.0, help="Å; the Gaussian centres span [-range, range].")
 @click.option("--coordinate-features", default=48, help="Gaussian bins or Fourier frequencies per axis.")
+@click.option("--shortest-period", default=2.0, help="Å; the shortest period of the Fourier coordinate features.")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run whose checkpoint is --output.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing --output instead of refusing.")
@@ -71,8 +104,16 @@ def train(train_files, output, elements, resume, overwrite, quiet, validation_fi
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Export to write [default: CHECKPOINT-export.pt].")
-@click.option("--dtype", default="float32", type=click.Choice(["float32", "float64"]), help="Precision of the exported model.")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Export to write [default: CHECKPOINT-export.pt].",
+)
+@click.option(
+    "--dtype", default="float32", type=click.Choice(["float32", "float64"]), help="Precision of the exported model."
+)
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]), help="Device the export is prepared for.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, output, dtype, device, overwrite) -> None:
@@ -130,6 +171,7 @@ def evaluate(model_file, structure, charge, multiplicity) -> None:
     click.echo("forces (eV/Å):")
     for symbol, force in zip(atoms.get_chemical_symbols(), result.forces):
         click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
+
 
 from mdplugin.cli_run import run  # noqa: E402
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -70,7 +71,9 @@ def build_plugin(force: bool = False, jobs: int | None = None, verbose: bool = F
                 f"`{tool}` is not on PATH; install a C++17 compiler, cmake and make to build the plugin"
             )
     directory = Path(plugin_directory())
-    build = directory / "build"
+    # one build tree per source tree: CMake refuses a build tree made from another checkout
+    source_key = hashlib.sha256(str(SOURCE_DIRECTORY).encode()).hexdigest()[:12]
+    build = directory / "build" / source_key
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as lock:  # two processes building at once would clobber each other
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -27,6 +27,7 @@ class ModelConfig:
     coordinate_embedding: str = "gaussian"  # "gaussian" (soft bins), "fourier" or "linear"
     coordinate_range: float = 8.0  # Å; gaussian centres span [-range, range]
     coordinate_features: int = 48  # per axis: gaussian bins or Fourier frequencies
+    shortest_period: float = 2.0  # Å; Fourier periods run from 4 * range down to this
     max_charge: int = 4  # charge embedding covers -max_charge..max_charge
     max_multiplicity: int = 6  # spin multiplicity embedding covers 1..max_multiplicity
 
@@ -69,8 +70,9 @@ class CoordinateEmbedding(nn.Module):
             self.inverse_width = 1.0 / float(centres[1] - centres[0])
             in_features = 3 * k
         elif self.kind == "fourier":
-            # geometric frequencies from one period per 4*range down to one period per 0.5 Å
-            periods = torch.logspace(math.log10(4 * config.coordinate_range), math.log10(0.5), k)
+            # geometric periods from 4 * range down to shortest_period; low frequencies let attention
+            # logits approximate -c |r_i - r_j|^2 (cos(w d) ~ 1 - w^2 d^2 / 2), which trains far faster
+            periods = torch.logspace(math.log10(4 * config.coordinate_range), math.log10(config.shortest_period), k)
             self.register_buffer("centres", 2 * math.pi / periods)
             self.inverse_width = 1.0
             in_features = 6 * k

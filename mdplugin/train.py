@@ -52,6 +52,7 @@ class TrainingOptions:
     coordinate_embedding: str = "gaussian"
     coordinate_range: float = 8.0
     coordinate_features: int = 48
+    shortest_period: float = 2.0
     threads: int | None = None
     progress: bool = True
 
@@ -126,7 +127,8 @@ def train(
         config = ModelConfig(
             elements=elements, width=options.width, depth=options.depth, heads=options.heads,
             ffn_multiplier=options.ffn_multiplier, coordinate_embedding=options.coordinate_embedding,
-            coordinate_range=options.coordinate_range, coordinate_features=options.coordinate_features,
+            coordinate_range=options.coordinate_range,
+            shortest_period=options.shortest_period, coordinate_features=options.coordinate_features,
         )  # fmt: skip
         model = TransformerPotential(config)
     check_elements(training_set, model.config.elements, "the training data")
