@@ -20,8 +20,11 @@ $(PLUGIN): $(INSTALLED) $(wildcard lammps/*.cpp lammps/*.h lammps/CMakeLists.txt
 	$(BIN)/mdplugin lammps build
 	touch $@
 
+# the main job: 1 ps of NVT aspirin in OpenMM with the shipped model; runs/demo/ is the demo's own scratch
 demo: $(INSTALLED) $(PLUGIN)
-	$(BIN)/mdplugin evaluate export/fixtures/tiny-float64.pt export/fixtures/methanol.xyz
+	$(BIN)/mdplugin run examples/structures/aspirin.xyz --model examples/models/md17-export.pt \
+		--steps 2000 --timestep-fs 0.5 --temperature-k 300 --seed 1 --threads 1 \
+		--output runs/demo/aspirin --plot --force
 
 test: $(INSTALLED) $(PLUGIN)
 	$(BIN)/ruff check .

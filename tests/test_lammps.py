@@ -396,6 +396,54 @@ def test_example_input_runs(tmp_path):
     assert np.ptp(total) < 1e-3  # NVE at 0.5 fs: see test_nve_conserves_energy_with_verlet_scaling
 
 
+SHIPPED = ROOT / "examples" / "models" / "md17-export.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in examples/models")
+def test_shipped_model_on_aspirin_equals_the_python_export():
+    """The shipped float32 export in LAMMPS equals the same export called from Python."""
+    import ase.io
+
+    import mdplugin
+
+    atoms = ase.io.read(ROOT / "examples" / "structures" / "aspirin.xyz")
+    positions = atoms.positions - atoms.positions.mean(axis=0)
+    elements = ["H", "C", "O"]
+    commands = ["units metal", "boundary f f f", "atom_style atomic", "atom_modify map array"]
+    commands += ["region box block -10 10 -10 10 -10 10", "create_box 3 box"]
+    for symbol, (x, y, z) in zip(atoms.get_chemical_symbols(), positions.tolist()):
+        commands.append(f"create_atoms {elements.index(symbol) + 1} single {x!r} {y!r} {z!r} units box")
+    commands += [f"mass {i + 1} {MASSES[symbol]}" for i, symbol in enumerate(elements)]
+    instance = open_lammps([*commands, "pair_style transformer", f"pair_coeff * * {SHIPPED} H C O", "run 0"])
+    expected = mdplugin.load(SHIPPED)(positions, atoms.numbers)
+    # the same float32 arithmetic on the same inputs: agreement to float32 rounding
+    assert instance.get_thermo("pe") == pytest.approx(expected.energy, rel=1e-6)
+    np.testing.assert_allclose(forces(instance), expected.forces, rtol=0, atol=1e-4)
+    instance.close()
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in examples/models")
+def test_shipped_aspirin_example_runs_and_conserves_energy(tmp_path):
+    """examples/lammps/in.aspirin: 1 ps NVT, then 1 ps NVE whose total energy stays within 5 meV/atom."""
+    example = ROOT / "examples" / "lammps" / "in.aspirin"
+    result = subprocess.run(
+        [str(BIN / "lmp"), "-in", str(example), "-nocite", "-log", "none"],
+        cwd=example.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s+\S+\s+(\S+)\s+(\S+)\s*$", result.stdout, re.MULTILINE)
+    table = np.array(rows, dtype=float)
+    nve = table[table[:, 0] >= 2000]
+    assert len(nve) >= 20
+    # pe/atom sums to the total potential energy at every step
+    np.testing.assert_allclose(table[:, 3], table[:, 1], rtol=1e-6)
+    # float32 model, 0.5 fs: the NVE total energy fluctuates by far less than 5 meV/atom over 1 ps
+    assert np.ptp(nve[:, 2]) / 21 < 5e-3
+
+
 # ---------------------------------------------------------------- errors
 
 
