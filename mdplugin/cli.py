@@ -8,6 +8,10 @@ from pathlib import Path
 import click
 
 from mdplugin import __version__
+from mdplugin.cli_bench import analyze, bench
+from mdplugin.cli_data import data
+from mdplugin.cli_lammps import lammps
+from mdplugin.cli_run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -173,19 +177,5 @@ def evaluate(model_file, structure, charge, multiplicity) -> None:
         click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
 
 
-from mdplugin.cli_run import run  # noqa: E402
-
-main.add_command(run)
-
-from mdplugin.cli_data import data  # noqa: E402
-
-main.add_command(data)
-
-from mdplugin.cli_lammps import lammps  # noqa: E402
-
-main.add_command(lammps)
-
-from mdplugin.cli_bench import analyze, bench  # noqa: E402
-
-main.add_command(analyze)
-main.add_command(bench)
+for command in (run, data, lammps, bench, analyze):  # the verbs that live in their own modules
+    main.add_command(command)
