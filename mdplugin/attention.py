@@ -40,21 +40,14 @@ def forward_with_attention(
     model: TransformerPotential, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor
 ) -> tuple[Tensor, list[Tensor]]:
     """TransformerPotential.forward, step for step, also returning every layer's weights [B, heads, N, N]."""
-    weights = mask.to(positions.dtype).unsqueeze(-1)
-    centroid = (positions * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
-    centred = (positions - centroid) * weights
-    x = model.species_embedding(species) + model.coordinate_embedding(centred)
-    system = model.charge_embedding(charge + model.max_charge) + model.multiplicity_embedding(multiplicity - 1)
-    x = x + system.unsqueeze(1)
-    attention_mask = torch.zeros_like(weights.squeeze(-1)).masked_fill(~mask, float("-inf"))[:, None, None, :]
+    x, attention_mask = model.embed(positions, species, mask, charge, multiplicity)
     layers = []
     for block in model.blocks:
         update, layer_weights = attention_weights(block.attention, block.attention_norm(x), attention_mask)
         x = x + update
         x = x + block.ffn(block.ffn_norm(x))
         layers.append(layer_weights)
-    per_atom = model.head(model.norm(x)).squeeze(-1) * model.energy_scale + model.reference_energies[species]
-    return per_atom * weights.squeeze(-1), layers
+    return model.readout(x, species, mask), layers
 
 
 def structure_attention(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Tuple  # noqa: UP035 - TorchScript needs typing generics
 
 import torch
 import torch.nn.functional as F
@@ -168,6 +169,15 @@ class TransformerPotential(nn.Module):
         self.register_buffer("species_of_atomic_number", lookup)
 
     def forward(self, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor) -> Tensor:
+        x, attention_mask = self.embed(positions, species, mask, charge, multiplicity)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return self.readout(x, species, mask)
+
+    def embed(
+        self, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor
+    ) -> Tuple[Tensor, Tensor]:  # noqa: UP006 - TorchScript needs typing generics
+        """Input tokens [B, N, width] and the additive key-padding mask [B, 1, 1, N]."""
         weights = mask.to(positions.dtype).unsqueeze(-1)
         # centre on the centroid of real atoms: exact translation invariance, forces sum to zero
         centroid = (positions * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
@@ -175,12 +185,14 @@ class TransformerPotential(nn.Module):
         x = self.species_embedding(species) + self.coordinate_embedding(centred)
         system = self.charge_embedding(charge + self.max_charge) + self.multiplicity_embedding(multiplicity - 1)
         x = x + system.unsqueeze(1)
-        # additive key-padding mask, broadcast over heads and queries: [B, 1, 1, N]
+        # padding keys get -inf, broadcast over heads and queries
         attention_mask = torch.zeros_like(weights.squeeze(-1)).masked_fill(~mask, float("-inf"))[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, attention_mask)
+        return x, attention_mask
+
+    def readout(self, x: Tensor, species: Tensor, mask: Tensor) -> Tensor:
+        """Per-atom energies (eV), zero on padding."""
         per_atom = self.head(self.norm(x)).squeeze(-1) * self.energy_scale + self.reference_energies[species]
-        return per_atom * weights.squeeze(-1)
+        return per_atom * mask.to(per_atom.dtype)
 
 
 def count_parameters(model: nn.Module) -> int:
