@@ -70,11 +70,20 @@ def main() -> None:
 @click.option("--ffn-multiplier", default=8 / 3, help="SwiGLU hidden size as a multiple of the width.")
 @click.option(
     "--coordinate-embedding",
-    default="gaussian",
-    type=click.Choice(["gaussian", "fourier", "linear"]),
-    help="Smooth embedding of the centred Cartesian coordinates.",
+    default="quadratic",
+    type=click.Choice(["quadratic", "gaussian", "fourier", "linear"]),
+    help="Smooth embedding of the centred Cartesian coordinates (quadratic: x, y, z and |r|^2 / range).",
 )
-@click.option("--coordinate-range", default=8.0, help="Å; the Gaussian centres span [-range, range].")
+@click.option(
+    "--attention-init",
+    default="distance",
+    type=click.Choice(["distance", "random"]),
+    help="Start every head as a Gaussian kernel of interatomic distance (needs the quadratic embedding), "
+    "or random: a random start sits long on a plateau of zero forces.",
+)
+@click.option(
+    "--coordinate-range", default=8.0, help="Å; the Gaussian centres span [-range, range]; quadratic: |r|^2 / range."
+)
 @click.option("--coordinate-features", default=48, help="Gaussian bins or Fourier frequencies per axis.")
 @click.option("--shortest-period", default=2.0, help="Å; the shortest period of the Fourier coordinate features.")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice).")

@@ -25,8 +25,8 @@ class ModelConfig:
     depth: int = 4
     heads: int = 8
     ffn_multiplier: float = 8 / 3  # SwiGLU hidden = multiplier * width, as in LLaMA
-    coordinate_embedding: str = "gaussian"  # "gaussian" (soft bins), "fourier" or "linear"
-    coordinate_range: float = 8.0  # Å; gaussian centres span [-range, range]
+    coordinate_embedding: str = "quadratic"  # x, y, z, |r|^2; or "gaussian" (soft bins), "fourier", "linear"
+    coordinate_range: float = 8.0  # Å; gaussian centres span [-range, range]; quadratic: |r|^2 / range
     coordinate_features: int = 48  # per axis: gaussian bins or Fourier frequencies
     shortest_period: float = 2.0  # Å; Fourier periods run from 4 * range down to this
     max_charge: int = 4  # charge embedding covers -max_charge..max_charge
@@ -77,12 +77,16 @@ class CoordinateEmbedding(nn.Module):
             self.register_buffer("centres", 2 * math.pi / periods)
             self.inverse_width = 1.0
             in_features = 6 * k
+        elif self.kind == "quadratic":
+            self.register_buffer("centres", torch.zeros(1))
+            self.inverse_width = 1.0 / config.coordinate_range
+            in_features = 4
         elif self.kind == "linear":
             self.register_buffer("centres", torch.zeros(1))
             self.inverse_width = 1.0
             in_features = 3
         else:
-            raise ValueError(f"unknown coordinate_embedding {self.kind!r}; use gaussian, fourier or linear")
+            raise ValueError(f"unknown coordinate_embedding {self.kind!r}; use gaussian, fourier, linear or quadratic")
         self.project = nn.Linear(in_features, config.width)
 
     def forward(self, positions: Tensor) -> Tensor:
@@ -92,6 +96,9 @@ class CoordinateEmbedding(nn.Module):
         elif self.kind == "fourier":
             phases = positions.unsqueeze(-1) * self.centres
             features = torch.cat([torch.sin(phases), torch.cos(phases)], dim=-1).flatten(-2)
+        elif self.kind == "quadratic":
+            # x, y, z and |r|^2 / range: enough for an attention logit to equal -gamma |r_i - r_j|^2
+            features = torch.cat([positions, positions.pow(2).sum(-1, keepdim=True) * self.inverse_width], dim=-1)
         else:
             features = positions
         return self.project(features)
@@ -193,6 +200,66 @@ class TransformerPotential(nn.Module):
         """Per-atom energies (eV), zero on padding."""
         per_atom = self.head(self.norm(x)).squeeze(-1) * self.energy_scale + self.reference_energies[species]
         return per_atom * mask.to(per_atom.dtype)
+
+
+def init_distance_attention(
+    model: TransformerPotential, coordinate_gain: float = 0.3, constant_gain: float = 7.0
+) -> None:
+    """Start every attention head as a Gaussian kernel of interatomic distance.
+
+    A randomly initialised model sits for thousands of steps on a plateau where it predicts no
+    forces: uniform attention over centred coordinates carries no pair information. Here the first
+    five residual channels hold x, y, z, |r|^2/range (scaled by coordinate_gain) and a constant, and
+    the first four query/key dimensions of head h are set so that its logit is
+    -gamma_h |r_i - r_j|^2 + (terms constant over j). The gains assume the RMS of an element token
+    alone (gamma_h from 0.5 to 4 per Å^2); the random charge and spin embeddings make real tokens
+    larger, so the starting kernels are wider: gamma_h is about 0.14 to 1.1 per Å^2 at width 64
+    (measured in tests/test_model.py). The weights stay ordinary trainable parameters; only their
+    starting values change. Needs the quadratic coordinate embedding.
+    """
+    config = model.config
+    if config.coordinate_embedding != "quadratic":
+        raise ValueError(
+            f"distance attention initialisation needs coordinate_embedding 'quadratic', not "
+            f"{config.coordinate_embedding!r}; pass --coordinate-embedding quadratic, or --attention-init random"
+        )
+    width, heads = config.width, config.heads
+    head_width = width // heads
+    if width < 6 or head_width < 4:
+        raise ValueError(
+            f"distance attention initialisation needs width >= 6 and width / heads >= 4, not {width} / {heads}"
+        )
+    length = config.coordinate_range
+    with torch.no_grad():
+        project = model.coordinate_embedding.project
+        project.weight.zero_()
+        project.bias.zero_()
+        project.weight[:4, :4] = coordinate_gain * torch.eye(4)
+        # element tokens: channels 0-3 free for the coordinates, channel 4 constant, equal norms
+        species = model.species_embedding.weight
+        species[:, :4] = 0
+        species[:, 4] = 1
+        species[:, 5:] *= math.sqrt(width - 5) / species[:, 5:].norm(dim=1, keepdim=True)
+        model.charge_embedding.weight[:, :5] = 0
+        model.multiplicity_embedding.weight[:, :5] = 0
+        rms = math.sqrt((width - 4) / width)  # RMSNorm divisor of a token, coordinates neglected
+        gammas = [0.5 * 8 ** (h / max(heads - 1, 1)) for h in range(heads)]
+        for block in model.blocks:
+            weight = block.attention.qkv.weight
+            query, key = weight[:width], weight[width : 2 * width]
+            for h, gamma in enumerate(gammas):
+                first = h * head_width
+                query[first : first + head_width] *= 0.1  # the kernel dominates at first
+                key[first : first + head_width] *= 0.1
+                query[first : first + 4] = 0
+                key[first : first + 4] = 0
+                # logit = q.k / sqrt(head_width) = 2 gamma r_i.r_j - gamma |r_j|^2
+                gain = rms * math.sqrt(2 * gamma * math.sqrt(head_width)) / coordinate_gain
+                for axis in range(3):
+                    query[first + axis, axis] = gain
+                    key[first + axis, axis] = gain
+                query[first + 3, 4] = constant_gain
+                key[first + 3, 3] = -math.sqrt(head_width) * length * rms**2 * gamma / (coordinate_gain * constant_gain)
 
 
 def count_parameters(model: nn.Module) -> int:

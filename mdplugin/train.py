@@ -24,7 +24,7 @@ from mdplugin.dataset import (
     read_structures,
     split,
 )
-from mdplugin.model import ModelConfig, TransformerPotential, count_parameters
+from mdplugin.model import ModelConfig, TransformerPotential, count_parameters, init_distance_attention
 
 
 @dataclass
@@ -49,7 +49,8 @@ class TrainingOptions:
     depth: int = 4
     heads: int = 8
     ffn_multiplier: float = 8 / 3
-    coordinate_embedding: str = "gaussian"
+    coordinate_embedding: str = "quadratic"
+    attention_init: str = "distance"  # "distance" (Gaussian kernels, see init_distance_attention) or "random"
     coordinate_range: float = 8.0
     coordinate_features: int = 48
     shortest_period: float = 2.0
@@ -131,6 +132,10 @@ def train(
             shortest_period=options.shortest_period, coordinate_features=options.coordinate_features,
         )  # fmt: skip
         model = TransformerPotential(config)
+        if options.attention_init == "distance":
+            init_distance_attention(model)
+        elif options.attention_init != "random":
+            raise ValueError(f"unknown attention_init {options.attention_init!r}; use distance or random")
     check_elements(training_set, model.config.elements, "the training data")
     check_elements(validation_set, model.config.elements, "the validation data")
     if not resume:

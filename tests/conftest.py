@@ -12,7 +12,7 @@ import pytest
 import torch
 from ase.calculators.emt import EMT
 
-from mdplugin.model import ModelConfig, TransformerPotential
+from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "export" / "fixtures"
@@ -40,11 +40,17 @@ def toy_data(tmp_path_factory) -> Path:
     return write_toy_data(tmp_path_factory.mktemp("data") / "toy.extxyz", frames=240, seed=0)
 
 
-@pytest.fixture()
-def small_model() -> TransformerPotential:
-    """A float64 model with random weights and a visible output scale."""
+@pytest.fixture(params=["quadratic", "gaussian", "fourier"])
+def small_model(request) -> TransformerPotential:
+    """A float64 model with random weights (distance-initialised attention for the quadratic
+    embedding, as the trainer does by default) and a visible output scale."""
     torch.manual_seed(7)
-    model = TransformerPotential(ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, coordinate_features=16))
+    config = ModelConfig(
+        elements=[1, 6, 7, 8], width=32, depth=2, heads=4, coordinate_features=16, coordinate_embedding=request.param
+    )
+    model = TransformerPotential(config)
+    if request.param == "quadratic":
+        init_distance_attention(model)
     model.energy_scale.fill_(3.0)
     return model.double().eval()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import random_molecule
 
 from mdplugin.export import ExportedPotential
+from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
 from mdplugin.train import random_rotations
 
 ZERO = torch.zeros(1, dtype=torch.long)
@@ -128,3 +130,34 @@ def test_charge_and_multiplicity_change_the_energy(small_model):
     cation = small_model(positions[None], species[None], mask, ONE, ONE).sum()
     triplet = small_model(positions[None], species[None], mask, ZERO, 3 * ONE).sum()
     assert neutral != cation and neutral != triplet
+
+
+def test_distance_initialised_attention_is_a_gaussian_kernel_of_distance():
+    torch.manual_seed(3)
+    model = TransformerPotential(ModelConfig(elements=[1, 6, 7, 8], width=64, depth=2, heads=4)).double()
+    init_distance_attention(model)
+    positions, species = random_molecule(12, seed=5)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    x, _ = model.embed(positions[None], species[None], mask, ZERO, ONE)
+    attention = model.blocks[0].attention
+    q, k, _ = attention.qkv(model.blocks[0].attention_norm(x)).view(1, 12, 3, 4, 16).unbind(2)
+    logits = torch.einsum("bihd,bjhd->bhij", q, k)[0] / 4.0  # [heads, i, j]
+    squared = torch.cdist(positions, positions).pow(2)
+    # softmax over keys j ignores terms that depend on the query i only: compare row-centred values
+    kernel = -(squared - squared.mean(1, keepdim=True))
+    gammas = []
+    for head in range(4):
+        centred = (logits[head] - logits[head].mean(1, keepdim=True)).detach()
+        gamma = float((centred * kernel).sum() / (kernel * kernel).sum())  # least-squares logit = gamma * kernel
+        residual = centred - gamma * kernel
+        assert residual.std() < 0.1 * (gamma * kernel).std(), f"head {head} is not a Gaussian kernel of distance"
+        gammas.append(gamma)
+    print("starting kernel exponents (1/Å^2):", [f"{g:.3f}" for g in gammas])
+    assert 0.05 < gammas[0] and gammas[-1] < 4.0
+    assert all(1.8 < b / a < 2.2 for a, b in zip(gammas, gammas[1:]))  # doubling from head to head
+
+
+def test_distance_initialisation_needs_the_quadratic_embedding():
+    model = TransformerPotential(ModelConfig(coordinate_embedding="fourier", width=32, heads=4, coordinate_features=8))
+    with pytest.raises(ValueError, match="needs coordinate_embedding 'quadratic'.*--attention-init random"):
+        init_distance_attention(model)

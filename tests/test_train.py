@@ -12,7 +12,7 @@ from conftest import write_toy_data
 from mdplugin.checkpoint import CheckpointError, load_model, read_checkpoint
 from mdplugin.cli import main
 from mdplugin.dataset import read_structures, split
-from mdplugin.model import ModelConfig, TransformerPotential
+from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
 from mdplugin.train import TrainingOptions, evaluate, train
 
 TINY = dict(width=32, depth=2, heads=4, coordinate_features=24, batch_size=16, learning_rate=3e-3, progress=False)
@@ -28,6 +28,7 @@ def test_training_lowers_the_validation_force_error(tmp_path, toy_data):
     # the same initial weights the trainer started from, with the same fitted E0 and scale
     torch.manual_seed(options.seed)
     untrained = TransformerPotential(ModelConfig.from_dict(checkpoint["config"]))
+    init_distance_attention(untrained)
     untrained.reference_energies.copy_(trained.reference_energies)
     untrained.energy_scale.copy_(trained.energy_scale)
     _, validation = split(read_structures(toy_data), options.validation_fraction, options.seed)
