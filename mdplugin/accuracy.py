@@ -40,7 +40,7 @@ def rotation_spread(
         batch = collate([structure] * rotations, model.species_of_atomic_number)
         batch["positions"] = batch["positions"] @ random_rotations(rotations, generator, batch["positions"].dtype)
         energy, _ = energy_and_forces(model, batch, training=False)
-        spreads.append(1000 * float(energy.max() - energy.min()) / len(structure.atomic_numbers))
+        spreads.append(1000 * float((energy.max() - energy.min()).detach()) / len(structure.atomic_numbers))
     return float(np.mean(spreads))
 
 
@@ -79,6 +79,7 @@ def accuracy_report(
         "training_time_s": history[-1]["elapsed_s"] if history else None,
         "training_host": checkpoint["provenance"].get("host"),
         "hardware": hardware or f"torch {torch.__version__}",
+        "rotation_frames": rotation_samples,
         "rows": rows,
     }
 
@@ -89,14 +90,15 @@ def write_accuracy_report(report: dict, directory: str | Path) -> tuple[Path, Pa
     json_path, markdown_path = directory / "accuracy.json", directory / "accuracy.md"
     json_path.write_text(json.dumps(report, indent=2))
     lines = [
-        "# Accuracy of the shipped model against GFN2-xTB",
+        "# Accuracy against GFN2-xTB",
         "",
         f"Model `{report['model']}`: {report['parameters']:,} parameters, trained for {report['epochs']} epochs "
         f"on {report['training_structures']} structures in {(report['training_time_s'] or 0) / 60:.0f} min "
         f"({report['hardware']}).",
         "",
         "Test frames come from MD trajectories separate from the training ones. The rotation spread is the mean, "
-        "over test frames, of the largest minus the smallest energy under 50 random rotations. "
+        f"over the first {report.get('rotation_frames', 5)} test frames of each set, of the largest minus the "
+        "smallest energy under 50 random rotations. "
         "The zero-force MAE is the mean |reference force component|: what predicting no force at all would score.",
         "",
         "| molecule | T (K) | frames | energy MAE (meV/atom) | force MAE (meV/Å) | zero-force MAE (meV/Å) "

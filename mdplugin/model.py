@@ -211,7 +211,8 @@ def init_distance_attention(
     forces: uniform attention over centred coordinates carries no pair information. Here the first
     five residual channels hold x, y, z, |r|^2/range (scaled by coordinate_gain) and a constant, and
     the first four query/key dimensions of head h are set so that its logit is
-    -gamma_h |r_i - r_j|^2 + (terms constant over j). The gains assume the RMS of an element token
+    -gamma_h |r_i - r_j|^2 + (terms constant over j): exactly in the first block; later blocks read
+    the same channels after earlier blocks have added their (small, random) updates. The gains assume the RMS of an element token
     alone (gamma_h from 0.5 to 4 per Å^2); the random charge and spin embeddings make real tokens
     larger, so the starting kernels are wider: gamma_h is about 0.14 to 1.1 per Å^2 at width 64
     (measured in tests/test_model.py). The weights stay ordinary trainable parameters; only their
