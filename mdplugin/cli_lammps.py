@@ -44,10 +44,21 @@ def env() -> None:
 @click.option("--np", "processes", default=1, show_default=True, help="MPI ranks (runs mpich's mpirun -np N).")
 def run(in_file, lmp_args, processes) -> None:
     """Run LAMMPS on IN_FILE with the plugin; arguments after `--` go to lmp (e.g. -- -var t 300)."""
-    from mdplugin.lammps_plugin import lammps_executable, mpirun_executable, plugin_environment, plugin_path
+    from mdplugin.lammps_plugin import (
+        lammps_executable,
+        missing_libraries,
+        mpirun_executable,
+        plugin_environment,
+        plugin_path,
+    )
 
     if not plugin_path().exists():
         raise click.ClickException("the plugin is not built yet; run `mdplugin lammps build` first")
+    if missing := missing_libraries():
+        raise click.ClickException(
+            f"the plugin {plugin_path()} cannot find {', '.join(missing)} (the torch it was built against has "
+            "moved or been removed); rebuild it with `mdplugin lammps build --force`"
+        )
     command = [str(lammps_executable()), "-in", in_file, *lmp_args]
     if processes > 1:
         command = [str(mpirun_executable()), "-np", str(processes), *command]

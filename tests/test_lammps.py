@@ -524,3 +524,27 @@ def test_model_exceptions_become_lammps_errors(water):
 def test_unknown_pair_style_keyword_is_an_error(water):
     message = lammps_error(water + ["pair_style transformer temperature 300"])
     assert "unknown keyword 'temperature'" in message
+
+
+def test_each_torch_installation_gets_its_own_plugin_build(monkeypatch):
+    """The plugin finds libtorch through a RUNPATH into one environment: environments must not share it."""
+    from mdplugin import lammps_plugin
+
+    here = plugin_directory()
+    monkeypatch.setattr(lammps_plugin, "_package_directory", lambda package: Path("/elsewhere/site-packages/torch"))
+    elsewhere = plugin_directory()
+    assert elsewhere != here and Path(elsewhere).parent == Path(here).parent
+
+
+def test_a_plugin_whose_libtorch_is_gone_is_named_with_the_fix(tmp_path):
+    """LAMMPS alone would say only "Loaded 0 plugins" and "Unrecognized pair style"; mdplugin names the
+    missing library and the fix."""
+    from mdplugin import lammps_plugin
+
+    binary = lammps_plugin.plugin_path().read_bytes()
+    runpath = str(Path(torch.__file__).resolve().parent / "lib").encode()
+    assert runpath in binary, "the plugin should find libtorch through a RUNPATH into this environment"
+    orphan = tmp_path / "transformerplugin.so"
+    orphan.write_bytes(binary.replace(runpath, b"/" + b"x" * (len(runpath) - 1)))  # as if the venv were deleted
+    assert "libtorch.so" in lammps_plugin.missing_libraries(orphan)
+    assert lammps_plugin.missing_libraries() == []  # the real build finds everything
