@@ -55,7 +55,9 @@ STRUCTURES = {
 
 def main() -> None:
     torch.manual_seed(1234)
-    config = ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, coordinate_features=16)
+    config = ModelConfig(
+        elements=[1, 6, 7, 8], width=32, depth=2, heads=4, coordinate_features=16, coordinate_embedding="gaussian"
+    )
     model = TransformerPotential(config)
     with torch.no_grad():  # plausible output scale and reference energies for a random model
         model.energy_scale.fill_(5.0)
