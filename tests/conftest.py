@@ -66,3 +66,16 @@ def random_molecule(atoms: int, seed: int, dtype=torch.float64) -> tuple[torch.T
     positions = 1.5 * torch.randn(atoms, 3, generator=generator, dtype=dtype)
     species = torch.randint(0, 4, (atoms,), generator=generator)
     return positions, species
+
+
+def pad_molecules(
+    molecules: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions, species) pairs -> padded positions [B, N, 3], species [B, N] and mask [B, N]."""
+    atoms = max(len(s) for _, s in molecules)
+    positions = torch.zeros(len(molecules), atoms, 3, dtype=molecules[0][0].dtype)
+    species = torch.zeros(len(molecules), atoms, dtype=torch.long)
+    mask = torch.zeros(len(molecules), atoms, dtype=torch.bool)
+    for row, (p, s) in enumerate(molecules):
+        positions[row, : len(s)], species[row, : len(s)], mask[row, : len(s)] = p, s, True
+    return positions, species, mask

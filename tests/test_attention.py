@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import FIXTURES, random_molecule
+from conftest import FIXTURES, pad_molecules, random_molecule
 
 from mdplugin.attention import fit_decay, forward_with_attention, radius_holding, structure_attention
 from mdplugin.cli import main
@@ -16,13 +16,7 @@ from mdplugin.cli import main
 
 def padded_batch(sizes: list[int]) -> tuple[torch.Tensor, ...]:
     """Two random molecules padded to one batch, with charges and multiplicities."""
-    molecules = [random_molecule(n, seed=20 + n) for n in sizes]
-    atoms = max(sizes)
-    positions = torch.zeros(len(sizes), atoms, 3, dtype=torch.float64)
-    species = torch.zeros(len(sizes), atoms, dtype=torch.long)
-    mask = torch.zeros(len(sizes), atoms, dtype=torch.bool)
-    for row, (p, s) in enumerate(molecules):
-        positions[row, : len(p)], species[row, : len(s)], mask[row, : len(p)] = p, s, True
+    positions, species, mask = pad_molecules([random_molecule(n, seed=20 + n) for n in sizes])
     return positions, species, mask, torch.tensor([0, 1]), torch.tensor([1, 2])
 
 

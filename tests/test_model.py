@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_molecule
+from conftest import pad_molecules, random_molecule
 
 from mdplugin.export import ExportedPotential
 from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
@@ -55,12 +55,7 @@ def test_permutation_equivariance(small_model):
 def test_padded_batch_equals_structures_one_by_one(small_model):
     sizes = [4, 9, 6]
     molecules = [random_molecule(n, seed=10 + n) for n in sizes]
-    batch = max(sizes)
-    positions = torch.zeros(len(sizes), batch, 3, dtype=torch.float64)
-    species = torch.zeros(len(sizes), batch, dtype=torch.long)
-    mask = torch.zeros(len(sizes), batch, dtype=torch.bool)
-    for i, (p, s) in enumerate(molecules):
-        positions[i, : len(s)], species[i, : len(s)], mask[i, : len(s)] = p, s, True
+    positions, species, mask = pad_molecules(molecules)
     positions[~mask] = 123.0  # garbage in padding must not leak into real atoms
     charge, multiplicity = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long)
     batched = small_model(positions, species, mask, charge, multiplicity).sum(1)
