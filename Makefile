@@ -16,7 +16,7 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[data,test]"
 	touch $@
 
-$(PLUGIN): $(INSTALLED) mdplugin/lammps_plugin.py $(wildcard lammps/*.cpp lammps/*.h lammps/CMakeLists.txt export/*.cpp export/*.h)
+$(PLUGIN): $(INSTALLED) mdplugin/engines/lammps_plugin.py $(wildcard lammps/*.cpp lammps/*.h lammps/CMakeLists.txt export/*.cpp export/*.h)
 	$(BIN)/mdplugin lammps build
 	touch $@
 

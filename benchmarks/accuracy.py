@@ -1,4 +1,4 @@
-"""Accuracy of the trained checkpoint on held-out GFN2-xTB test frames (mdplugin.accuracy does the work).
+"""Accuracy of the trained checkpoint on held-out GFN2-xTB test frames (mdplugin.analysis.accuracy does the work).
 
 python -m benchmarks.accuracy [--checkpoint examples/models/md17.pt] [--test-data data/md17/test.extxyz] [--quick]
 """
@@ -52,7 +52,7 @@ def run_accuracy(
 ) -> dict:
     """Write accuracy.json and accuracy.md to `output`; returns the report."""
     from benchmarks.report import cpu_model
-    from mdplugin.accuracy import accuracy_report, write_accuracy_report
+    from mdplugin.analysis.accuracy import accuracy_report, write_accuracy_report
 
     checkpoint, files = resolve_inputs(checkpoint, test_files)
     hardware = f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}"

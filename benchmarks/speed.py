@@ -111,7 +111,7 @@ def count_flops(config: dict, atoms: ase.Atoms, dtype: torch.dtype) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mdplugin.model import ModelConfig, TransformerPotential
+    from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
     model = TransformerPotential(ModelConfig.from_dict(config)).to(dtype).eval().requires_grad_(False)
     species = model.species_of_atomic_number[torch.tensor(atoms.numbers)].unsqueeze(0)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mdplugin.checkpoint import build_checkpoint, save_checkpoint
-from mdplugin.export import export
-from mdplugin.model import ModelConfig, TransformerPotential
-from mdplugin.potential import Potential
+from mdplugin.export.exporter import export
+from mdplugin.export.loader import Potential
+from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
+from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
 HERE = Path(__file__).parent / "fixtures"
 

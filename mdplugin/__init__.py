@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 
 def load(path, device: str = "cpu"):
-    """A callable potential from an export or a checkpoint (exported in memory); see `mdplugin.potential`."""
-    from mdplugin.potential import Potential
+    """A callable potential from an export or a checkpoint (exported in memory); see `mdplugin.export.loader`."""
+    from mdplugin.export.loader import Potential
 
     return Potential.load(path, device=device)

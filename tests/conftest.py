@@ -12,7 +12,7 @@ import pytest
 import torch
 from ase.calculators.emt import EMT
 
-from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
+from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "export" / "fixtures"

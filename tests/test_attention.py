@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from conftest import FIXTURES, pad_molecules, random_molecule
 
-from mdplugin.attention import fit_decay, forward_with_attention, radius_holding, structure_attention
-from mdplugin.cli import main
+from mdplugin.analysis.attention import fit_decay, forward_with_attention, radius_holding, structure_attention
+from mdplugin.cli.main import main
 
 
 def padded_batch(sizes: list[int]) -> tuple[torch.Tensor, ...]:

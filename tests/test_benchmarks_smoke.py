@@ -11,7 +11,7 @@ import math
 from click.testing import CliRunner
 from conftest import FIXTURES
 
-from mdplugin.cli import main
+from mdplugin.cli.main import main
 
 ENGINES = "raw,openmm-cpu,lammps-1,mace"  # the others run the same code paths
 

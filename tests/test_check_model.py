@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdplugin.lammps_plugin import build_plugin, checker_path
+from mdplugin.engines.lammps_plugin import build_plugin, checker_path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "export" / "fixtures"
 STRUCTURES = ["water", "methanol", "methylamine-water"]

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import FIXTURES
 
 import mdplugin
-from mdplugin.ase_calculator import TransformerCalculator
-from mdplugin.checkpoint import build_checkpoint, save_checkpoint
-from mdplugin.cli import main
-from mdplugin.export import ExportError, default_output_path, export, load_export, read_export_metadata
+from mdplugin.cli.main import main
+from mdplugin.engines.ase_calculator import TransformerCalculator
+from mdplugin.export.exporter import ExportError, default_output_path, export, load_export, read_export_metadata
+from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 
 
 @pytest.fixture()
@@ -33,8 +33,8 @@ def checkpoint(tmp_path, small_model):
 
 def eager_reference(checkpoint_path, positions, numbers):
     """Energy and forces of the checkpoint's model in float64, without TorchScript."""
-    from mdplugin.checkpoint import load_model
-    from mdplugin.export import ExportedPotential
+    from mdplugin.export.exporter import ExportedPotential
+    from mdplugin.model.checkpoint import load_model
 
     model = ExportedPotential(load_model(checkpoint_path).double())
     energy, forces, _ = model(torch.as_tensor(positions, dtype=torch.float64), torch.as_tensor(numbers), 0, 1)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdplugin.lammps_plugin import build_plugin, plugin_directory, preload_mpi
+from mdplugin.engines.lammps_plugin import build_plugin, plugin_directory, preload_mpi
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "export" / "fixtures"
@@ -528,7 +528,7 @@ def test_unknown_pair_style_keyword_is_an_error(water):
 
 def test_each_torch_installation_gets_its_own_plugin_build():
     """The plugin finds libtorch through a RUNPATH into one environment: environments must not share it."""
-    from mdplugin.lammps_plugin import location_key
+    from mdplugin.engines.lammps_plugin import location_key
 
     here = Path(torch.__file__).resolve().parent
     assert plugin_directory().endswith("_" + location_key(here))
@@ -538,7 +538,7 @@ def test_each_torch_installation_gets_its_own_plugin_build():
 def test_a_plugin_whose_libtorch_is_gone_is_named_with_the_fix(tmp_path):
     """LAMMPS alone would say only "Loaded 0 plugins" and "Unrecognized pair style"; mdplugin names the
     missing library and the fix."""
-    from mdplugin import lammps_plugin
+    from mdplugin.engines import lammps_plugin
 
     binary = lammps_plugin.plugin_path().read_bytes()
     runpath = str(Path(torch.__file__).resolve().parent / "lib").encode()

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import pad_molecules, random_molecule
 
-from mdplugin.export import ExportedPotential
-from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
-from mdplugin.train import random_rotations
+from mdplugin.export.exporter import ExportedPotential
+from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
+from mdplugin.training.train import random_rotations
 
 ZERO = torch.zeros(1, dtype=torch.long)
 ONE = torch.ones(1, dtype=torch.long)

@@ -10,9 +10,9 @@ import pytest
 from ase import Atoms
 from click.testing import CliRunner
 
-from mdplugin import reference_data as rd
-from mdplugin.cli import main
-from mdplugin.dataset import read_structures
+from mdplugin.cli.main import main
+from mdplugin.training import reference_data as rd
+from mdplugin.training.dataset import read_structures
 
 pytest.importorskip("tblite")
 pytest.importorskip("rdkit")

@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 from conftest import write_toy_data
 
-from mdplugin.checkpoint import CheckpointError, load_model, read_checkpoint
-from mdplugin.cli import main
-from mdplugin.dataset import read_structures, split
-from mdplugin.model import ModelConfig, TransformerPotential, init_distance_attention
-from mdplugin.train import TrainingOptions, evaluate, train
+from mdplugin.cli.main import main
+from mdplugin.model.checkpoint import CheckpointError, load_model, read_checkpoint
+from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
+from mdplugin.training.dataset import read_structures, split
+from mdplugin.training.train import TrainingOptions, evaluate, train
 
 TINY = dict(width=32, depth=2, heads=4, coordinate_features=24, batch_size=16, learning_rate=3e-3, progress=False)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ase.calculators.calculator import Calculator, all_changes
 
-from mdplugin.potential import Potential
+from mdplugin.export.loader import Potential
 
 
 class TransformerCalculator(Calculator):

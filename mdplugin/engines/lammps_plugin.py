@@ -23,7 +23,7 @@ from pathlib import Path
 
 PLUGIN_FILE = "transformerplugin.so"
 CHECKER_FILE = "mdplugin_check"
-SOURCE_DIRECTORY = Path(__file__).resolve().parent.parent / "lammps"
+SOURCE_DIRECTORY = Path(__file__).resolve().parents[2] / "lammps"
 
 
 class PluginBuildError(RuntimeError):

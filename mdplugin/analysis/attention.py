@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdplugin.model import Attention, TransformerPotential
+from mdplugin.model.transformer import Attention, TransformerPotential
 
 RADIUS_FRACTION = 0.9  # the effective radius holds this fraction of an atom's attention
 
@@ -180,7 +180,7 @@ def read_frames(path: str | Path, max_structures: int) -> list:
 
 def load_eager_model(checkpoint: str | Path) -> TransformerPotential:
     """The eager model of a training checkpoint in float64; an export is refused (its weights are frozen constants)."""
-    from mdplugin.checkpoint import CheckpointError, load_model
+    from mdplugin.model.checkpoint import CheckpointError, load_model
 
     try:
         model = load_model(checkpoint)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mdplugin.model import ModelConfig, TransformerPotential
+from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
 CHECKPOINT_FORMAT = "mdplugin-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdplugin.checkpoint import model_from_checkpoint, read_checkpoint
-from mdplugin.dataset import Structure, read_structures
-from mdplugin.model import TransformerPotential, count_parameters
-from mdplugin.train import energy_and_forces, evaluate, random_rotations
+from mdplugin.model.checkpoint import model_from_checkpoint, read_checkpoint
+from mdplugin.model.transformer import TransformerPotential, count_parameters
+from mdplugin.training.dataset import Structure, read_structures
+from mdplugin.training.train import energy_and_forces, evaluate, random_rotations
 
 
 def group_by_label(path: str | Path) -> dict[tuple[str, float], list[Structure]]:
@@ -32,7 +32,7 @@ def rotation_spread(
     model: TransformerPotential, structures: list[Structure], rotations: int = 50, seed: int = 0
 ) -> float:
     """Mean over structures of (max - min) energy under random rotations, in meV/atom."""
-    from mdplugin.dataset import collate
+    from mdplugin.training.dataset import collate
 
     generator = torch.Generator().manual_seed(seed)
     spreads = []

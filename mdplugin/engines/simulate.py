@@ -21,7 +21,7 @@ import openmm.app as app
 import torch
 from openmm import unit
 
-from mdplugin.openmm_force import KJ_PER_MOL_PER_EV, create_system
+from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV, create_system
 
 TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
 PRECISIONS = ("single", "mixed", "double")

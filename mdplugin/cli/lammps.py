@@ -20,7 +20,7 @@ def lammps() -> None:
 @click.option("--verbose", is_flag=True, help="Show the cmake and compiler output.")
 def build(force, jobs, verbose) -> None:
     """Compile transformerplugin.so (and the mdplugin_check program) for the installed torch and LAMMPS."""
-    from mdplugin.lammps_plugin import PluginBuildError, build_plugin
+    from mdplugin.engines.lammps_plugin import PluginBuildError, build_plugin
 
     try:
         path = build_plugin(force=force, jobs=jobs, verbose=verbose)
@@ -32,7 +32,7 @@ def build(force, jobs, verbose) -> None:
 @lammps.command()
 def env() -> None:
     """Print `export` lines that let a plain `lmp` binary or mpirun find the plugin and libmpi."""
-    from mdplugin.lammps_plugin import plugin_environment
+    from mdplugin.engines.lammps_plugin import plugin_environment
 
     for name, value in plugin_environment().items():
         click.echo(f"export {name}={value}")
@@ -44,7 +44,7 @@ def env() -> None:
 @click.option("--np", "processes", default=1, show_default=True, help="MPI ranks (runs mpich's mpirun -np N).")
 def run(in_file, lmp_args, processes) -> None:
     """Run LAMMPS on IN_FILE with the plugin; arguments after `--` go to lmp (e.g. -- -var t 300)."""
-    from mdplugin.lammps_plugin import (
+    from mdplugin.engines.lammps_plugin import (
         lammps_executable,
         missing_libraries,
         mpirun_executable,

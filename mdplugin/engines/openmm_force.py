@@ -87,8 +87,8 @@ def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu") 
     `dtype` applies to checkpoints only (an export keeps the precision it was written in); its
     default is float64 on the CPU and float32 on a GPU.
     """
-    from mdplugin.export import ExportError, load_export, read_export_metadata
-    from mdplugin.potential import Potential
+    from mdplugin.export.exporter import ExportError, load_export, read_export_metadata
+    from mdplugin.export.loader import Potential
 
     try:
         read_export_metadata(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("speed", "stability", "accuracy")
 
 
@@ -174,7 +174,7 @@ def analyze() -> None:
 def attention(structures, checkpoint, output, max_structures, bin_width, overwrite) -> None:
     """Attention weight against interatomic distance, per layer and head, over the structures in STRUCTURES
     (one structure or a data set, any format ASE reads): exponential decay lengths and effective radii."""
-    from mdplugin.attention import analyze_attention
+    from mdplugin.analysis.attention import analyze_attention
 
     try:
         summary = analyze_attention(checkpoint, structures, output, max_structures, bin_width, overwrite)

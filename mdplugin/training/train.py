@@ -14,8 +14,15 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mdplugin.checkpoint import build_checkpoint, model_from_checkpoint, provenance, read_checkpoint, save_checkpoint
-from mdplugin.dataset import (
+from mdplugin.model.checkpoint import (
+    build_checkpoint,
+    model_from_checkpoint,
+    provenance,
+    read_checkpoint,
+    save_checkpoint,
+)
+from mdplugin.model.transformer import ModelConfig, TransformerPotential, count_parameters, init_distance_attention
+from mdplugin.training.dataset import (
     Structure,
     check_elements,
     collate,
@@ -24,7 +31,6 @@ from mdplugin.dataset import (
     read_structures,
     split,
 )
-from mdplugin.model import ModelConfig, TransformerPotential, count_parameters, init_distance_attention
 
 
 @dataclass

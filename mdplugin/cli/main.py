@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from mdplugin import __version__
-from mdplugin.cli_bench import analyze, bench
-from mdplugin.cli_data import data
-from mdplugin.cli_lammps import lammps
-from mdplugin.cli_run import run
+from mdplugin.cli.bench import analyze, bench
+from mdplugin.cli.data import data
+from mdplugin.cli.lammps import lammps
+from mdplugin.cli.run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -93,8 +93,8 @@ def main() -> None:
 def train(train_files, output, elements, resume, overwrite, quiet, validation_files, **options) -> None:
     """Train a model on energies and forces from TRAIN_FILES (extxyz or any ASE-readable file)."""
     from mdplugin.elements import atomic_number
-    from mdplugin.train import TrainingOptions
-    from mdplugin.train import train as run_training
+    from mdplugin.training.train import TrainingOptions
+    from mdplugin.training.train import train as run_training
 
     if Path(output).exists() and not (resume or overwrite):
         raise click.UsageError(f"{output} exists; pass --resume to continue that run or --force to start over")
@@ -131,7 +131,7 @@ def train(train_files, output, elements, resume, overwrite, quiet, validation_fi
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, output, dtype, device, overwrite) -> None:
     """Write a TorchScript export of CHECKPOINT for OpenMM, LAMMPS, ASE and libtorch."""
-    from mdplugin.export import export as write_export
+    from mdplugin.export.exporter import export as write_export
 
     try:
         path = write_export(checkpoint, output, dtype=dtype, device=device, overwrite=overwrite)
@@ -145,7 +145,7 @@ def export(checkpoint, output, dtype, device, overwrite) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def info(model_file, as_json) -> None:
     """Print the metadata of a checkpoint or an export."""
-    from mdplugin.model_info import describe
+    from mdplugin.export.info import describe
 
     try:
         metadata = describe(model_file)

@@ -17,9 +17,9 @@ from typing import List, Tuple  # noqa: UP035 - TorchScript needs typing generic
 import torch
 from torch import Tensor, nn
 
-from mdplugin.checkpoint import model_from_checkpoint, package_versions, read_checkpoint
 from mdplugin.elements import symbols
-from mdplugin.model import TransformerPotential, count_parameters
+from mdplugin.model.checkpoint import model_from_checkpoint, package_versions, read_checkpoint
+from mdplugin.model.transformer import TransformerPotential, count_parameters
 
 EXPORT_FORMAT = "mdplugin-export"
 EXPORT_VERSION = 1

@@ -13,7 +13,7 @@ import openmm
 import openmm.app
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
-from mdplugin.openmm_force import create_torch_force
+from mdplugin.engines.openmm_force import create_torch_force
 
 PRECISIONS = {None: None, "single": "float32", "double": "float64"}
 

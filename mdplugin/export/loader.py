@@ -29,7 +29,7 @@ class Potential:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Potential:
-        from mdplugin.export import ExportError, load_export, read_export_metadata
+        from mdplugin.export.exporter import ExportError, load_export, read_export_metadata
 
         try:
             read_export_metadata(path)
@@ -40,8 +40,8 @@ class Potential:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, dtype: str = "float64", device: str = "cpu") -> Potential:
-        from mdplugin.checkpoint import model_from_checkpoint, read_checkpoint
-        from mdplugin.export import export_metadata, file_sha256, script_model
+        from mdplugin.export.exporter import export_metadata, file_sha256, script_model
+        from mdplugin.model.checkpoint import model_from_checkpoint, read_checkpoint
 
         checkpoint = read_checkpoint(path)
         model = model_from_checkpoint(checkpoint)

@@ -9,8 +9,8 @@ from mdplugin.elements import symbols
 
 def describe(path: str | Path) -> dict:
     """A readable summary of a checkpoint or an export; a clear error for anything else."""
-    from mdplugin.checkpoint import CheckpointError, read_checkpoint
-    from mdplugin.export import ExportError, read_export_metadata
+    from mdplugin.export.exporter import ExportError, read_export_metadata
+    from mdplugin.model.checkpoint import CheckpointError, read_checkpoint
 
     path = Path(path)
     if not path.is_file():

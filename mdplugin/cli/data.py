@@ -124,7 +124,7 @@ def data() -> None:
 @run_options("data/reference")
 def generate(inputs, names, charge, multiplicity, seed, **options) -> None:
     """Reference data for molecules given as SMILES strings or structure files (XYZ, PDB, SDF, ...)."""
-    from mdplugin.reference_data import molecule_from_input
+    from mdplugin.training.reference_data import molecule_from_input
 
     if names and len(names) != len(inputs):
         raise click.UsageError(f"give one --name per input ({len(inputs)} inputs, {len(names)} names), or none")
@@ -144,7 +144,7 @@ def generate(inputs, names, charge, multiplicity, seed, **options) -> None:
 def md17(molecules, seed, **options) -> None:
     """Reference data for the MD17 molecules: aspirin, benzene, ethanol, malonaldehyde, naphthalene,
     salicylic_acid, toluene, uracil (built from SMILES)."""
-    from mdplugin.reference_data import md17_molecules
+    from mdplugin.training.reference_data import md17_molecules
 
     try:
         chosen = md17_molecules([m.strip() for m in molecules.split(",")] if molecules else None, seed)
@@ -172,7 +172,7 @@ def _run(
 ) -> None:
     from tqdm import tqdm
 
-    from mdplugin import reference_data as rd
+    from mdplugin.training import reference_data as rd
 
     settings = rd.MDSettings(
         timestep_fs=timestep_fs,

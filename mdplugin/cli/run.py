@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-# as in mdplugin.simulate, repeated so that `mdplugin --help` does not import OpenMM and torch
+# as in mdplugin.engines.simulate, repeated so that `mdplugin --help` does not import OpenMM and torch
 TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
 PRECISIONS = ("single", "mixed", "double")
 
@@ -95,7 +95,7 @@ def run(structure, quiet, **options) -> None:
     """Run molecular dynamics of STRUCTURE (a PDB or XYZ/extxyz file, or a SMILES string) with a model."""
     from openmm import OpenMMException
 
-    from mdplugin.simulate import RunOptions, simulate
+    from mdplugin.engines.simulate import RunOptions, simulate
 
     try:
         summary = simulate(RunOptions(structure=structure, progress=not quiet, **options))

@@ -1,0 +1,1 @@
+"""Accuracy reports and attention analysis of trained models."""

@@ -1,0 +1,1 @@
+"""The exported-model contract: the exporter, and the one loader every client calls."""

@@ -1,0 +1,1 @@
+"""Reference data, data sets and the training loop."""
