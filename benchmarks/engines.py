@@ -47,9 +47,9 @@ def median_seconds(function: Callable[[], object], repeats: int, warmup: int) ->
 
 
 def load_module(model_path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
-    from mdplugin.export.exporter import load_export
+    from mdplugin.export.loader import load_model_file
 
-    return load_export(model_path)
+    return load_model_file(model_path)
 
 
 def raw_inputs(atoms: ase.Atoms, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

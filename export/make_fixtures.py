@@ -68,7 +68,7 @@ def main() -> None:
     for dtype in ("float64", "float32"):
         export(checkpoint, HERE / f"tiny-{dtype}.pt", dtype=dtype, overwrite=True)
 
-    reference = Potential.from_checkpoint(checkpoint, dtype="float64")
+    reference = Potential.load(checkpoint, dtype="float64")
     expected = {}
     for name, atoms in STRUCTURES.items():
         ase.io.write(HERE / f"{name}.xyz", atoms, format="xyz")

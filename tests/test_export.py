@@ -17,7 +17,9 @@ from conftest import FIXTURES
 import mdplugin
 from mdplugin.cli.main import main
 from mdplugin.engines.ase_calculator import TransformerCalculator
-from mdplugin.export.exporter import ExportError, default_output_path, export, load_export, read_export_metadata
+from mdplugin.export.contract import ExportError, read_export_metadata
+from mdplugin.export.exporter import default_output_path, export
+from mdplugin.export.loader import load_model_file
 from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 
 
@@ -114,7 +116,7 @@ def test_unknown_format_version_is_refused(checkpoint, tmp_path):
                 data = json.dumps(metadata).encode()
             target.writestr(item, data)
     with pytest.raises(ExportError, match="format version 99"):
-        load_export(future)
+        load_model_file(future)
 
 
 def test_a_file_that_is_not_an_export_is_refused(tmp_path, checkpoint):

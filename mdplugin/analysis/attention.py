@@ -47,7 +47,7 @@ def forward_with_attention(
         x = x + update
         x = x + block.ffn(block.ffn_norm(x))
         layers.append(layer_weights)
-    return model.readout(x, species, mask), layers
+    return model.readout(x, species) * mask.to(x.dtype), layers
 
 
 def structure_attention(

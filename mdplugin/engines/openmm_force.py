@@ -7,17 +7,18 @@ selects the model's atoms, converts units and calls the export; the other partic
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Tuple  # noqa: UP035 - TorchScript needs typing generics
+from typing import TYPE_CHECKING, Optional, Tuple  # noqa: UP035 - TorchScript needs typing generics
 
 import openmm
 import openmm.app
 import torch
 from torch import Tensor, nn
+
+from mdplugin.export.loader import load_model_file
 
 if TYPE_CHECKING:
     import openmmtorch
@@ -29,7 +30,7 @@ _TORCH_PLUGINS_RETRIED = False
 
 
 class TorchForceModule(nn.Module):
-    """positions [N_particles, 3] nm -> (energy kJ/mol, forces [N_particles, 3] kJ/mol/nm)."""
+    """Global model: positions [N_particles, 3] nm -> (energy kJ/mol, forces [N_particles, 3] kJ/mol/nm)."""
 
     def __init__(
         self, model: torch.jit.ScriptModule, atomic_numbers: Tensor, indices: Tensor, charge: int, multiplicity: int
@@ -51,6 +52,26 @@ class TorchForceModule(nn.Module):
         all_forces = torch.zeros_like(positions)
         all_forces.index_copy_(0, self.indices.to(positions.device), forces.to(positions.device) * self.force_unit)
         # detach: a frozen export's energy still carries its autograd graph; OpenMM needs only the value
+        return energy.detach().to(positions.device) * self.energy_unit, all_forces
+
+
+class LocalTorchForceModule(TorchForceModule):
+    """Local model: positions [N_particles, 3] nm and, in a periodic System, the box [3, 3] nm (rows are
+    vectors) -> (energy kJ/mol, forces kJ/mol/nm). Positions may be unwrapped: the model's neighbour
+    search finds the images in range, so wrapping is never needed."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # noqa: UP006, UP045
+        device = self.indices.device
+        selected = positions.to(device).index_select(0, self.indices) * self.angstrom_per_nm
+        if box is None:
+            cell = torch.zeros(3, 3, dtype=selected.dtype, device=device)
+            pbc = torch.zeros(3, dtype=torch.bool, device=device)
+        else:
+            cell = box.to(device=device, dtype=selected.dtype) * self.angstrom_per_nm
+            pbc = torch.ones(3, dtype=torch.bool, device=device)
+        energy, forces, _, _ = self.model(selected, self.atomic_numbers, self.charge, self.multiplicity, cell, pbc)
+        all_forces = torch.zeros_like(positions)
+        all_forces.index_copy_(0, self.indices.to(positions.device), forces.to(positions.device) * self.force_unit)
         return energy.detach().to(positions.device) * self.energy_unit, all_forces
 
 
@@ -81,34 +102,6 @@ def import_openmmtorch():
     return openmmtorch
 
 
-def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
-    """The scripted model and its metadata, from an export or a checkpoint (scripted in memory).
-
-    `dtype` applies to checkpoints only (an export keeps the precision it was written in); its
-    default is float64 on the CPU and float32 on a GPU.
-    """
-    from mdplugin.export.exporter import ExportError, load_export, read_export_metadata
-    from mdplugin.export.loader import Potential
-
-    try:
-        read_export_metadata(path)
-    except ExportError:
-        dtype = dtype or ("float64" if device == "cpu" else "float32")
-        potential = Potential.from_checkpoint(path, dtype=dtype, device=device)
-        return _reloaded(potential.module, device), potential.metadata
-    # map_location moves the frozen constants too, which module.to() later would not
-    return load_export(path, device=device)
-
-
-def _reloaded(module: torch.jit.ScriptModule, device: str) -> torch.jit.ScriptModule:
-    """The module saved and loaded again, like an export file: scripting a wrapper around a module
-    frozen in this process trips TorchScript's type sharing ("Could not cast attribute 'model'")."""
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
-    buffer.seek(0)
-    return torch.jit.load(buffer, map_location=device)
-
-
 def uses_periodic_box(topology: openmm.app.Topology, system: openmm.System | None = None) -> bool:
     return topology.getPeriodicBoxVectors() is not None or (
         system is not None and system.usesPeriodicBoundaryConditions()
@@ -119,7 +112,7 @@ def check_periodic(metadata: dict, periodic: bool) -> None:
     """A model that cannot see periodic images must not silently run in a periodic box."""
     if not periodic:
         return
-    if metadata.get("interaction_range") is None:
+    if metadata.get("model_kind", "global") != "local":
         raise ValueError(
             "the system is periodic, but the model uses global attention (interaction_range: none) and "
             "cannot see periodic images; simulate the molecule without a periodic box (no CRYST1 line or "
@@ -181,14 +174,14 @@ def create_torch_force(
     torch_force = import_openmmtorch().TorchForce
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module, metadata = load_model(model_path, dtype, device)
-    check_periodic(metadata, uses_periodic_box(topology, system))
-    atoms = list(range(topology.getNumAtoms())) if atoms is None else [int(a) for a in atoms]
-    if not atoms:
-        raise ValueError("no atoms selected for the model")
+    module, metadata = load_model_file(model_path, dtype, device)
+    periodic = uses_periodic_box(topology, system)
+    check_periodic(metadata, periodic)
+    atoms = selected_atoms(atoms, topology.getNumAtoms())
     check_system_state(metadata, charge, multiplicity)
     numbers = model_atomic_numbers(topology, atoms, metadata)
-    wrapper = TorchForceModule(
+    local = metadata.get("model_kind") == "local"
+    wrapper = (LocalTorchForceModule if local else TorchForceModule)(
         module,
         torch.tensor(numbers, dtype=torch.long, device=device),
         torch.tensor(atoms, dtype=torch.long, device=device),
@@ -202,7 +195,28 @@ def create_torch_force(
         scripted.save(str(module_path))
         force = torch_force(str(module_path))
     force.setOutputsForces(True)  # forces come from autograd inside the export, not a second backward
+    force.setUsesPeriodicBoundaryConditions(local and periodic)  # the box becomes the module's second input
     return force
+
+
+def selected_atoms(atoms: Iterable[int] | None, particles: int) -> list[int]:
+    """The model's atoms as distinct valid indices; a repeated or fractional index would silently
+    compute a different molecule, so both are errors."""
+    if atoms is None:
+        return list(range(particles))
+    selected = []
+    for atom in atoms:
+        if isinstance(atom, bool) or int(atom) != atom:
+            raise ValueError(f"atom index {atom!r} is not a whole number; give integer particle indices")
+        if not 0 <= int(atom) < particles:
+            raise ValueError(f"atom index {atom} is outside the system's {particles} particles (0..{particles - 1})")
+        selected.append(int(atom))
+    if not selected:
+        raise ValueError("no atoms selected for the model")
+    if len(set(selected)) != len(selected):
+        repeated = sorted({a for a in selected if selected.count(a) > 1})
+        raise ValueError(f"atom indices {repeated[:10]} are given more than once; each atom may appear only once")
+    return selected
 
 
 def create_system(

@@ -1,7 +1,9 @@
 """The exporter: a trained checkpoint becomes one TorchScript file with forces and metadata inside.
 
-The contract (export/SPEC.md): forward(positions [N,3] Å, atomic_numbers [N] int64, charge, multiplicity)
-returns (energy [] eV, forces [N,3] eV/Å, per_atom_energy [N] eV). Metadata travels in the file as
+The contract (export/SPEC.md). A global model is written as version 1: forward(positions [N,3] Å,
+atomic_numbers [N] int64, charge, multiplicity) -> (energy [] eV, forces [N,3] eV/Å, per_atom_energy [N]).
+A local model is written as version 2: forward(..., cell, pbc) also returns the virial, and
+forward_neighbors serves engines that bring their own neighbour list. Metadata travels in the file as
 `_extra_files`: `mdplugin.json` (everything) and `mdplugin.txt` (flat key=value lines for C++ clients).
 """
 
@@ -10,31 +12,70 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import zipfile
 from pathlib import Path
-from typing import List, Tuple  # noqa: UP035 - TorchScript needs typing generics
+from typing import List, Optional, Tuple  # noqa: UP035 - TorchScript needs typing generics
 
 import torch
 from torch import Tensor, nn
 
 from mdplugin.elements import symbols
+from mdplugin.export.contract import (
+    EXPORT_FORMAT,
+    GLOBAL_EXPORT_VERSION,
+    LOCAL_EXPORT_VERSION,
+    METADATA_JSON,
+    METADATA_TEXT,
+    ExportError,
+)
 from mdplugin.model.checkpoint import model_from_checkpoint, package_versions, read_checkpoint
 from mdplugin.model.transformer import TransformerPotential, count_parameters
 
-EXPORT_FORMAT = "mdplugin-export"
-EXPORT_VERSION = 1
-SUPPORTED_EXPORT_VERSIONS = (1,)
-METADATA_JSON = "mdplugin.json"
-METADATA_TEXT = "mdplugin.txt"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class ExportError(ValueError):
-    """A file that is not a usable mdplugin export."""
+def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
+    """Species indices [N] of a structure, after the checks every entry point makes."""
+    if positions.dim() != 2 or positions.size(1) != 3:
+        raise ValueError(f"positions must have shape [N, 3] (Å), got {list(positions.shape)}")
+    if atomic_numbers.dim() != 1 or atomic_numbers.size(0) != positions.size(0):
+        raise ValueError(
+            f"atomic_numbers must have shape [N] matching positions, got {list(atomic_numbers.shape)} for {positions.size(0)} atoms"
+        )
+    if positions.size(0) == 0:
+        raise ValueError("the structure has no atoms")
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+    numbers = atomic_numbers.to(torch.long)
+    largest = lookup.size(0) - 1
+    if bool(((numbers < 1) | (numbers > largest)).any()):
+        raise ValueError(f"atomic numbers must lie in 1..{largest}")
+    species = lookup[numbers]
+    if bool((species < 0).any()):
+        unknown = int(numbers[species < 0][0])
+        raise ValueError(f"atomic number {unknown} is not one of the model's elements {elements}; use a model trained on it")
+    return species
+
+
+def check_system(charge: int, multiplicity: int, max_charge: int, max_multiplicity: int) -> None:
+    if charge < -max_charge or charge > max_charge:
+        raise ValueError(f"total charge {charge} is outside the model's range {-max_charge}..{max_charge}")
+    if multiplicity < 1 or multiplicity > max_multiplicity:
+        raise ValueError(f"spin multiplicity {multiplicity} is outside the model's range 1..{max_multiplicity}")
+
+
+def check_cell(cell: Tensor, pbc: Tensor) -> None:
+    if cell.dim() != 2 or cell.size(0) != 3 or cell.size(1) != 3:
+        raise ValueError(f"cell must have shape [3, 3] (Å, rows are lattice vectors), got {list(cell.shape)}")
+    if pbc.dim() != 1 or pbc.size(0) != 3:
+        raise ValueError(f"pbc must have shape [3] (one flag per lattice vector), got {list(pbc.shape)}")
+    if not bool(torch.isfinite(cell).all()):
+        raise ValueError("the cell contains NaN or infinite values; check the box vectors")
+    if bool(pbc.any()) and float(torch.linalg.det(cell.to(torch.float64)).abs()) < 1e-6:
+        raise ValueError("the periodic cell has zero volume; give three independent lattice vectors (Å)")
 
 
 class ExportedPotential(nn.Module):
-    """Energy, forces and per-atom energies of one structure; the scripted inference path."""
+    """Global model, contract version 1: energy, forces and per-atom energies of one isolated structure."""
 
     def __init__(self, model: TransformerPotential):
         super().__init__()
@@ -44,33 +85,12 @@ class ExportedPotential(nn.Module):
     def forward(
         self, positions: Tensor, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1
     ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-        if positions.dim() != 2 or positions.size(1) != 3:
-            raise ValueError(f"positions must have shape [N, 3] (Å), got {list(positions.shape)}")
-        if atomic_numbers.dim() != 1 or atomic_numbers.size(0) != positions.size(0):
-            raise ValueError(
-                f"atomic_numbers must have shape [N] matching positions, got {list(atomic_numbers.shape)} for {positions.size(0)} atoms"
-            )
-        if positions.size(0) == 0:
-            raise ValueError("the structure has no atoms")
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
-        numbers = atomic_numbers.to(torch.long)
-        largest = self.model.species_of_atomic_number.size(0) - 1
-        if bool(((numbers < 1) | (numbers > largest)).any()):
-            raise ValueError(f"atomic numbers must lie in 1..{largest}")
-        species = self.model.species_of_atomic_number[numbers]
-        if bool((species < 0).any()):
-            unknown = int(numbers[species < 0][0])
-            raise ValueError(
-                f"atomic number {unknown} is not one of the model's elements {self.elements}; use a model trained on it"
-            )
-        if charge < -self.model.max_charge or charge > self.model.max_charge:
-            raise ValueError(f"total charge {charge} is outside the model's range")
-        if multiplicity < 1 or multiplicity > self.model.multiplicity_embedding.num_embeddings:
-            raise ValueError(f"spin multiplicity {multiplicity} is outside the model's range")
-
+        species = checked_species(positions, atomic_numbers, self.model.species_of_atomic_number, self.elements)
+        check_system(charge, multiplicity, self.model.max_charge, self.model.multiplicity_embedding.num_embeddings)
         dtype = self.model.reference_energies.dtype
-        x = positions.detach().to(dtype).unsqueeze(0).requires_grad_(True)
+        # centre in the input's precision before casting: a float32 model keeps its digits far from the origin
+        centred = positions.detach() - positions.detach().mean(0, keepdim=True)
+        x = centred.to(dtype).unsqueeze(0).requires_grad_(True)
         mask = torch.ones_like(species, dtype=torch.bool).unsqueeze(0)
         system = torch.tensor([charge, multiplicity], dtype=torch.long, device=positions.device)
         per_atom = self.model(x, species.unsqueeze(0), mask, system[:1], system[1:])[0]
@@ -80,6 +100,102 @@ class ExportedPotential(nn.Module):
             raise RuntimeError("no gradient of the energy with respect to the positions")
         forces = -gradient[0]
         return energy.detach().to(positions.dtype), forces.to(positions.dtype), per_atom.detach().to(positions.dtype)
+
+
+class ExportedLocalPotential(nn.Module):
+    """Local model, contract version 2: periodic cells, the virial, and a neighbour-list entry point."""
+
+    def __init__(self, model: TransformerPotential):
+        super().__init__()
+        self.model = model
+        self.elements: List[int] = list(model.config.elements)  # noqa: UP006
+        self.cutoff = float(model.cutoff)
+
+    def forward(
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        charge: int = 0,
+        multiplicity: int = 1,
+        cell: Optional[Tensor] = None,  # noqa: UP045
+        pbc: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
+        """Energy [] eV, forces [N, 3] eV/Å, per-atom energies [N] eV, virial [3, 3] eV (-dE/dstrain)."""
+        species = checked_species(positions, atomic_numbers, self.model.species_of_atomic_number, self.elements)
+        check_system(charge, multiplicity, self.model.max_charge, self.model.multiplicity_embedding.num_embeddings)
+        if cell is None:
+            box = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+        else:
+            box = cell.to(positions.dtype)
+        if pbc is None:
+            periodic = torch.zeros(3, dtype=torch.bool, device=positions.device)
+        else:
+            periodic = pbc.to(torch.bool)
+        check_cell(box, periodic)
+        # the virial is the derivative with respect to a homogeneous strain of positions and cell together
+        strain = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device, requires_grad=True)
+        points = positions.detach().requires_grad_(True)
+        deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+        mask = torch.ones_like(species, dtype=torch.bool).unsqueeze(0)
+        system = torch.tensor([charge, multiplicity], dtype=torch.long, device=positions.device)
+        per_atom = self.model(
+            (points @ deformation).unsqueeze(0),
+            species.unsqueeze(0),
+            mask,
+            system[:1],
+            system[1:],
+            (box @ deformation).unsqueeze(0),
+            periodic.unsqueeze(0),
+        )[0]
+        energy = per_atom.sum()
+        gradients = torch.autograd.grad([energy], [points, strain])
+        position_gradient, strain_gradient = gradients[0], gradients[1]
+        if position_gradient is None or strain_gradient is None:
+            raise RuntimeError("no gradient of the energy with respect to the positions")
+        out = positions.dtype
+        return energy.detach().to(out), -position_gradient.to(out), per_atom.detach().to(out), -strain_gradient.to(out)
+
+    @torch.jit.export
+    def forward_neighbors(
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        neighbors: Tensor,
+        n_local: int,
+        charge: int = 0,
+        multiplicity: int = 1,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
+        """For engines with their own neighbour list (LAMMPS: local atoms first, then ghosts).
+
+        neighbors [2, E]: every ordered pair (i, j) closer than the interaction range among all atoms,
+        displacement positions[j] - positions[i]. Returns the energy of the first n_local atoms, forces on
+        every atom, their per-atom energies [n_local] and the edge gradient dE/d(r_j - r_i) [E, 3].
+        """
+        species = checked_species(positions, atomic_numbers, self.model.species_of_atomic_number, self.elements)
+        check_system(charge, multiplicity, self.model.max_charge, self.model.multiplicity_embedding.num_embeddings)
+        atoms = positions.size(0)
+        if n_local < 0 or n_local > atoms:
+            raise ValueError(f"n_local {n_local} is outside 0..{atoms}, the number of atoms given")
+        if neighbors.dim() != 2 or neighbors.size(0) != 2:
+            raise ValueError(f"neighbors must have shape [2, E], got {list(neighbors.shape)}")
+        pairs = neighbors.to(torch.long)
+        if pairs.numel() > 0 and bool(((pairs < 0) | (pairs >= atoms)).any()):
+            raise ValueError(f"neighbor indices must lie in 0..{atoms - 1}")
+        points = positions.detach().requires_grad_(True)
+        # zero shifts whose gradient is dE/d(r_j - r_i): the pair forces, for the per-atom virial
+        shifts = torch.zeros(pairs.size(1), 3, dtype=positions.dtype, device=positions.device, requires_grad=True)
+        system_state = torch.tensor([charge, multiplicity], dtype=torch.long, device=positions.device)
+        system = self.model.system_embedding(system_state[:1], system_state[1:]).expand(atoms, -1)
+        per_atom = self.model.local_energies(points, species, system, pairs[0], pairs[1], shifts)[:n_local]
+        energy = per_atom.sum()
+        gradients = torch.autograd.grad([energy], [points, shifts], allow_unused=True)
+        position_gradient, edge_gradient = gradients[0], gradients[1]
+        if position_gradient is None:
+            position_gradient = torch.zeros_like(points)
+        if edge_gradient is None:
+            edge_gradient = torch.zeros_like(shifts)
+        out = positions.dtype
+        return energy.detach().to(out), -position_gradient.to(out), per_atom.detach().to(out), edge_gradient.to(out)
 
 
 def default_output_path(checkpoint_path: str | Path) -> Path:
@@ -95,25 +211,41 @@ def script_model(model: TransformerPotential, dtype: str = "float32", device: st
     """The scripted, frozen inference module for a model (no file written)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use float32 or float64")
-    module = ExportedPotential(model.to(device=device, dtype=DTYPES[dtype]).eval())
+    wrapper = ExportedLocalPotential if model.config.is_local else ExportedPotential
+    module = wrapper(model.to(device=device, dtype=DTYPES[dtype]).eval())
     scripted = torch.jit.script(module)
     # freezing inlines the weights as constants: identical numbers, less interpreter overhead
-    return torch.jit.freeze(scripted.eval(), preserved_attrs=["elements"])
+    preserved = ["elements", "forward_neighbors"] if model.config.is_local else ["elements"]
+    return torch.jit.freeze(scripted.eval(), preserved_attrs=preserved)
+
+
+def check_finite_weights(model: TransformerPotential, source: str | Path) -> None:
+    """A model with NaN or infinite weights gives NaN energies: refuse it before anyone simulates with it."""
+    broken = [name for name, value in model.state_dict().items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise ExportError(
+            f"{source} holds non-finite weights ({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}); "
+            "the training diverged or read a NaN label: retrain (lower --learning-rate, check the data)"
+        )
 
 
 def export_metadata(
     checkpoint: dict, model: TransformerPotential, dtype: str, device: str, checkpoint_sha256: str
 ) -> dict:
-    return {
+    config = model.config
+    metadata = {
         "format": EXPORT_FORMAT,
-        "format_version": EXPORT_VERSION,
+        "format_version": LOCAL_EXPORT_VERSION if config.is_local else GLOBAL_EXPORT_VERSION,
+        "model_kind": "local" if config.is_local else "global",
         "elements": symbols(model.config.elements),
         "atomic_numbers": list(model.config.elements),
         "units": {"positions": "angstrom", "energy": "eV", "forces": "eV/angstrom"},
         "dtype": dtype,
         "device": device,
-        "interaction_range": None,  # global attention: every atom sees every other atom
-        "periodic": False,
+        # Å: atoms attend to atoms closer than this in every block (None: global attention, no periodic cells)
+        "interaction_range": config.interaction_range,
+        "receptive_field": config.receptive_field,  # Å: the farthest atom that changes an atom's energy
+        "periodic": config.is_local,
         "model_config": model.config.to_dict(),
         "parameters": count_parameters(model),
         "charge_range": [-model.max_charge, model.max_charge],
@@ -126,6 +258,11 @@ def export_metadata(
             "versions": package_versions(),
         },
     }
+    if config.is_local:
+        metadata["units"]["virial"] = "eV"  # -dE/dstrain; stress = -virial / volume
+    if "domain" in checkpoint:  # what the training data covered: clients warn outside it
+        metadata["domain"] = checkpoint["domain"]
+    return metadata
 
 
 def metadata_text(metadata: dict) -> str:
@@ -133,14 +270,23 @@ def metadata_text(metadata: dict) -> str:
     lines = {
         "format": metadata["format"],
         "format_version": metadata["format_version"],
+        "model_kind": metadata.get("model_kind", "global"),
         "dtype": metadata["dtype"],
         "elements": " ".join(metadata["elements"]),
         "atomic_numbers": " ".join(str(z) for z in metadata["atomic_numbers"]),
-        "interaction_range": "none" if metadata["interaction_range"] is None else metadata["interaction_range"],
+        "interaction_range": _text_number(metadata["interaction_range"]),
+        "receptive_field": _text_number(metadata.get("receptive_field")),
         "energy_unit": metadata["units"]["energy"],
         "length_unit": metadata["units"]["positions"],
     }
+    shortest = metadata.get("domain", {}).get("shortest_distance")
+    if shortest:
+        lines["shortest_distance"] = " ".join(f"{pair}:{distance:.4f}" for pair, distance in shortest.items())
     return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _text_number(value: float | None) -> str:
+    return "none" if value is None else repr(float(value))
 
 
 def export(
@@ -161,6 +307,7 @@ def export(
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
     checkpoint = read_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
+    check_finite_weights(model, checkpoint_path)
     scripted = script_model(model, dtype, device)
     metadata = export_metadata(checkpoint, model, dtype, device, file_sha256(checkpoint_path))
     extra_files = {METADATA_JSON: json.dumps(metadata, indent=2), METADATA_TEXT: metadata_text(metadata)}
@@ -168,37 +315,3 @@ def export(
     torch.jit.save(scripted, str(temporary), _extra_files=extra_files)
     temporary.replace(output)
     return output
-
-
-def read_export_metadata(path: str | Path) -> dict:
-    """Metadata of an export, checked against the formats this mdplugin reads."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith(f"extra/{METADATA_JSON}")), None)
-            if name is None:
-                raise ExportError(
-                    f"{path} is a torch file without mdplugin metadata; export a checkpoint with `mdplugin export`"
-                )
-            metadata = json.loads(archive.read(name))
-    except zipfile.BadZipFile:
-        raise ExportError(
-            f"{path} is not a TorchScript export (not a zip archive); make one with `mdplugin export`"
-        ) from None
-    if metadata.get("format") != EXPORT_FORMAT:
-        raise ExportError(f"{path} has format {metadata.get('format')!r}, not {EXPORT_FORMAT!r}")
-    if metadata.get("format_version") not in SUPPORTED_EXPORT_VERSIONS:
-        raise ExportError(
-            f"{path} has export format version {metadata.get('format_version')}; this mdplugin reads "
-            f"versions {list(SUPPORTED_EXPORT_VERSIONS)}. Re-export the checkpoint with this mdplugin."
-        )
-    return metadata
-
-
-def load_export(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
-    """The scripted module and its metadata."""
-    metadata = read_export_metadata(path)
-    module = torch.jit.load(str(path), map_location=device)
-    return module.eval(), metadata

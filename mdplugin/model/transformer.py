@@ -1,19 +1,29 @@
-"""The graph-free Transformer potential.
+"""The graph-free Transformer potential, global or local.
 
 One token per atom; LLaMA-2 style blocks (pre-RMSNorm, bidirectional attention, SwiGLU);
 no positional encoding, no graph, no distance features. Inputs in Å, energies in eV.
 Forces are -dE/dx by autograd, so the model is conservative by construction.
+
+Two variants share every block and differ in one place, the attention:
+- global (`interaction_range=None`, for molecules): every atom attends to every atom; geometry enters
+  as a smooth embedding of centroid-centred coordinates added to the tokens.
+- local (`interaction_range=R`, for periodic boxes and large systems): atom i attends to itself and
+  to the atoms closer than R (periodic images included); geometry enters only as displacements
+  r_j - r_i, which shift the keys and values (relative position representations), and every weight
+  is multiplied by a smooth cutoff f_c(|r_j - r_i|) that vanishes with all its derivatives at R.
+  Stacked over `depth` blocks, an atom's energy depends on the atoms within depth x R.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Tuple  # noqa: UP035 - TorchScript needs typing generics
+from typing import List, Optional, Tuple  # noqa: UP035 - TorchScript needs typing generics
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from vesin_torch import NeighborList
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -31,6 +41,21 @@ class ModelConfig:
     shortest_period: float = 2.0  # Å; Fourier periods run from 4 * range down to this
     max_charge: int = 4  # charge embedding covers -max_charge..max_charge
     max_multiplicity: int = 6  # spin multiplicity embedding covers 1..max_multiplicity
+    interaction_range: float | None = None  # Å; None: global attention; R: attention within R in every block
+    displacement_features: int = 16  # local model: width of the learned encoding of r_j - r_i
+
+    def __post_init__(self) -> None:
+        if self.interaction_range is not None and not (math.isfinite(self.interaction_range) and self.interaction_range > 0):
+            raise ValueError(f"interaction_range must be a positive number of Å, not {self.interaction_range}")
+
+    @property
+    def is_local(self) -> bool:
+        return self.interaction_range is not None
+
+    @property
+    def receptive_field(self) -> float | None:
+        """Å: the farthest atom whose position changes an atom's energy (None: every atom)."""
+        return None if self.interaction_range is None else self.depth * self.interaction_range
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +130,8 @@ class CoordinateEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
+    """Global attention: every atom attends to every real atom of its structure."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.width % config.heads != 0:
@@ -113,12 +140,75 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
+        # x [B, N, width]; attention_bias [B, 1, 1, N] masks padding keys; neighbors and displacement are
+        # unused (every atom is a neighbour; geometry is already in the tokens)
         batch, atoms, width = x.shape
         q, k, v = self.qkv(x).view(batch, atoms, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        # bidirectional: every atom attends to every real atom; padding keys are masked out
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias)
         return self.out(y.transpose(1, 2).reshape(batch, atoms, width))
+
+
+def log_cutoff(squared_distance: Tensor, cutoff: float) -> Tensor:
+    """log f_c, with f_c(r) = exp(1 - 1 / (1 - r^2/R^2)) below R and 0 beyond.
+
+    f_c is 1 at r = 0 and reaches 0 at R with all its derivatives, so an atom crossing R changes
+    neither the energy nor the forces abruptly. Beyond R the log is -1e12: a weight of exactly 0.
+    """
+    gap = (1 - squared_distance / (cutoff * cutoff)).clamp(min=1e-12)
+    return 1 - 1 / gap
+
+
+class DisplacementEncoding(nn.Module):
+    """A learned smooth function of the displacement r_j - r_i (Å), shared by all blocks."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        assert config.interaction_range is not None
+        self.inverse_range = 1.0 / config.interaction_range
+        features = config.displacement_features
+        self.mlp = nn.Sequential(nn.Linear(4, features), nn.SiLU(), nn.Linear(features, features))
+
+    def forward(self, displacement: Tensor) -> Tensor:
+        scaled = displacement * self.inverse_range
+        return self.mlp(torch.cat([scaled, scaled.pow(2).sum(-1, keepdim=True)], dim=-1))
+
+
+class NeighbourAttention(nn.Module):
+    """Local attention: atom i attends to its neighbour slots (slot 0 is i itself).
+
+    As seen from i, neighbour j offers the key k_j + A phi_ij and the value v_j + B phi_ij, phi_ij the
+    encoded displacement r_j - r_i; adding log f_c(r_ij) to the logits makes every weight proportional to
+    f_c exp(q.k). Absolute positions never enter, so the energy is translation and periodic-image invariant.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.width % config.heads != 0:
+            raise ValueError(f"width {config.width} is not divisible by heads {config.heads}")
+        self.heads = config.heads
+        self.scale = 1.0 / math.sqrt(config.width // config.heads)
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
+        self.key_displacement = nn.Linear(config.displacement_features, config.width, bias=False)
+        self.value_displacement = nn.Linear(config.displacement_features, config.width, bias=False)
+        self.out = nn.Linear(config.width, config.width, bias=False)
+
+    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
+        # x [M, width]; neighbors [M, K] token indices; attention_bias [M, K] log f_c (-inf: empty slot);
+        # displacement [M, K, F] encoded r_j - r_i
+        atoms, width = x.shape
+        head_width = width // self.heads
+        q, k, v = self.qkv(x).view(atoms, 3, self.heads, head_width).unbind(1)  # [M, H, D] each
+        key_geometry = self.key_displacement.weight.view(self.heads, head_width, -1)  # [H, D, F]
+        value_geometry = self.value_displacement.weight.view(self.heads, head_width, -1)
+        # q.(A phi) = (A^T q).phi: project each query once rather than every neighbour's displacement
+        logits = torch.einsum("mhd,mkhd->mhk", q, k[neighbors])
+        logits = logits + torch.einsum("mhf,mkf->mhk", torch.einsum("mhd,hdf->mhf", q, key_geometry), displacement)
+        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(1), dim=-1)  # [M, H, K]
+        y = torch.einsum("mhk,mkhd->mhd", weights, v[neighbors])
+        # sum_j w_ij B phi_ij = B (sum_j w_ij phi_ij): pool the displacements first
+        y = y + torch.einsum("mhf,hdf->mhd", torch.einsum("mhk,mkf->mhf", weights, displacement), value_geometry)
+        return self.out(y.reshape(atoms, width))
 
 
 class FeedForward(nn.Module):
@@ -137,29 +227,66 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.attention_norm = RMSNorm(config.width)
-        self.attention = Attention(config)
+        self.attention = NeighbourAttention(config) if config.is_local else Attention(config)
         self.ffn_norm = RMSNorm(config.width)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
-        x = x + self.attention(self.attention_norm(x), attention_mask)
+    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), attention_bias, neighbors, displacement)
         return x + self.ffn(self.ffn_norm(x))
+
+
+def neighbor_slots(
+    positions: Tensor, centers: Tensor, neighbors: Tensor, shifts: Tensor, cutoff: float
+) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+    """The pair list as a padded table: slot 0 of every atom is the atom itself, then its neighbours.
+
+    positions [M, 3] Å; pairs (centers[e], neighbors[e]) with displacement positions[j] - positions[i] +
+    shifts[e]. Returns indices [M, K] (empty slots point at the atom itself), displacements [M, K, 3] Å
+    and log f_c [M, K] (-inf on empty slots). Computed in the positions' precision: displacements of
+    atoms far from the origin keep their digits even when the model runs in float32.
+    """
+    atoms = positions.size(0)
+    device = positions.device
+    order = torch.argsort(centers, stable=True)
+    centers, neighbors, shifts = centers[order], neighbors[order], shifts[order]
+    counts = torch.bincount(centers, minlength=atoms)
+    width = 1 + (int(counts.max()) if centers.numel() > 0 else 0)
+    slot = torch.arange(centers.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[centers] + 1
+    index = torch.arange(atoms, device=device).unsqueeze(1).repeat(1, width)
+    index[centers, slot] = neighbors
+    shift_table = torch.zeros(atoms, width, 3, dtype=positions.dtype, device=device)
+    shift_table[centers, slot] = shifts.to(positions.dtype)
+    occupied = torch.zeros(atoms, width, dtype=torch.bool, device=device)
+    occupied[:, 0] = True
+    occupied[centers, slot] = True
+    displacement = positions[index] - positions.unsqueeze(1) + shift_table
+    bias = log_cutoff(displacement.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
+    return index, displacement, bias
 
 
 class TransformerPotential(nn.Module):
     """Energy of a padded batch of structures.
 
     positions [B, N, 3] Å, species [B, N] (index into config.elements), mask [B, N] (True for real
-    atoms), charge [B] and multiplicity [B] (int64). Returns per-atom energies [B, N] in eV (zero on
-    padding); the total energy is their sum.
+    atoms, which come first in each row), charge [B] and multiplicity [B] (int64); for a local model
+    optionally cell [B, 3, 3] (Å, rows are lattice vectors) and pbc [B, 3] (bool). Returns per-atom
+    energies [B, N] in eV (zero on padding); the total energy is their sum.
     """
+
+    __constants__ = ["local"]  # TorchScript compiles only the branch of this model's kind
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.local = config.is_local
+        self.cutoff = float(config.interaction_range) if config.interaction_range is not None else 0.0
         width = config.width
         self.species_embedding = nn.Embedding(len(config.elements), width)
-        self.coordinate_embedding = CoordinateEmbedding(config)
+        if self.local:
+            self.displacement_encoding = DisplacementEncoding(config)
+        else:
+            self.coordinate_embedding = CoordinateEmbedding(config)
         self.charge_embedding = nn.Embedding(2 * config.max_charge + 1, width)
         self.multiplicity_embedding = nn.Embedding(config.max_multiplicity, width)
         self.max_charge = config.max_charge
@@ -175,31 +302,100 @@ class TransformerPotential(nn.Module):
         lookup[torch.tensor(config.elements)] = torch.arange(len(config.elements))
         self.register_buffer("species_of_atomic_number", lookup)
 
-    def forward(self, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor) -> Tensor:
-        x, attention_mask = self.embed(positions, species, mask, charge, multiplicity)
+    def forward(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        mask: Tensor,
+        charge: Tensor,
+        multiplicity: Tensor,
+        cell: Optional[Tensor] = None,  # noqa: UP045
+        pbc: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
+        if self.local:
+            batch, atoms = mask.shape
+            centers, neighbors, shifts = self.neighbor_pairs(positions, mask, cell, pbc)
+            system = self.system_embedding(charge, multiplicity).unsqueeze(1).expand(-1, atoms, -1)
+            per_atom = self.local_energies(
+                positions.flatten(0, 1), species.flatten(), system.flatten(0, 1), centers, neighbors, shifts
+            )
+            return per_atom.view(batch, atoms) * mask.to(per_atom.dtype)
+        if cell is not None and pbc is not None and bool(pbc.any()):
+            raise ValueError(
+                "a global-attention model cannot treat a periodic cell; use a local model (trained with --interaction-range)"
+            )
+        x, attention_bias = self.embed(positions, species, mask, charge, multiplicity)
+        empty = torch.empty(0, device=positions.device)
         for block in self.blocks:
-            x = block(x, attention_mask)
-        return self.readout(x, species, mask)
+            x = block(x, attention_bias, empty, empty)
+        return self.readout(x, species) * mask.to(x.dtype)
+
+    def system_embedding(self, charge: Tensor, multiplicity: Tensor) -> Tensor:
+        """[B, width]: total charge and spin multiplicity, added to every token."""
+        return self.charge_embedding(charge + self.max_charge) + self.multiplicity_embedding(multiplicity - 1)
 
     def embed(
         self, positions: Tensor, species: Tensor, mask: Tensor, charge: Tensor, multiplicity: Tensor
     ) -> Tuple[Tensor, Tensor]:  # noqa: UP006 - TorchScript needs typing generics
-        """Input tokens [B, N, width] and the additive key-padding mask [B, 1, 1, N]."""
+        """Global model: input tokens [B, N, width] and the additive key-padding mask [B, 1, 1, N]."""
         weights = mask.to(positions.dtype).unsqueeze(-1)
         # centre on the centroid of real atoms: exact translation invariance, forces sum to zero
         centroid = (positions * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
         centred = (positions - centroid) * weights
         x = self.species_embedding(species) + self.coordinate_embedding(centred)
-        system = self.charge_embedding(charge + self.max_charge) + self.multiplicity_embedding(multiplicity - 1)
-        x = x + system.unsqueeze(1)
+        x = x + self.system_embedding(charge, multiplicity).unsqueeze(1)
         # padding keys get -inf, broadcast over heads and queries
-        attention_mask = torch.zeros_like(weights.squeeze(-1)).masked_fill(~mask, float("-inf"))[:, None, None, :]
-        return x, attention_mask
+        attention_bias = torch.zeros_like(weights.squeeze(-1)).masked_fill(~mask, float("-inf"))[:, None, None, :]
+        return x, attention_bias
 
-    def readout(self, x: Tensor, species: Tensor, mask: Tensor) -> Tensor:
-        """Per-atom energies (eV), zero on padding."""
-        per_atom = self.head(self.norm(x)).squeeze(-1) * self.energy_scale + self.reference_energies[species]
-        return per_atom * mask.to(per_atom.dtype)
+    def neighbor_pairs(
+        self, positions: Tensor, mask: Tensor, cell: Optional[Tensor], pbc: Optional[Tensor]  # noqa: UP045
+    ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+        """Local model: pairs closer than the interaction range, flattened over the batch.
+
+        Returns centre and neighbour indices into the [B * N] atoms and Cartesian shifts [E, 3] (Å), such
+        that r_j - r_i + shift is the displacement to the image in range (several images of one atom
+        appear when the cell is shorter than 2R). The shifts carry the cell's autograd graph (stress).
+        """
+        batch, atoms = mask.shape
+        calculator = NeighborList(cutoff=self.cutoff, full_list=True, n_threads=1)
+        centers: List[Tensor] = []  # noqa: UP006
+        neighbors: List[Tensor] = []  # noqa: UP006
+        shifts: List[Tensor] = []  # noqa: UP006
+        for b in range(batch):
+            count = int(mask[b].sum())
+            points = positions[b, :count].detach()
+            if cell is None or pbc is None:
+                box = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+                periodic = torch.zeros(3, dtype=torch.bool, device=positions.device)
+            else:
+                box = cell[b]
+                periodic = pbc[b]
+            i, j, images = calculator.compute(points, box.detach(), periodic, "ijS", True)
+            centers.append(i.to(torch.long) + b * atoms)
+            neighbors.append(j.to(torch.long) + b * atoms)
+            shifts.append(images.to(positions.dtype) @ box)
+        return torch.cat(centers), torch.cat(neighbors), torch.cat(shifts)
+
+    def local_energies(
+        self, positions: Tensor, species: Tensor, system: Tensor, centers: Tensor, neighbors: Tensor, shifts: Tensor
+    ) -> Tensor:
+        """Local model: per-atom energies [M] (eV) of M atoms given their pairs within range.
+
+        Any pair list that holds every pair closer than R gives the same energies: the neighbour-list
+        entry point of an export (LAMMPS ghosts) and the model's own search (periodic cells) meet here.
+        """
+        index, displacement, attention_bias = neighbor_slots(positions, centers, neighbors, shifts, self.cutoff)
+        dtype = self.reference_energies.dtype
+        encoded = self.displacement_encoding(displacement.to(dtype))
+        x = self.species_embedding(species) + system.to(dtype)
+        for block in self.blocks:
+            x = block(x, attention_bias.to(dtype), index, encoded)
+        return self.readout(x, species)
+
+    def readout(self, x: Tensor, species: Tensor) -> Tensor:
+        """Per-atom energies (eV) from the final tokens."""
+        return self.head(self.norm(x)).squeeze(-1) * self.energy_scale + self.reference_energies[species]
 
 
 def init_distance_attention(
