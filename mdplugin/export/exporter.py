@@ -133,7 +133,7 @@ class ExportedLocalPotential(nn.Module):
             periodic = pbc.to(torch.bool)
         check_cell(box, periodic)
         # the virial is the derivative with respect to a homogeneous strain of positions and cell together
-        strain = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device, requires_grad=True)
+        strain = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device).requires_grad_(True)
         points = positions.detach().requires_grad_(True)
         deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
         mask = torch.ones_like(species, dtype=torch.bool).unsqueeze(0)
@@ -183,7 +183,7 @@ class ExportedLocalPotential(nn.Module):
             raise ValueError(f"neighbor indices must lie in 0..{atoms - 1}")
         points = positions.detach().requires_grad_(True)
         # zero shifts whose gradient is dE/d(r_j - r_i): the pair forces, for the per-atom virial
-        shifts = torch.zeros(pairs.size(1), 3, dtype=positions.dtype, device=positions.device, requires_grad=True)
+        shifts = torch.zeros(pairs.size(1), 3, dtype=positions.dtype, device=positions.device).requires_grad_(True)
         system_state = torch.tensor([charge, multiplicity], dtype=torch.long, device=positions.device)
         system = self.model.system_embedding(system_state[:1], system_state[1:]).expand(atoms, -1)
         per_atom = self.model.local_energies(points, species, system, pairs[0], pairs[1], shifts)[:n_local]
