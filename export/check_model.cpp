@@ -39,8 +39,7 @@ struct Options {
 
 struct Export {
   torch::jit::Module module;
-  std::string metadata_text;
-  std::map<std::string, std::string> metadata;
+  Metadata metadata;    // mdplugin.txt, checked (mdplugin_export.h)
   std::map<std::string, int64_t> atomic_number_of_symbol;
 };
 
@@ -97,35 +96,16 @@ Options parse_arguments(int argc, char **argv)
 
 Export load_export(const std::string &path)
 {
-  if (!std::ifstream(path).good()) fail("cannot open model file '" + path + "'");
   Export model;
-  torch::jit::ExtraFilesMap extra_files{{METADATA_FILE, ""}};
   try {
-    model.module = torch::jit::load(path, torch::kCPU, extra_files);
-    model.module.eval();
-  } catch (const std::exception &exception) {
-    std::string reason = exception.what();
-    fail("'" + path + "' is not a TorchScript file libtorch can load (" +
-         reason.substr(0, reason.find('\n')) + "); make one with `mdplugin export`");
+    auto [module, metadata] = mdplugin_export::load_export(path, torch::kCPU);
+    model.module = std::move(module);
+    model.metadata = std::move(metadata);
+  } catch (const ExportError &error) {
+    fail(error.what());
   }
-  model.metadata_text = extra_files[METADATA_FILE];
-  model.metadata = parse_metadata(model.metadata_text);
-  if (model.metadata.empty())
-    fail("'" + path + "' is a TorchScript file without mdplugin metadata (no " + METADATA_FILE +
-         "); it is not an mdplugin export. Export the checkpoint with `mdplugin export`");
-  if (model.metadata["format"] != FORMAT_NAME)
-    fail("'" + path + "' has format '" + model.metadata["format"] + "', not '" + FORMAT_NAME + "'");
-  if (model.metadata["format_version"] != SUPPORTED_FORMAT_VERSION)
-    fail("'" + path + "' has export format version " + model.metadata["format_version"] +
-         "; this checker reads version " + SUPPORTED_FORMAT_VERSION);
-
-  const auto symbols = split_words(model.metadata["elements"]);
-  const auto numbers = split_words(model.metadata["atomic_numbers"]);
-  if (symbols.empty() || symbols.size() != numbers.size())
-    fail("the metadata of '" + path + "' lists no elements, or elements and atomic numbers of "
-         "different lengths");
-  for (size_t i = 0; i < symbols.size(); i++)
-    model.atomic_number_of_symbol[symbols[i]] = parse_integer("atomic_numbers", numbers[i]);
+  for (size_t i = 0; i < model.metadata.elements.size(); i++)
+    model.atomic_number_of_symbol[model.metadata.elements[i]] = model.metadata.atomic_numbers[i];
   return model;
 }
 
@@ -158,7 +138,7 @@ std::vector<int64_t> atomic_numbers(const Export &model, const Structure &struct
     const auto found = model.atomic_number_of_symbol.find(symbol);
     if (found == model.atomic_number_of_symbol.end())
       fail("element '" + symbol + "' is not one of the model's elements (" +
-           model.metadata.at("elements") + ")");
+           model.metadata.entries.at("elements") + ")");
     numbers.push_back(found->second);
   }
   return numbers;
@@ -167,7 +147,7 @@ std::vector<int64_t> atomic_numbers(const Export &model, const Structure &struct
 void evaluate_and_print(Export &model, const Structure &structure, const Options &options)
 {
   const int64_t n = static_cast<int64_t>(structure.symbols.size());
-  const std::string dtype_name = options.dtype.empty() ? model.metadata["dtype"] : options.dtype;
+  const std::string dtype_name = options.dtype.empty() ? model.metadata.dtype : options.dtype;
   const auto dtype = dtype_name == "float32" ? torch::kFloat32 : torch::kFloat64;
   auto numbers = atomic_numbers(model, structure);
   auto positions =
@@ -177,9 +157,13 @@ void evaluate_and_print(Export &model, const Structure &structure, const Options
 
   torch::Tensor energy, forces, per_atom_energy;
   try {
-    const auto outputs =
-        model.module.forward({positions, number_tensor, options.charge, options.multiplicity})
-            .toTuple();
+    std::vector<torch::jit::IValue> inputs{positions, number_tensor, options.charge,
+                                           options.multiplicity};
+    if (model.metadata.local) {    // an isolated structure: no cell, no periodic direction
+      inputs.emplace_back(torch::zeros({3, 3}, positions.options()));
+      inputs.emplace_back(torch::zeros({3}, torch::kBool));
+    }
+    const auto outputs = model.module.forward(inputs).toTuple();
     energy = outputs->elements().at(0).toTensor().to(torch::kFloat64);
     forces = outputs->elements().at(1).toTensor().to(torch::kFloat64).contiguous();
     per_atom_energy = outputs->elements().at(2).toTensor().to(torch::kFloat64).contiguous();
@@ -206,7 +190,7 @@ int main(int argc, char **argv)
   try {
     const Options options = parse_arguments(argc, argv);
     Export model = load_export(options.model_path);
-    std::istringstream lines(model.metadata_text);
+    std::istringstream lines(model.metadata.text);
     for (std::string line; std::getline(lines, line);)
       if (!line.empty()) std::printf("metadata %s\n", line.c_str());
     if (!options.structure_path.empty())

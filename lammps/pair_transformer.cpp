@@ -2,12 +2,16 @@
    pair_style transformer: a graph-free Transformer interatomic potential (mdplugin export)
    evaluated through libtorch. See lammps/README.md.
 
-   compute() has four steps: gather the whole system on every rank, run the model, scatter the
-   forces of locally owned atoms, tally their energies and virials. Sums over ranks equal one rank.
+   The export's metadata chooses one of two paths, each four steps:
+   - global attention: gather the whole system on every rank, run the model, scatter the forces of
+     locally owned atoms, tally their energies and virials. Sums over ranks equal one rank.
+   - local attention: collect this rank's atoms, its ghosts and the pairs closer than the
+     interaction range from a full neighbor list, run the model, scatter forces onto local and
+     ghost atoms (reverse communication sums the ghosts' into their owners), tally the energies
+     of local atoms and the virial of every pair.
 ------------------------------------------------------------------------- */
 
 #include "pair_transformer.h"
-#include "mdplugin_export.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -15,39 +19,31 @@
 #include "error.h"
 #include "force.h"
 #include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
 #include "update.h"
 #include "utils.h"
 
+#include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <map>
 #include <numeric>
-#include <sstream>
 
 using namespace LAMMPS_NS;
 using namespace mdplugin_export;
 
 namespace {
 
-// The model ignores the neighbor list, but LAMMPS needs a cutoff to size ghost communication;
-// a small one keeps that cost negligible.
+// The global model ignores the neighbor list, but LAMMPS needs a cutoff to size ghost
+// communication; a small one keeps that cost negligible.
 constexpr double NOMINAL_CUTOFF = 1.0;    // Å
 
-// Whitespace-separated integers; empty if any word is not one (reported by the caller).
-std::vector<int64_t> parse_integers(const std::string &text)
-{
-  std::vector<int64_t> numbers;
-  for (const auto &word : split_words(text)) {
-    char *end = nullptr;
-    numbers.push_back(std::strtoll(word.c_str(), &end, 10));
-    if (*end != '\0') return {};
-  }
-  return numbers;
-}
+// Room for every atomic number in the element-pair tables.
+constexpr int ELEMENT_SLOTS = MAX_ATOMIC_NUMBER + 1;
 
 std::string join(const std::vector<std::string> &words)
 {
@@ -67,40 +63,91 @@ int node_local_rank(MPI_Comm world)
   return rank;
 }
 
+// OMP_NUM_THREADS when it is a positive integer, else 1: libtorch's own default (every core of
+// the node) oversubscribes a node that runs one rank per core.
+int default_threads()
+{
+  const char *text = std::getenv("OMP_NUM_THREADS");
+  if (!text) return 1;
+  char *end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  return (*end == '\0' && value > 0) ? static_cast<int>(value) : 1;
+}
+
+// A tensor the model returned, as float64 on the CPU with the expected number of elements.
+torch::Tensor host_double(const torch::Tensor &tensor)
+{
+  return tensor.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+}
+
 }    // namespace
 
 /* ---------------------------------------------------------------------- */
 
 PairTransformer::PairTransformer(LAMMPS *lmp) :
-    Pair(lmp), model_loaded(false), device(torch::kCPU), charge(0), multiplicity(1),
-    cutoff(NOMINAL_CUTOFF)
+    Pair(lmp), model_loaded(false), device(torch::kCPU), charge(0), multiplicity(1), threads(1),
+    domain_warn(0.0), domain_stop(0.0), below_warn(false)
 {
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  // the virial is tallied explicitly from r (x) f; there are no ghost-atom forces to sum
+  // the virial is tallied explicitly, from r (x) f (global) or from the pair gradients (local)
   no_virial_fdotr_compute = 1;
+  // pvector[0]: the closest approach relative to the training data (compute pair transformer)
+  nextra = 1;
+  pvector = new double[nextra];
+  pvector[0] = INFINITY;
 }
 
 PairTransformer::~PairTransformer()
 {
   if (copymode) return;
+  delete[] pvector;
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
+    memory->destroy(cutghost);
   }
 }
 
-/* ----------------------------------------------------------------------
-   the four steps
-------------------------------------------------------------------------- */
+/* ---------------------------------------------------------------------- */
 
 void PairTransformer::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  if (metadata.local)
+    compute_local();
+  else
+    compute_global();
+}
+
+/* ----------------------------------------------------------------------
+   global attention
+------------------------------------------------------------------------- */
+
+void PairTransformer::compute_global()
+{
   const System system = gather_system();
-  if (system.tags.empty()) return;    // no atom of a type this style handles
+  if (system.tags.empty()) return;    // no atom of a type this style handles (same on all ranks)
+
+  if (!inverse_shortest_squared.empty()) {
+    ClosestPair closest;
+    const int64_t n = static_cast<int64_t>(system.tags.size());
+    for (const auto &[local, i] : system.owned)
+      for (int64_t j = 0; j < n; j++) {
+        if (j == i) continue;
+        double distance_squared = 0.0;
+        for (int k = 0; k < 3; k++) {
+          const double delta = system.positions[3 * j + k] - system.positions[3 * i + k];
+          distance_squared += delta * delta;
+        }
+        consider_pair(closest, system.atomic_numbers[i], system.atomic_numbers[j],
+                      distance_squared);
+      }
+    report_domain(closest);
+  }
+
   const Result result = evaluate(system);
   scatter_forces(system, result);
   tally_energy_and_virial(system, result);
@@ -170,24 +217,21 @@ PairTransformer::System PairTransformer::gather_system()
 PairTransformer::Result PairTransformer::evaluate(const System &system)
 {
   const int64_t n = static_cast<int64_t>(system.tags.size());
-  const auto dtype = (dtype_name.empty() ? model_dtype : dtype_name) == "float32" ? torch::kFloat32
-                                                                                  : torch::kFloat64;
   torch::Tensor forces, per_atom_energy;    // the total energy is the sum of per-atom energies
   std::string failure;
   try {
     // from_blob only views the vectors: copy before handing them to the model
     auto positions = torch::from_blob(const_cast<double *>(system.positions.data()), {n, 3},
                                       torch::kFloat64)
-                         .to(device, dtype, false, true);
+                         .to(device, input_dtype(), false, true);
     auto numbers = torch::from_blob(const_cast<int64_t *>(system.atomic_numbers.data()), {n},
                                     torch::kInt64)
                        .to(device, torch::kInt64, false, true);
     std::vector<torch::jit::IValue> inputs{positions, numbers, static_cast<int64_t>(charge),
                                            static_cast<int64_t>(multiplicity)};
     const auto outputs = model.forward(inputs).toTuple();
-    forces = outputs->elements().at(1).toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
-    per_atom_energy =
-        outputs->elements().at(2).toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
+    forces = host_double(outputs->elements().at(1).toTensor());
+    per_atom_energy = host_double(outputs->elements().at(2).toTensor());
   } catch (const std::exception &exception) {
     failure = readable_error(exception);
   }
@@ -250,12 +294,233 @@ void PairTransformer::tally_energy_and_virial(const System &system, const Result
 }
 
 /* ----------------------------------------------------------------------
+   local attention
+------------------------------------------------------------------------- */
+
+void PairTransformer::compute_local()
+{
+  const Neighborhood neighborhood = collect_neighborhood();
+  if (neighborhood.n_local == 0) return;    // this rank owns no atom of a mapped type
+  const LocalResult result = evaluate_local(neighborhood);
+  scatter_local_forces(neighborhood, result);
+  tally_local_energy_and_virial(neighborhood, result);
+}
+
+/* ----------------------------------------------------------------------
+   The model's input on this rank: mapped local atoms first, then mapped ghosts (periodic images
+   are ghosts, so no pair needs a cell shift), and every ordered pair closer than the interaction
+   range from the full neighbor list, which lists ghosts' neighbors too. Ghosts reach out to
+   receptive_field (+ skin), so the energy of every local atom sees every atom it depends on.
+------------------------------------------------------------------------- */
+
+PairTransformer::Neighborhood PairTransformer::collect_neighborhood()
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int *type = atom->type;
+  double **x = atom->x;
+
+  Neighborhood neighborhood;
+  std::vector<int> model_index(nall, -1);
+  for (int i = 0; i < nall; i++) {
+    if (!is_mapped(type[i])) continue;
+    if (i < nlocal) neighborhood.n_local++;
+    model_index[i] = static_cast<int>(neighborhood.atom_index.size());
+    neighborhood.atom_index.push_back(i);
+    neighborhood.atomic_numbers.push_back(type_to_atomic_number[type[i]]);
+    neighborhood.positions.insert(neighborhood.positions.end(), x[i], x[i] + 3);
+  }
+
+  const double range_squared = metadata.interaction_range * metadata.interaction_range;
+  const bool monitor = !inverse_shortest_squared.empty();
+  ClosestPair closest;
+  for (int ii = 0; ii < list->inum + list->gnum; ii++) {
+    const int i = list->ilist[ii];
+    if (model_index[i] < 0) continue;
+    const int *neighbors = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = neighbors[jj] & NEIGHMASK;
+      if (model_index[j] < 0) continue;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double distance_squared = dx * dx + dy * dy + dz * dz;
+      if (distance_squared >= range_squared) continue;    // the skin's pairs: zero weight anyway
+      neighborhood.centers.push_back(model_index[i]);
+      neighborhood.neighbors.push_back(model_index[j]);
+      if (monitor && i < nlocal)
+        consider_pair(closest, type_to_atomic_number[type[i]], type_to_atomic_number[type[j]],
+                      distance_squared);
+    }
+  }
+  if (monitor) report_domain(closest);
+  return neighborhood;
+}
+
+PairTransformer::LocalResult PairTransformer::evaluate_local(const Neighborhood &neighborhood)
+{
+  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
+  const int64_t n_local = neighborhood.n_local;
+  const int64_t edges = static_cast<int64_t>(neighborhood.centers.size());
+  torch::Tensor forces, per_atom_energy, edge_gradient;
+  std::string failure;
+  try {
+    auto positions = torch::from_blob(const_cast<double *>(neighborhood.positions.data()), {n, 3},
+                                      torch::kFloat64)
+                         .to(device, input_dtype(), false, true);
+    auto numbers = torch::from_blob(const_cast<int64_t *>(neighborhood.atomic_numbers.data()),
+                                    {n}, torch::kInt64)
+                       .to(device, torch::kInt64, false, true);
+    auto pairs = torch::empty({2, edges}, torch::kInt64);
+    std::copy(neighborhood.centers.begin(), neighborhood.centers.end(), pairs.data_ptr<int64_t>());
+    std::copy(neighborhood.neighbors.begin(), neighborhood.neighbors.end(),
+              pairs.data_ptr<int64_t>() + edges);
+    std::vector<torch::jit::IValue> inputs{positions,
+                                           numbers,
+                                           pairs.to(device),
+                                           n_local,
+                                           static_cast<int64_t>(charge),
+                                           static_cast<int64_t>(multiplicity)};
+    const auto outputs = model.get_method("forward_neighbors")(inputs).toTuple();
+    forces = host_double(outputs->elements().at(1).toTensor());
+    per_atom_energy = host_double(outputs->elements().at(2).toTensor());
+    edge_gradient = host_double(outputs->elements().at(3).toTensor());
+  } catch (const std::exception &exception) {
+    failure = readable_error(exception);
+  }
+  if (!failure.empty())
+    error->one(FLERR, "pair_style transformer: the model failed on step " +
+                   std::to_string(update->ntimestep) + ": " + failure);
+  if (forces.numel() != 3 * n || per_atom_energy.numel() != n_local ||
+      edge_gradient.numel() != 3 * edges)
+    error->one(FLERR,
+               "pair_style transformer: forward_neighbors returned forces, per-atom energies or "
+               "pair gradients of the wrong size; the file does not follow the mdplugin export "
+               "contract (version 2)");
+  if (!torch::isfinite(forces).all().item<bool>() ||
+      !torch::isfinite(per_atom_energy).all().item<bool>() ||
+      !torch::isfinite(edge_gradient).all().item<bool>())
+    error->one(FLERR,
+               "pair_style transformer: the model returned NaN or infinite forces on step " +
+                   std::to_string(update->ntimestep) +
+                   "; atoms may have left the region the model was trained on "
+                   "(try a smaller timestep, or check the pair_coeff type mapping)");
+
+  LocalResult result;
+  result.forces.assign(forces.data_ptr<double>(), forces.data_ptr<double>() + 3 * n);
+  result.per_atom_energy.assign(per_atom_energy.data_ptr<double>(),
+                                per_atom_energy.data_ptr<double>() + n_local);
+  result.edge_gradient.assign(edge_gradient.data_ptr<double>(),
+                              edge_gradient.data_ptr<double>() + 3 * edges);
+  return result;
+}
+
+// Ghost atoms get forces too: with newton_pair on, reverse communication adds them to the owners.
+void PairTransformer::scatter_local_forces(const Neighborhood &neighborhood,
+                                           const LocalResult &result)
+{
+  double **f = atom->f;
+  for (size_t m = 0; m < neighborhood.atom_index.size(); m++)
+    for (int k = 0; k < 3; k++) f[neighborhood.atom_index[m]][k] += result.forces[3 * m + k];
+}
+
+/* ----------------------------------------------------------------------
+   The energy is the sum over local atoms only (each atom is local on exactly one rank).
+   The virial of this rank's energy is W_ab = sum_i f_a,i r_b,i over local and ghost atoms, which
+   the pair gradients g_e = dE/dd_e (d_e = r_j - r_i) give without an origin:
+   W_ab = -sum_e g_a,e d_b,e, the strain derivative -dE/de_ab for x_a -> x_a + e_ab x_b (the
+   convention of the global path and of fix numdiff/virial). Ghosts are explicit periodic images,
+   so the cell needs no term of its own. The per-atom virial gives half of each pair's term to
+   each of its atoms (ghosts' halves return to their owners by reverse communication), so compute
+   stress/atom sums to the global virial. Order: xx, yy, zz, xy, xz, yz.
+------------------------------------------------------------------------- */
+
+void PairTransformer::tally_local_energy_and_virial(const Neighborhood &neighborhood,
+                                                    const LocalResult &result)
+{
+  for (int64_t m = 0; m < neighborhood.n_local; m++) {
+    if (eflag_global) eng_vdwl += result.per_atom_energy[m];
+    if (eflag_atom) eatom[neighborhood.atom_index[m]] += result.per_atom_energy[m];
+  }
+  if (!vflag_either) return;
+  const auto &r = neighborhood.positions;
+  for (size_t e = 0; e < neighborhood.centers.size(); e++) {
+    const int64_t i = neighborhood.centers[e], j = neighborhood.neighbors[e];
+    const double *g = &result.edge_gradient[3 * e];
+    double d[3];
+    for (int k = 0; k < 3; k++) d[k] = r[3 * j + k] - r[3 * i + k];
+    const double v[6] = {-g[0] * d[0], -g[1] * d[1], -g[2] * d[2],
+                         -g[0] * d[1], -g[0] * d[2], -g[1] * d[2]};
+    for (int k = 0; k < 6; k++) {
+      if (vflag_global) virial[k] += v[k];
+      if (vflag_atom) {
+        vatom[neighborhood.atom_index[i]][k] += 0.5 * v[k];
+        vatom[neighborhood.atom_index[j]][k] += 0.5 * v[k];
+      }
+    }
+  }
+}
+
+/* ----------------------------------------------------------------------
+   How close atoms come, relative to the shortest distance of the same element pair in the
+   training data: below 1 the model extrapolates. The smallest ratio over the pairs this style
+   sees (all pairs for global attention, the pairs within the interaction range for local
+   attention) is pvector[0], `compute pair transformer` [1]; optional keywords warn or stop.
+------------------------------------------------------------------------- */
+
+void PairTransformer::consider_pair(ClosestPair &closest, int64_t zi, int64_t zj,
+                                    double distance_squared) const
+{
+  const int element_pair = static_cast<int>(zi * ELEMENT_SLOTS + zj);
+  const double inverse = inverse_shortest_squared[element_pair];
+  if (inverse > 0.0 && distance_squared * inverse < closest.ratio_squared) {
+    closest.ratio_squared = distance_squared * inverse;
+    closest.element_pair = element_pair;
+  }
+}
+
+void PairTransformer::report_domain(ClosestPair closest)
+{
+  struct {
+    double value;
+    int index;
+  } mine{closest.ratio_squared, closest.element_pair}, smallest;
+  MPI_Allreduce(&mine, &smallest, 1, MPI_DOUBLE_INT, MPI_MINLOC, world);
+  const double ratio = std::sqrt(smallest.value);
+  // compute pair sums pvector over ranks: one rank holds the value, the others 0
+  pvector[0] = comm->me == 0 ? ratio : 0.0;
+  if (!std::isfinite(ratio)) return;
+
+  const int64_t zi = smallest.index / ELEMENT_SLOTS, zj = smallest.index % ELEMENT_SLOTS;
+  const double shortest = 1.0 / std::sqrt(inverse_shortest_squared[smallest.index]);
+  const std::string what =
+      fmt::format("on step {} two atoms {} are {:.3f} Å apart, {:.3f} of the shortest {} "
+                  "distance in the model's training data ({:.3f} Å)",
+                  update->ntimestep, pair_name(zi, zj), ratio * shortest, ratio,
+                  pair_name(zi, zj), shortest);
+  if (domain_stop > 0.0 && ratio < domain_stop)
+    error->all(FLERR,
+               "pair_style transformer: " + what + ", below domain_stop " +
+                   fmt::format("{}", domain_stop) +
+                   ": the model is extrapolating. Check the structure, the pair_coeff mapping "
+                   "and the timestep, or lower domain_stop");
+  const bool below = domain_warn > 0.0 && ratio < domain_warn;
+  if (below && !below_warn && comm->me == 0)
+    error->warning(FLERR,
+                   "pair_style transformer: " + what + ", below domain_warn " +
+                       fmt::format("{}", domain_warn) +
+                       ": the model is extrapolating (warned again only after the ratio "
+                       "recovers)");
+  below_warn = below;
+}
+
+/* ----------------------------------------------------------------------
    pair_style transformer [device cpu|cuda] [dtype float32|float64] [charge Q] [spin M]
+                          [threads N] [domain_warn F] [domain_stop F]
 ------------------------------------------------------------------------- */
 
 void PairTransformer::settings(int narg, char **arg)
 {
   check_box_and_units();
+  threads = default_threads();
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (iarg + 1 >= narg)
@@ -287,12 +552,32 @@ void PairTransformer::settings(int narg, char **arg)
         error->all(FLERR,
                    "pair_style transformer: spin is the spin multiplicity 2S+1 (1 = singlet), "
                    "so it must be at least 1, not " + value);
+    } else if (keyword == "threads") {
+      threads = utils::inumeric(FLERR, value, false, lmp);
+      if (threads < 1)
+        error->all(FLERR,
+                   "pair_style transformer: threads is the number of libtorch threads per MPI "
+                   "rank, at least 1, not " + value);
+    } else if (keyword == "domain_warn" || keyword == "domain_stop") {
+      const double threshold = utils::numeric(FLERR, value, false, lmp);
+      if (threshold <= 0.0)
+        error->all(FLERR,
+                   "pair_style transformer: " + keyword + " is a fraction of the shortest "
+                   "training distance of each element pair (e.g. 0.8), so it must be positive, "
+                   "not " + value);
+      (keyword == "domain_warn" ? domain_warn : domain_stop) = threshold;
     } else {
       error->all(FLERR,
                  "pair_style transformer: unknown keyword '" + keyword +
-                     "'; the keywords are device, dtype, charge and spin");
+                     "'; the keywords are device, dtype, charge, spin, threads, domain_warn and "
+                     "domain_stop");
     }
   }
+  // libtorch's thread pool is per process, so this is the count for this rank
+  at::set_num_threads(threads);
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair_style transformer: {} libtorch thread(s) per MPI rank\n",
+                   at::get_num_threads());
 }
 
 /* ----------------------------------------------------------------------
@@ -317,18 +602,49 @@ void PairTransformer::coeff(int narg, char **arg)
 void PairTransformer::init_style()
 {
   check_box_and_units();
-  if (atom->tag_enable == 0)
+  check_masses();
+  if (!metadata.local) {
+    if (atom->tag_enable == 0)
+      error->all(FLERR,
+                 "pair_style transformer needs atom IDs to order atoms across ranks; remove "
+                 "'atom_modify id no'");
+    if (3 * atom->natoms > MAXSMALLINT)
+      error->all(FLERR,
+                 "pair_style transformer: too many atoms for one global-attention evaluation");
+    return;    // no neighbor list: the model reads every atom's coordinates itself
+  }
+
+  // local attention: a full list (each pair in both directions, as the model takes it) that also
+  // lists the neighbors of ghost atoms, whose features feed the local atoms' energies
+  if (force->newton_pair == 0)
     error->all(FLERR,
-               "pair_style transformer needs atom IDs to order atoms across ranks; remove "
-               "'atom_modify id no'");
-  if (3 * atom->natoms > MAXSMALLINT)
-    error->all(FLERR, "pair_style transformer: too many atoms for one global-attention evaluation");
-  // no neighbor list request: the model reads every atom's coordinates itself (global attention)
+               "pair_style transformer with a local model (" + model_name() +
+                   ") requires 'newton on' (or 'newton on off'): the model computes forces on "
+                   "ghost atoms, which only LAMMPS's reverse communication returns to their "
+                   "owners");
+  if (comm->mode != Comm::SINGLE)
+    error->all(FLERR,
+               "pair_style transformer with a local model requires 'comm_modify mode single'; "
+               "its ghost range is one distance for all types");
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+
+  // An atom's energy depends on atoms up to receptive_field away (depth x interaction range),
+  // so ghosts must reach that far (+ skin, as atoms move between neighbor list builds), while
+  // the neighbor list itself needs only the interaction range.
+  const double ghost_range = metadata.receptive_field + neighbor->skin;
+  if (comm->cutghostuser < ghost_range) comm->cutghostuser = ghost_range;
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "pair_style transformer: local model, interaction range {} Å, ghost atoms "
+                   "out to {} Å (receptive field {} Å + skin)\n",
+                   metadata.interaction_range, comm->cutghostuser, metadata.receptive_field);
 }
 
-double PairTransformer::init_one(int, int)
+double PairTransformer::init_one(int i, int j)
 {
-  return cutoff;
+  if (!metadata.local) return NOMINAL_CUTOFF;
+  cutghost[i][j] = cutghost[j][i] = metadata.interaction_range;
+  return metadata.interaction_range;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -339,6 +655,7 @@ void PairTransformer::allocate()
   const int n = atom->ntypes;
   memory->create(setflag, n + 1, n + 1, "pair:setflag");
   memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  memory->create(cutghost, n + 1, n + 1, "pair:cutghost");
   for (int i = 0; i <= n; i++)
     for (int j = 0; j <= n; j++) setflag[i][j] = 0;
   type_to_atomic_number.assign(n + 1, 0);
@@ -346,55 +663,36 @@ void PairTransformer::allocate()
 
 void PairTransformer::load_model(const std::string &path)
 {
-  if (!std::ifstream(path).good())
-    error->all(FLERR,
-               "pair_style transformer: cannot open model file '" + path +
-                   "'; check the path in pair_coeff (relative paths start in the directory "
-                   "LAMMPS runs in)");
-  torch::jit::ExtraFilesMap extra_files{{METADATA_FILE, ""}};
-  std::string failure;
   try {
-    model = torch::jit::load(path, device, extra_files);
-    model.eval();
-  } catch (const std::exception &exception) {
-    failure = exception.what();
-    failure = failure.substr(0, failure.find('\n'));
+    auto [module, checked] = load_export(path, device);
+    model = std::move(module);
+    metadata = std::move(checked);
+  } catch (const ExportError &failure) {
+    error->all(FLERR,
+               std::string("pair_style transformer: ") + failure.what() +
+                   (std::string(failure.what()).rfind("cannot open", 0) == 0
+                        ? "; check the path in pair_coeff (relative paths start in the directory "
+                          "LAMMPS runs in)"
+                        : ""));
   }
-  if (!failure.empty())
-    error->all(FLERR,
-               "pair_style transformer: '" + path +
-                   "' is not a TorchScript file libtorch can load (" + failure +
-                   "); make one with `mdplugin export`");
-
-  auto metadata = parse_metadata(extra_files[METADATA_FILE]);
-  if (metadata.empty())
-    error->all(FLERR,
-               "pair_style transformer: '" + path +
-                   "' is a TorchScript file without mdplugin metadata (no mdplugin.txt); it is "
-                   "not an mdplugin export. Export the checkpoint with `mdplugin export`");
-  if (metadata["format"] != FORMAT_NAME)
-    error->all(FLERR,
-               "pair_style transformer: '" + path + "' has format '" + metadata["format"] +
-                   "', not '" + FORMAT_NAME + "'; export the checkpoint with `mdplugin export`");
-  if (metadata["format_version"] != SUPPORTED_FORMAT_VERSION)
-    error->all(FLERR,
-               "pair_style transformer: '" + path + "' has export format version " +
-                   metadata["format_version"] + "; this pair style reads version " +
-                   SUPPORTED_FORMAT_VERSION +
-                   ". Re-export the checkpoint with the mdplugin that built this plugin, or "
-                   "rebuild the plugin (mdplugin lammps build --force)");
-
-  model_elements = split_words(metadata["elements"]);
-  model_atomic_numbers = parse_integers(metadata["atomic_numbers"]);
-  if (model_elements.empty() || model_elements.size() != model_atomic_numbers.size())
-    error->all(FLERR,
-               "pair_style transformer: the metadata of '" + path +
-                   "' lists no elements, or elements and atomic numbers that do not match; "
-                   "re-export the checkpoint");
-  model_dtype = metadata["dtype"];
-  interaction_range = metadata["interaction_range"];
   model_path = path;
   model_loaded = true;
+  ghostneigh = metadata.local ? 1 : 0;    // local models read the neighbors of ghost atoms
+
+  inverse_shortest_squared.clear();
+  if (!metadata.shortest_distance.empty()) {
+    inverse_shortest_squared.assign(ELEMENT_SLOTS * ELEMENT_SLOTS, 0.0);
+    for (const auto &[pair, distance] : metadata.shortest_distance) {
+      inverse_shortest_squared[pair.first * ELEMENT_SLOTS + pair.second] = 1.0 / (distance * distance);
+      inverse_shortest_squared[pair.second * ELEMENT_SLOTS + pair.first] = 1.0 / (distance * distance);
+    }
+  } else if (domain_warn > 0.0 || domain_stop > 0.0) {
+    error->all(FLERR,
+               "pair_style transformer: domain_warn and domain_stop need the shortest "
+               "distances of the training data, which '" + path + "' does not carry (no "
+               "shortest_distance in its metadata); re-export the checkpoint with a newer "
+               "`mdplugin export`, or drop these keywords");
+  }
   check_box_and_units();
 }
 
@@ -410,6 +708,7 @@ void PairTransformer::map_types_to_elements(int narg, char **arg)
                    " atom types; give one element symbol per type, in type order (NULL for types "
                    "another style handles under pair_style hybrid/overlay)");
 
+  const auto &elements = metadata.elements;
   int mapped = 0;
   for (int type = 1; type <= ntypes; type++) {
     const std::string name = arg[type - 1];
@@ -422,19 +721,57 @@ void PairTransformer::map_types_to_elements(int narg, char **arg)
       type_to_atomic_number[type] = 0;
       continue;
     }
-    const auto found = std::find(model_elements.begin(), model_elements.end(), name);
-    if (found == model_elements.end())
+    const auto found = std::find(elements.begin(), elements.end(), name);
+    if (found == elements.end())
       error->all(FLERR,
                  "pair_coeff maps atom type " + std::to_string(type) + " to element '" + name +
-                     "', which is not one of the model's elements (" + join(model_elements) +
+                     "', which is not one of the model's elements (" + join(elements) +
                      "); fix the pair_coeff mapping or use a model trained on that element");
-    type_to_atomic_number[type] = model_atomic_numbers[found - model_elements.begin()];
+    type_to_atomic_number[type] = metadata.atomic_numbers[found - elements.begin()];
     mapped++;
   }
   if (mapped == 0) error->all(FLERR, "pair_coeff maps every atom type to NULL; map at least one");
 
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = (is_mapped(i) && is_mapped(j)) ? 1 : 0;
+
+  // element pairs the training data never showed cannot be monitored: say so once
+  if (!inverse_shortest_squared.empty() && comm->me == 0) {
+    std::vector<std::string> unmonitored;
+    for (int i = 1; i <= ntypes; i++)
+      for (int j = i; j <= ntypes; j++) {
+        const int64_t zi = type_to_atomic_number[i], zj = type_to_atomic_number[j];
+        const std::string name = zi && zj ? pair_name(zi, zj) : "";
+        if (!name.empty() && inverse_shortest_squared[zi * ELEMENT_SLOTS + zj] == 0.0 &&
+            std::find(unmonitored.begin(), unmonitored.end(), name) == unmonitored.end())
+          unmonitored.push_back(name);
+      }
+    if (!unmonitored.empty())
+      error->warning(FLERR,
+                     "pair_style transformer: the training data of " + model_path +
+                         " has no shortest distance for " + join(unmonitored) +
+                         ", so the closest-approach check (compute pair transformer) leaves "
+                         "those pairs out");
+  }
+}
+
+// A type whose mass is far from its element's standard mass is most likely mapped to the wrong
+// element (type 1 with mass 1.008 mapped to C). Isotopes are legitimate, so this only warns.
+void PairTransformer::check_masses()
+{
+  if (comm->me != 0 || !atom->mass || !atom->mass_setflag) return;
+  for (int type = 1; type <= atom->ntypes; type++) {
+    const int64_t z = type_to_atomic_number[type];
+    if (!z || !atom->mass_setflag[type]) continue;
+    const double mass = atom->mass[type], standard = ELEMENTS[z].mass;
+    if (std::fabs(mass - standard) > 0.5)
+      error->warning(FLERR,
+                     fmt::format("pair_style transformer: atom type {} has mass {} but pair_coeff "
+                                 "maps it to {}, whose standard atomic mass is {:.3f} u; check "
+                                 "the pair_coeff element order (ignore this for an isotope such "
+                                 "as deuterium)",
+                                 type, mass, ELEMENTS[z].symbol, standard));
+  }
 }
 
 bool PairTransformer::is_mapped(int type) const
@@ -447,6 +784,17 @@ bool PairTransformer::used_under_hybrid() const
   return force->pair_style && utils::strmatch(force->pair_style, "^hybrid");
 }
 
+std::string PairTransformer::model_name() const
+{
+  return "'" + model_path + "'";
+}
+
+torch::Dtype PairTransformer::input_dtype() const
+{
+  return (dtype_name.empty() ? metadata.dtype : dtype_name) == "float32" ? torch::kFloat32
+                                                                         : torch::kFloat64;
+}
+
 void PairTransformer::check_box_and_units()
 {
   if (strcmp(update->unit_style, "metal") != 0)
@@ -454,16 +802,10 @@ void PairTransformer::check_box_and_units()
                std::string("pair_style transformer requires 'units metal' (Å, eV, ps), not 'units ") +
                    update->unit_style + "'; the model works in Å and eV");
   const bool periodic = domain->xperiodic || domain->yperiodic || domain->zperiodic;
-  if (!periodic || !model_loaded) return;
-  if (interaction_range == "none")
-    error->all(FLERR,
-               "pair_style transformer: the model '" + model_path +
-                   "' has global attention (every atom interacts with every atom, with no "
-                   "cutoff) and supports non-periodic boxes only; use 'boundary f f f' or "
-                   "'boundary s s s'");
+  if (!periodic || !model_loaded || metadata.local) return;
   error->all(FLERR,
-             "pair_style transformer supports non-periodic boxes only (the model '" + model_path +
-                 "' has interaction range " + interaction_range +
-                 " Å, but periodic images are not implemented); use 'boundary f f f' or "
-                 "'boundary s s s'");
+             "pair_style transformer: the model " + model_name() +
+                 " has global attention (every atom interacts with every atom, with no "
+                 "cutoff) and supports non-periodic boxes only; use 'boundary f f f' or "
+                 "'boundary s s s', or a local model (model_kind local) for a periodic box");
 }

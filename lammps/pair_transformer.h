@@ -2,9 +2,14 @@
    pair_style transformer: a graph-free Transformer interatomic potential (mdplugin export)
    evaluated through libtorch.
 
-   The model attends globally: every atom interacts with every atom, with no cutoff. Each
-   evaluation therefore gathers the whole system (all MPI ranks' atoms, ordered by atom ID),
-   evaluates it, and keeps the forces and energies of the locally owned atoms.
+   Two kinds of export, told apart by their metadata:
+   - global attention (model_kind global): every atom interacts with every atom, with no cutoff.
+     Each evaluation gathers the whole system (all MPI ranks' atoms, ordered by atom ID),
+     evaluates it, and keeps the forces and energies of the locally owned atoms.
+   - local attention (model_kind local): atoms attend to atoms within interaction_range. Each
+     rank evaluates its own atoms and the ghost atoms within receptive_field around them, from a
+     full neighbor list with ghosts; forces on ghosts return to their owners through LAMMPS's
+     reverse communication (newton_pair on).
 ------------------------------------------------------------------------- */
 
 #ifdef PAIR_CLASS
@@ -17,6 +22,8 @@ PairStyle(transformer,PairTransformer);
 #define LMP_PAIR_TRANSFORMER_H
 
 #include "pair.h"
+
+#include "mdplugin_export.h"
 
 #include <torch/script.h>
 
@@ -38,7 +45,7 @@ class PairTransformer : public Pair {
   double init_one(int, int) override;
 
  protected:
-  // The whole system as the model sees it, identical on every rank: sorted by atom ID.
+  // ---- global attention: the whole system, identical on every rank, sorted by atom ID
   struct System {
     std::vector<double> positions;          // [n*3] Å
     std::vector<int64_t> atomic_numbers;    // [n]
@@ -51,32 +58,66 @@ class PairTransformer : public Pair {
     std::vector<double> per_atom_energy;    // [n] eV
   };
 
+  void compute_global();
   System gather_system();
   Result evaluate(const System &);
   void scatter_forces(const System &, const Result &);
   void tally_energy_and_virial(const System &, const Result &);
 
+  // ---- local attention: this rank's atoms and its ghosts, with the pairs closer than the range
+  struct Neighborhood {
+    std::vector<double> positions;          // [n_all*3] Å: mapped local atoms first, then ghosts
+    std::vector<int64_t> atomic_numbers;    // [n_all]
+    std::vector<int> atom_index;            // [n_all] the LAMMPS index of each model atom
+    int64_t n_local = 0;                    // the first n_local atoms are owned by this rank
+    std::vector<int64_t> centers, neighbors;    // [E] each ordered pair closer than the range
+  };
+  struct LocalResult {
+    std::vector<double> forces;             // [n_all*3] eV/Å, ghosts included
+    std::vector<double> per_atom_energy;    // [n_local] eV
+    std::vector<double> edge_gradient;      // [E*3] dE/d(r_j - r_i), eV/Å
+  };
+
+  void compute_local();
+  Neighborhood collect_neighborhood();
+  LocalResult evaluate_local(const Neighborhood &);
+  void scatter_local_forces(const Neighborhood &, const LocalResult &);
+  void tally_local_energy_and_virial(const Neighborhood &, const LocalResult &);
+
+  // ---- both: how close atoms come, against the training data's shortest distances
+  struct ClosestPair {
+    double ratio_squared = INFINITY;    // (distance / the training data's shortest distance)^2
+    int element_pair = 0;               // zi * ELEMENT_SLOTS + zj of the pair that gave it
+  };
+  void consider_pair(ClosestPair &, int64_t zi, int64_t zj, double distance_squared) const;
+  void report_domain(ClosestPair);
+
   void load_model(const std::string &path);
   void map_types_to_elements(int narg, char **arg);
+  void check_masses();
   bool is_mapped(int type) const;
   bool used_under_hybrid() const;
   void check_box_and_units();
   void allocate();
+  std::string model_name() const;
+  torch::Dtype input_dtype() const;
 
   torch::jit::Module model;
   bool model_loaded;
   std::string model_path;
-  std::vector<std::string> model_elements;    // symbols, in the model's order
-  std::vector<int64_t> model_atomic_numbers;  // same order
-  std::string model_dtype;                    // float32 | float64, from the export's metadata
-  std::string interaction_range;              // "none" for global attention
+  mdplugin_export::Metadata metadata;    // the export's checked mdplugin.txt
 
   std::vector<int64_t> type_to_atomic_number;    // [ntypes+1]; 0 = type not handled (NULL)
+  // 1 / (shortest training distance)^2 in 1/Å^2 by zi * ELEMENT_SLOTS + zj; 0 = not monitored
+  std::vector<double> inverse_shortest_squared;
   torch::Device device;
   std::string dtype_name;    // dtype of the positions handed to the model; "" = model's dtype
   int charge;
   int multiplicity;
-  double cutoff;    // nominal only: the model ignores the neighbor list
+  int threads;               // libtorch intra-op threads per rank
+  double domain_warn;        // warn when the closest-pair ratio falls below this (0 = never)
+  double domain_stop;        // stop when it falls below this (0 = never)
+  bool below_warn;           // the ratio was below domain_warn at the previous evaluation
 };
 
 }    // namespace LAMMPS_NS

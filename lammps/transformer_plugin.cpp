@@ -51,7 +51,7 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.version = LAMMPS_VERSION;
   plugin.style = "pair";
   plugin.name = "transformer";
-  plugin.info = "mdplugin Transformer potential (global attention, libtorch)";
+  plugin.info = "mdplugin Transformer potential (global or local attention, libtorch)";
   plugin.author = "mdplugin";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &create_pair_transformer;
   plugin.handle = handle;

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from export_files import Payload, swapped_symbols, with_pickle
 
 from mdplugin.engines.lammps_plugin import build_plugin, checker_path
 
@@ -83,7 +84,7 @@ def test_a_file_that_is_not_an_export_is_a_clear_error(checker, tmp_path):
     (tmp_path / "notes.pt").write_text("not a model\n")
     result = run_checker(checker, tmp_path / "notes.pt")
     assert result.returncode == 1
-    assert "is not a TorchScript file" in result.stderr and "mdplugin export" in result.stderr
+    assert "is not a valid TorchScript export" in result.stderr and "mdplugin export" in result.stderr
 
     torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(tmp_path / "plain.pt"))
     result = run_checker(checker, tmp_path / "plain.pt")
@@ -104,3 +105,31 @@ def test_model_exceptions_are_reported_with_their_message(checker):
     result = run_checker(checker, FIXTURES / "tiny-float64.pt", FIXTURES / "water.xyz", "--charge", "100")
     assert result.returncode == 1
     assert "ValueError: total charge 100 is outside the model's range" in result.stderr
+
+
+def test_element_symbols_that_disagree_with_their_atomic_numbers_are_refused(checker, tmp_path):
+    """mdplugin.txt saying "elements=C H N O" beside "atomic_numbers=1 6 7 8" would map H to carbon."""
+    corrupt = swapped_symbols(FIXTURES / "tiny-float64.pt", tmp_path / "swapped.pt")
+    result = run_checker(checker, corrupt, FIXTURES / "water.xyz")
+    assert result.returncode == 1
+    assert "pairs element C with atomic number 1, but C is 6" in result.stderr
+    assert "energy" not in result.stdout
+
+
+@pytest.mark.parametrize("entry", ["data.pkl", "constants.pkl"])
+def test_a_pickle_that_names_a_function_is_refused_without_running_it(checker, tmp_path, entry):
+    marker = tmp_path / "executed"
+    corrupt = with_pickle(FIXTURES / "tiny-float64.pt", tmp_path / "malicious.pt", entry, Payload(marker))
+    result = run_checker(checker, corrupt, FIXTURES / "water.xyz")
+    assert result.returncode == 1, result.stderr  # an error, not a crash (a signal gives a negative code)
+    assert "is not a valid TorchScript export" in result.stderr and "mdplugin export" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_pickle_of_another_object_is_refused_not_asserted(checker, tmp_path):
+    """libtorch fails an internal assert when data.pkl holds no module; the checker names the file instead."""
+    corrupt = with_pickle(FIXTURES / "tiny-float64.pt", tmp_path / "dictionary.pt", "data.pkl", {"weights": [1, 2]})
+    result = run_checker(checker, corrupt, FIXTURES / "water.xyz")
+    assert result.returncode == 1
+    assert "is not a valid TorchScript export (its pickled contents are not a TorchScript module)" in result.stderr
+    assert "INTERNAL ASSERT" not in result.stderr

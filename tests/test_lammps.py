@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from export_files import Payload, swapped_symbols, with_pickle, with_shortest_distances
 
 from mdplugin.engines.lammps_plugin import build_plugin, plugin_directory, preload_mpi
 
@@ -458,7 +459,7 @@ def test_missing_model_file_is_an_error(water, tmp_path):
 def test_a_file_that_is_not_torchscript_is_an_error(water, tmp_path):
     (tmp_path / "notes.pt").write_text("not a model\n")
     message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'notes.pt'} H C N O"])
-    assert "is not a TorchScript file" in message and "mdplugin export" in message
+    assert "is not a valid TorchScript export" in message and "mdplugin export" in message
 
 
 def test_torchscript_without_mdplugin_metadata_is_an_error(water, tmp_path):
@@ -474,7 +475,7 @@ def test_unsupported_export_version_is_an_error(water, tmp_path):
     future = text.replace("format_version=1", "format_version=99")
     torch.jit.save(module, str(tmp_path / "future.pt"), _extra_files={"mdplugin.txt": future})
     message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'future.pt'} H C N O"])
-    assert "export format version 99" in message and "reads version 1" in message
+    assert "export format version 99" in message and "reads versions 1 and 2" in message
 
 
 def test_unknown_element_is_an_error_naming_it_and_the_models_elements(water):
@@ -547,3 +548,179 @@ def test_a_plugin_whose_libtorch_is_gone_is_named_with_the_fix(tmp_path):
     orphan.write_bytes(binary.replace(runpath, b"/" + b"x" * (len(runpath) - 1)))  # as if the venv were deleted
     assert "libtorch.so" in lammps_plugin.missing_libraries(orphan)
     assert lammps_plugin.missing_libraries() == []  # the real build finds everything
+
+
+# ---------------------------------------------------------------- a damaged or edited export
+
+
+def test_element_symbols_that_disagree_with_their_atomic_numbers_are_refused(water, tmp_path):
+    """An mdplugin.txt with "elements=C H N O" beside "atomic_numbers=1 6 7 8" would map H to carbon."""
+    corrupt = swapped_symbols(MODEL, tmp_path / "swapped.pt")
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O"])
+    assert "pairs element C with atomic number 1, but C is 6" in message and "mdplugin export" in message
+
+
+@pytest.mark.parametrize("entry", ["data.pkl", "constants.pkl"])
+def test_a_pickle_that_names_a_function_is_refused_without_running_it(water, tmp_path, entry):
+    marker = tmp_path / "executed"
+    corrupt = with_pickle(MODEL, tmp_path / "malicious.pt", entry, Payload(marker))
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O", "run 0"])
+    assert "is not a valid TorchScript export" in message and "mdplugin export" in message
+    assert not marker.exists()
+
+
+def test_a_pickle_of_another_object_is_a_clear_error_not_an_internal_assert(water, tmp_path):
+    corrupt = with_pickle(MODEL, tmp_path / "dictionary.pt", "data.pkl", {"weights": [1.0, 2.0]})
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O", "run 0"])
+    assert "is not a valid TorchScript export (its pickled contents are not a TorchScript module)" in message
+    assert "INTERNAL ASSERT" not in message
+
+
+# ---------------------------------------------------------------- warnings, threads, the closest approach
+
+
+def run_and_read_log(commands: list[str], log: Path) -> str:
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", str(log), "-screen", "none"])
+    instance.commands_list(commands)
+    instance.close()
+    return log.read_text()
+
+
+def test_a_type_whose_mass_is_not_its_elements_is_warned_about(expected_fixtures, tmp_path):
+    """Types 1 and 2 carry the masses of H and C (1.008, 12.011) but pair_coeff maps them to C and H."""
+    commands = structure_commands(expected_fixtures["methanol"]) + ["pair_style transformer"]
+    swapped = run_and_read_log([*commands, f"pair_coeff * * {MODEL} C H N O", "run 0"], tmp_path / "swapped.log")
+    assert "atom type 1 has mass 1.008 but pair_coeff maps it to C, whose standard atomic mass is 12.011 u" in swapped
+    assert "atom type 2 has mass 12.011 but pair_coeff maps it to H" in swapped
+    right = run_and_read_log([*commands, f"pair_coeff * * {MODEL} H C N O", "run 0"], tmp_path / "right.log")
+    assert "has mass" not in right
+
+
+@pytest.mark.parametrize(("options", "environment", "expected"), [("threads 2", None, 2), ("", "3", 3), ("", None, 1)])
+def test_thread_count_is_the_keyword_else_omp_num_threads_else_one(
+    water, tmp_path, monkeypatch, options, environment, expected
+):
+    if environment is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", environment)
+    before = torch.get_num_threads()  # LAMMPS runs in this process: its libtorch is this torch
+    try:
+        log = run_and_read_log(
+            water + [f"pair_style transformer {options}", f"pair_coeff * * {MODEL} H C N O", "run 0"], tmp_path / "log"
+        )
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
+    assert f"pair_style transformer: {expected} libtorch thread(s) per MPI rank" in log
+
+
+def test_zero_threads_is_an_error(water):
+    assert "threads is the number of libtorch threads per MPI rank, at least 1" in lammps_error(
+        water + ["pair_style transformer threads 0"]
+    )
+
+
+# Made-up shortest distances for the fixture model's element pairs (Å); the water O-H is 0.9623 Å.
+SHORTEST = {"H-H": 1.4, "H-C": 1.0, "H-N": 0.95, "H-O": 0.9, "C-N": 1.3, "C-O": 1.3, "N-O": 1.3, "O-O": 2.5}
+
+
+def closest_ratio(structure: dict, shortest: dict[str, float]) -> float:
+    """The smallest distance / shortest-training-distance over all atom pairs (the global model sees all)."""
+    order = {"H": 1, "C": 6, "N": 7, "O": 8}
+    positions, symbols = np.array(structure["positions"]), structure["symbols"]
+    ratios = []
+    for i in range(len(symbols)):
+        for j in range(i + 1, len(symbols)):
+            pair = "-".join(sorted((symbols[i], symbols[j]), key=order.get))
+            if pair in shortest:
+                ratios.append(np.linalg.norm(positions[i] - positions[j]) / shortest[pair])
+    return min(ratios)
+
+
+def test_closest_approach_ratio_is_a_pair_quantity_for_thermo(expected_fixtures, tmp_path):
+    structure = expected_fixtures["methylamine-water"]
+    model = with_shortest_distances(MODEL, tmp_path / "domain.pt", SHORTEST)
+    instance = open_lammps(
+        structure_commands(structure)
+        + [
+            "pair_style transformer",
+            f"pair_coeff * * {model} H C N O",
+            "compute closest all pair transformer",
+            "thermo_style custom step pe c_closest[1]",
+            "run 0",
+        ]
+    )
+    ratio = instance.numpy.extract_compute("closest", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR)[0]
+    assert ratio == pytest.approx(closest_ratio(structure, SHORTEST), rel=1e-12)
+    assert ratio < 1.2  # the case is not trivial: some pair is close to its training minimum
+    instance.close()
+
+
+def test_closest_approach_warns_and_stops_below_the_thresholds(expected_fixtures, tmp_path):
+    structure = expected_fixtures["methylamine-water"]
+    ratio = closest_ratio(structure, SHORTEST)
+    model = with_shortest_distances(MODEL, tmp_path / "domain.pt", SHORTEST)
+    commands = structure_commands(structure)
+    coeff = f"pair_coeff * * {model} H C N O"
+    log = run_and_read_log(
+        [*commands, f"pair_style transformer domain_warn {ratio + 0.01}", coeff, "run 0"], tmp_path / "warn.log"
+    )
+    assert "WARNING: pair_style transformer: on step 0 two atoms" in log and "below domain_warn" in log
+    quiet = run_and_read_log(
+        [*commands, f"pair_style transformer domain_warn {ratio - 0.01}", coeff, "run 0"], tmp_path / "quiet.log"
+    )
+    assert "below domain_warn" not in quiet
+    message = lammps_error([*commands, f"pair_style transformer domain_stop {ratio + 0.01}", coeff, "run 0"])
+    assert "below domain_stop" in message and "extrapolating" in message
+
+
+def test_closest_approach_without_training_distances_is_infinite_and_thresholds_are_refused(water):
+    instance = open_lammps(
+        water
+        + [
+            "pair_style transformer",
+            f"pair_coeff * * {MODEL} H C N O",
+            "compute closest all pair transformer",
+            "thermo_style custom step pe c_closest[1]",
+            "run 0",
+        ]
+    )
+    # the minimum over no monitored pair: an older export carries no shortest distances
+    assert instance.numpy.extract_compute("closest", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR)[0] == np.inf
+    instance.close()
+    message = lammps_error(water + ["pair_style transformer domain_warn 0.8", f"pair_coeff * * {MODEL} H C N O"])
+    assert "does not carry (no shortest_distance in its metadata)" in message
+
+
+def test_closest_approach_with_two_ranks_is_the_minimum_over_ranks(expected_fixtures, tmp_path):
+    """compute pair sums pvector over ranks; the style must still report the minimum, not ranks x minimum."""
+    structure = expected_fixtures["methylamine-water"]
+    model = with_shortest_distances(MODEL, tmp_path / "domain.pt", SHORTEST)
+    commands = ["processors * 1 1"] + structure_commands(structure, box="-6 10 -10 10 -10 10")
+    commands += [
+        "pair_style transformer",
+        f"pair_coeff * * {model} H C N O",
+        "compute closest all pair transformer",
+        "thermo_style custom step pe c_closest[1]",
+        "run 0",
+        'print "RATIO $(c_closest[1]:%.17g)"',
+    ]
+    (tmp_path / "in.closest").write_text("\n".join(commands) + "\n")
+    output = run_mdplugin_lammps(tmp_path, tmp_path / "in.closest", 2)
+    assert "2 by 1 by 1 MPI processor grid" in output
+    ratio = float(re.search(r"^RATIO (\S+)", output, re.MULTILINE).group(1))
+    assert ratio == pytest.approx(closest_ratio(structure, SHORTEST), rel=1e-12)
+
+
+def test_mdplugin_lammps_run_refuses_fewer_than_one_rank(tmp_path):
+    (tmp_path / "in.empty").write_text("print hello\n")
+    result = subprocess.run(
+        [str(BIN / "mdplugin"), "lammps", "run", str(tmp_path / "in.empty"), "--np", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--np" in result.stderr and "0 is not in the range x>=1" in result.stderr
+    assert "hello" not in result.stdout

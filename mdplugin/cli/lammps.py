@@ -41,7 +41,14 @@ def env() -> None:
 @lammps.command(context_settings={"ignore_unknown_options": True})
 @click.argument("in_file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("lmp_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--np", "processes", default=1, show_default=True, help="MPI ranks (runs mpich's mpirun -np N).")
+@click.option(
+    "--np",
+    "processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="MPI ranks (runs mpich's mpirun -np N).",
+)
 def run(in_file, lmp_args, processes) -> None:
     """Run LAMMPS on IN_FILE with the plugin; arguments after `--` go to lmp (e.g. -- -var t 300)."""
     from mdplugin.engines.lammps_plugin import (
