@@ -91,3 +91,38 @@ def test_bad_input_is_a_clear_error(tmp_path, structure, extra, message):
     assert result.exit_code != 0
     assert message in result.output
     assert not list(tmp_path.glob("out*"))  # nothing written
+
+
+PERIODIC_WATER = "3\nLattice=\"10 0 0 0 10 0 0 0 10\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\nO 0 0 0.119\nH 0 0.763 -0.477\nH 0 -0.763 -0.477\n"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, text, extra, message",
+    [
+        ("atom.xyz", "1\n\nO 0 0 0\n", (), "is a single atom"),
+        ("empty.pdb", "END\n", (), "holds no atoms (no ATOM or HETATM records)"),
+        ("broken.xyz", "2\n\nO 0 0 0\nH inf 0 0\n", (), "atom 2 (H) of"),
+        ("water.xyz", None, ("-o", ""), "--output is empty"),
+        ("water.xyz", None, ("--ensemble", "npt"), "--ensemble npt needs a periodic box"),
+        ("box.xyz", PERIODIC_WATER, ("--ensemble", "npt", "--pressure-bar", "1"), "uses global attention"),
+    ],
+    ids=["one-atom", "pdb-only-END", "infinite-coordinate", "empty-output", "npt-without-box", "global-model-in-box"],
+)
+def test_unusable_structures_and_options_are_clear_errors_before_anything_is_written(
+    tmp_path, monkeypatch, name, text, extra, message
+):
+    monkeypatch.chdir(tmp_path)
+    structure = tmp_path / name
+    structure.write_text(text if text is not None else Path(WATER).read_text())
+    result = run(str(structure), "--model", MODEL, "-o", "out", "--steps", "5", "--platform", "Reference",
+                 "--threads", "1", "--quiet", *extra)  # fmt: skip
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1  # one sentence
+    assert [path.name for path in tmp_path.iterdir()] == [name]  # nothing written
+
+
+def test_npt_options_are_parsed_and_checked():
+    assert "--pressure-bar" in run("--help").output and "npt" in run("--help").output
+    result = run(WATER, "--model", MODEL, "--ensemble", "npt", "--pressure-bar", "0")
+    assert result.exit_code == 2 and "--pressure-bar" in result.output

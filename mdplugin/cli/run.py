@@ -7,6 +7,8 @@ import click
 # as in mdplugin.engines.simulate, repeated so that `mdplugin --help` does not import OpenMM and torch
 TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
 PRECISIONS = ("single", "mixed", "double")
+ENSEMBLES = ("nvt", "nve", "npt")
+DOMAIN_CHECKS = ("warn", "stop", "off")
 
 
 @click.command(context_settings={"show_default": True})
@@ -18,28 +20,42 @@ PRECISIONS = ("single", "mixed", "double")
     "-o",
     "--output",
     default="md",
-    help="Prefix of the output files (PREFIX.csv, PREFIX.dcd, PREFIX.chk, ...); its folder is created.",
+    help="Prefix of the output files (PREFIX.csv, PREFIX.dcd, PREFIX.chk, ...); its folder is created. "
+    "A folder (an existing one, or ending in /) gets the files md.csv, md.dcd, ... inside it.",
 )
 @click.option(
     "--ensemble",
     default="nvt",
-    type=click.Choice(["nvt", "nve"]),
-    help="nvt: LangevinMiddleIntegrator; nve: VerletIntegrator.",
+    type=click.Choice(ENSEMBLES),
+    help="nvt: LangevinMiddleIntegrator; nve: VerletIntegrator; npt: LangevinMiddleIntegrator and a "
+    "MonteCarloBarostat (periodic structures: PDB with CRYST1, extxyz with a cell and pbc).",
 )
 @click.option(
     "--steps", default=1000, type=click.IntRange(min=1), help="MD steps to run (after a --restart: further steps)."
 )
 @click.option(
-    "--timestep-fs", default=0.5, type=click.FloatRange(min=0, min_open=True), help="Integration time step in fs."
+    "--timestep-fs",
+    default=0.5,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Integration time step in fs: at most 10 (bonds to hydrogen vibrate with ~10 fs periods); above 2 a warning.",
 )
 @click.option(
     "--temperature-k",
     default=300.0,
     type=click.FloatRange(min=0),
-    help="Thermostat temperature and initial velocities, K.",
+    help="Thermostat temperature and initial velocities, K (at most 10,000).",
 )
 @click.option(
     "--friction-per-ps", default=1.0, type=click.FloatRange(min=0), help="Langevin friction coefficient, 1/ps (NVT)."
+)
+@click.option(
+    "--pressure-bar", default=1.0, type=click.FloatRange(min=0, min_open=True), help="Barostat pressure, bar (NPT)."
+)
+@click.option(
+    "--barostat-interval",
+    default=25,
+    type=click.IntRange(min=1),
+    help="Steps between Monte Carlo volume moves (NPT).",
 )
 @click.option(
     "--platform", default="CPU", help="OpenMM platform: Reference, CPU, CUDA or OpenCL (those available here)."
@@ -80,37 +96,83 @@ PRECISIONS = ("single", "mixed", "double")
     "--restart",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="Continue from this checkpoint (same platform, structure, model and integrator options): appends to the CSV and DCD/XTC of --output and updates its checkpoint, summary and plots.",
+    help="Continue from this checkpoint (same platform, structure, model and integrator options, checked "
+    "against the PREFIX-run.json beside it): drops rows and frames written after the checkpoint's step, then "
+    "appends to the CSV and DCD/XTC of --output and updates its checkpoint, summary and plots.",
 )
 @click.option(
     "--threads",
     default=None,
     type=click.IntRange(min=1),
-    help="CPU threads for torch [default: torch's choice]; 1 is often fastest for small molecules.",
+    help="CPU threads for torch [default: OMP_NUM_THREADS if set, else 1 below 500 atoms, else "
+    "min(physical cores, 4)].",
+)
+@click.option(
+    "--domain-check",
+    default="warn",
+    type=click.Choice(DOMAIN_CHECKS),
+    help="At each report, compare every element pair's shortest distance with the shortest one in the model's "
+    "training data (models that record it): warn once, stop the run, or off.",
+)
+@click.option(
+    "--domain-tolerance",
+    default=0.9,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A pair closer than this x its shortest training distance is out of domain.",
 )
 @click.option("--plot", is_flag=True, help="Also write PREFIX-energy.png and PREFIX-temperature.png.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite existing output files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(structure, quiet, **options) -> None:
-    """Run molecular dynamics of STRUCTURE (a PDB or XYZ/extxyz file, or a SMILES string) with a model."""
+    """Run molecular dynamics of STRUCTURE (a PDB or XYZ/extxyz file, or a SMILES string) with a model.
+
+    The run stops with an error (and a summary marked failed) when it blows up: NaN or infinite
+    energies or positions, a temperature above max(10 x --temperature-k, 1000 K), or in NVE a total
+    energy that moves by more than 1 eV/atom.
+    """
+    import warnings
+
     from openmm import OpenMMException
 
-    from mdplugin.engines.simulate import RunOptions, simulate
+    from mdplugin.engines.simulate import RunFailed, RunOptions, RunWarning, simulate
+    from mdplugin.export.loader import script_error_message
 
-    try:
-        summary = simulate(RunOptions(structure=structure, progress=not quiet, **options))
-    except (ValueError, FileNotFoundError, FileExistsError, OpenMMException) as error:
-        raise click.ClickException(str(error)) from None
+    def show(message, category, *_) -> None:
+        click.echo(f"Warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunWarning)
+        warnings.showwarning = show
+        try:
+            summary = simulate(RunOptions(structure=structure, progress=not quiet, **options))
+        except RunFailed as error:
+            raise click.ClickException(str(error)) from None
+        except OpenMMException as error:
+            raise click.ClickException(script_error_message(error)) from None
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            raise click.ClickException(str(error)) from None
     click.echo(
-        f"{summary.steps} steps ({summary.simulated_ps:.3f} ps) of {summary.atoms} atoms on {summary.platform}, ending at step {summary.final_step}"
+        f"{summary.steps} steps ({summary.simulated_ps:.3f} ps) of {summary.atoms} atoms on {summary.platform}, "
+        f"ending at step {summary.final_step}"
     )
-    click.echo(f"speed: {summary.ns_per_day:.2f} ns/day ({summary.wall_seconds:.1f} s)")
+    click.echo(f"speed: {summary.ns_per_day:.2f} ns/day ({summary.wall_seconds:.1f} s, {summary.threads} torch "
+               f"thread{'s' if summary.threads > 1 else ''}: {summary.threads_reason})")  # fmt: skip
     if summary.mean_temperature_k is None:
         click.echo("mean temperature: no state-data rows (fewer steps than --report-interval)")
     else:
         click.echo(f"mean temperature: {summary.mean_temperature_k:.1f} K")
+    if summary.mean_density_g_per_ml is not None:
+        click.echo(f"mean density: {summary.mean_density_g_per_ml:.4f} g/mL")
     if summary.energy_drift_mev_per_atom_ps is not None:
         click.echo(f"NVE energy drift: {summary.energy_drift_mev_per_atom_ps:.4f} meV/atom/ps")
     click.echo(f"final potential energy: {summary.final_potential_energy_ev:.6f} eV")
+    domain = summary.domain_check
+    if summary.closest_distance_ratio is not None:
+        domain += (
+            f"; closest approach {summary.closest_distance_ratio:.2f} x the training minimum ({summary.closest_pair})"
+        )
+    click.echo(f"domain check: {domain}")
+    for note in summary.notes:
+        click.echo(f"note: {note}")
     for name, path in summary.files.items():
         click.echo(f"{name}: {path}")

@@ -1,10 +1,15 @@
 """Molecular dynamics with a model in OpenMM: structure in, trajectory, energies and a summary out.
 
 `simulate(RunOptions(...))` reads a structure (PDB, XYZ/extxyz or a SMILES string), builds an all-ML
-System, minimises, draws velocities, runs NVT (Langevin middle) or NVE (velocity Verlet) and writes
-next to an output prefix: PREFIX.csv (state data), PREFIX.dcd|.xtc|.pdb (trajectory),
-PREFIX-topology.pdb (the starting structure, to read the trajectory with), PREFIX.chk (checkpoint),
-PREFIX-summary.json, and with `plot` PREFIX-energy.png and PREFIX-temperature.png.
+System, minimises, draws velocities, runs NVT (Langevin middle), NVE (velocity Verlet) or NPT
+(Langevin middle + Monte Carlo barostat, periodic systems) and writes next to an output prefix:
+PREFIX.csv (state data), PREFIX.dcd|.xtc|.pdb (trajectory), PREFIX-topology.pdb (the starting
+structure, to read the trajectory with), PREFIX.chk (checkpoint), PREFIX-run.json (what the
+checkpoint belongs to: structure, model, integrator), PREFIX-summary.json, and with `plot`
+PREFIX-energy.png and PREFIX-temperature.png.
+
+Nothing is written before the inputs are checked. A run that blows up (see `reporters.StateReporter`)
+stops with `RunFailed` after writing a summary that marks it failed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,26 +29,51 @@ import torch
 from openmm import unit
 
 from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV, create_system
+from mdplugin.engines.reporters import (
+    DCDReporter,
+    DomainCheck,
+    RunFailed,
+    RunWarning,
+    StateReporter,
+    read_dcd_header,
+    read_header,
+    state_data_header,
+    truncate_dcd,
+    truncate_state_data,
+    truncate_xtc,
+)
+from mdplugin.threads import ThreadChoice, choose_threads, torch_threads
+
+__all__ = ["RunFailed", "RunOptions", "RunWarning", "Summary", "read_state_data", "simulate"]
 
 TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
 PRECISIONS = ("single", "mixed", "double")
+ENSEMBLES = ("nvt", "nve", "npt")
+DOMAIN_CHECKS = ("warn", "stop", "off")
 # what the platforms without a Precision property compute in (accepting --precision saying so)
 FIXED_PRECISION = {"Reference": "double", "CPU": "mixed"}
+# X-H bond vibrations have periods near 10 fs: flexible all-atom MD needs steps of 0.5-1 fs
+MAX_TIMESTEP_FS = 10.0
+SAFE_TIMESTEP_FS = 2.0
+MAX_TEMPERATURE_K = 10_000.0  # above, molecules fall apart and no training set covers what follows
+DEFAULT_PREFIX = "md"  # inside a folder given as --output
 
 
 @dataclass
 class RunOptions:
     structure: str  # a PDB or XYZ/extxyz file, or a SMILES string
     model: str  # an export or a checkpoint
-    output: str = "md"  # prefix of the output files; its folder is created
-    ensemble: str = "nvt"  # nvt: Langevin middle integrator; nve: velocity Verlet
+    output: str = DEFAULT_PREFIX  # prefix of the output files (a folder: DEFAULT_PREFIX inside it); created
+    ensemble: str = "nvt"  # nvt: Langevin middle; nve: velocity Verlet; npt: Langevin middle + MC barostat
     steps: int = 1000
-    timestep_fs: float = 0.5
-    temperature_k: float = 300.0
+    timestep_fs: float = 0.5  # at most MAX_TIMESTEP_FS
+    temperature_k: float = 300.0  # at most MAX_TEMPERATURE_K
     friction_per_ps: float = 1.0
+    pressure_bar: float = 1.0  # npt
+    barostat_interval: int = 25  # npt: steps between Monte Carlo volume moves
     platform: str = "CPU"
     precision: str | None = None  # single, mixed or double where the platform has a choice
-    seed: int | None = None  # velocities, Langevin noise and SMILES embedding; None: random
+    seed: int | None = None  # velocities, Langevin noise, barostat and SMILES embedding; None: random
     charge: int | None = None  # None: the SMILES formal charge, extxyz info['charge'], or 0
     multiplicity: int = 1
     report_interval: int = 100
@@ -49,7 +81,9 @@ class RunOptions:
     trajectory_format: str = "dcd"
     minimize: bool = True
     restart: str | None = None  # a checkpoint of an earlier run to continue from
-    threads: int | None = None  # CPU threads for torch; None: torch's choice
+    threads: int | None = None  # CPU threads for torch; None: mdplugin.threads.choose_threads
+    domain_check: str = "warn"  # warn, stop or off: pairs closer than in the model's training data
+    domain_tolerance: float = 0.9  # out of domain: closer than this x the shortest training distance
     plot: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -66,25 +100,109 @@ class Summary:
     wall_seconds: float
     ns_per_day: float
     mean_temperature_k: float | None  # over all state-data rows of the run, restarts included; None: no rows
-    energy_drift_mev_per_atom_ps: float | None  # NVE with 2+ rows: slope of a linear fit of the total energy
-    final_potential_energy_ev: float
-    files: dict[str, str] = field(default_factory=dict)
+    # NVE with 2+ rows of a run that did not fail: slope of a linear fit of the total energy
+    energy_drift_mev_per_atom_ps: float | None
+    final_potential_energy_ev: float | None  # None: the run failed with a non-finite energy
+    status: str = "completed"  # completed, failed or interrupted
+    failure: str | None = None  # why the run failed
+    threads: int = 1
+    threads_reason: str = ""  # requested, OMP_NUM_THREADS, small system or physical cores
+    mean_density_g_per_ml: float | None = None  # periodic systems
+    domain_check: str = ""  # what the out-of-domain check did
+    closest_distance_ratio: float | None = None  # smallest (pair distance / training minimum) seen
+    closest_pair: str | None = None
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # the files that exist
 
 
 # ---------------------------------------------------------------------------------------------- input
 
 
+def check_options(options: RunOptions) -> None:
+    """Refuse values no run should start with (a sentence naming the fix); warn about risky ones."""
+    if options.steps < 1 or options.report_interval < 1 or options.checkpoint_interval < 1:
+        raise ValueError("--steps, --report-interval and --checkpoint-interval must be positive")
+    if options.ensemble not in ENSEMBLES:
+        raise ValueError(f"unknown ensemble {options.ensemble!r}; use one of {', '.join(ENSEMBLES)}")
+    if not 0 < options.timestep_fs <= MAX_TIMESTEP_FS:
+        raise ValueError(
+            f"--timestep-fs {options.timestep_fs:g} is outside 0-{MAX_TIMESTEP_FS:g} fs: bonds to hydrogen vibrate "
+            "with periods near 10 fs, which a flexible all-atom model must resolve; use 0.5-1 fs"
+        )
+    if options.timestep_fs > SAFE_TIMESTEP_FS:
+        warnings.warn(
+            f"--timestep-fs {options.timestep_fs:g} is above {SAFE_TIMESTEP_FS:g} fs; flexible bonds to hydrogen "
+            "usually need 0.5-1 fs, and the run will stop if it blows up",
+            RunWarning,
+            2,
+        )
+    if not 0 <= options.temperature_k <= MAX_TEMPERATURE_K:
+        raise ValueError(
+            f"--temperature-k {options.temperature_k:g} is outside 0-{MAX_TEMPERATURE_K:,.0f} K: molecules fall "
+            "apart long before, and no model was trained there; give a temperature in kelvin such as 300"
+        )
+    if options.friction_per_ps < 0:
+        raise ValueError(f"--friction-per-ps must not be negative, got {options.friction_per_ps:g}")
+    if options.ensemble == "npt" and (options.pressure_bar <= 0 or options.barostat_interval < 1):
+        raise ValueError("--pressure-bar and --barostat-interval must be positive for --ensemble npt")
+    if options.domain_check not in DOMAIN_CHECKS:
+        raise ValueError(f"unknown --domain-check {options.domain_check!r}; use one of {', '.join(DOMAIN_CHECKS)}")
+    if options.domain_tolerance <= 0:
+        raise ValueError(f"--domain-tolerance must be positive (e.g. 0.9), got {options.domain_tolerance:g}")
+    if options.trajectory_format not in TRAJECTORY_FORMATS:
+        raise ValueError(
+            f"unknown trajectory format {options.trajectory_format!r}; use {', '.join(TRAJECTORY_FORMATS)}"
+        )
+
+
 def read_structure(structure: str, seed: int | None = None) -> tuple[app.Topology, unit.Quantity, int | None]:
-    """Topology, positions (nm) and the charge the input implies (None where it says nothing)."""
+    """Topology, positions (nm) and the charge the input implies (None where it says nothing).
+
+    A clear error for a structure with no atoms, a single atom, or coordinates that are not finite."""
     path = Path(structure)
     if path.is_file():
         if path.suffix.lower() in (".pdb", ".ent"):
-            pdb = app.PDBFile(str(path))
-            return pdb.topology, pdb.positions, None
-        return _read_with_ase(path)
-    if path.suffix.lower() in (".pdb", ".xyz", ".extxyz", ".cif", ".sdf", ".mol2"):
+            topology, positions, charge = _read_pdb(path)
+        else:
+            topology, positions, charge = _read_with_ase(path)
+    elif path.suffix.lower() in (".pdb", ".ent", ".xyz", ".extxyz", ".cif", ".sdf", ".mol2"):
         raise FileNotFoundError(f"structure file {path} does not exist")
-    return _embed_smiles(structure, seed)
+    else:
+        topology, positions, charge = _embed_smiles(structure, seed)
+    check_structure(structure, topology, positions)
+    return topology, positions, charge
+
+
+def check_structure(name: str, topology: app.Topology, positions: unit.Quantity) -> None:
+    atoms = topology.getNumAtoms()
+    if atoms == 0:
+        raise ValueError(f"the structure {name} holds no atoms; give a PDB with ATOM/HETATM records or an XYZ file")
+    if atoms == 1:
+        raise ValueError(
+            f"the structure {name} is a single atom: it has no internal motion, and once the centre-of-mass "
+            "motion is removed no temperature; molecular dynamics needs at least two atoms"
+        )
+    coordinates = np.asarray(positions.value_in_unit(unit.nanometer), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(coordinates).all(axis=1))
+    if len(bad):
+        atom = list(topology.atoms())[bad[0]]
+        raise ValueError(
+            f"atom {bad[0] + 1} ({atom.element.symbol if atom.element else atom.name}) of {name} has NaN or "
+            f"infinite coordinates ({len(bad)} atom(s) in all); fix the structure file"
+        )
+
+
+def _read_pdb(path: Path) -> tuple[app.Topology, unit.Quantity, None]:
+    with open(path, errors="replace") as handle:
+        if not any(line.startswith(("ATOM", "HETATM")) for line in handle):
+            raise ValueError(
+                f"the structure {path} holds no atoms (no ATOM or HETATM records); give a complete PDB file"
+            )
+    try:
+        pdb = app.PDBFile(str(path))
+    except Exception as error:  # OpenMM's PDB reader raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} as a PDB file ({error}); check the file or convert it to XYZ") from None
+    return pdb.topology, pdb.positions, None
 
 
 def _read_with_ase(path: Path) -> tuple[app.Topology, unit.Quantity, int | None]:
@@ -133,6 +251,55 @@ def topology_from_symbols(symbols: list[str]) -> app.Topology:
     return topology
 
 
+def formula(symbols: list[str]) -> str:
+    return "".join(f"{symbol}{count if count > 1 else ''}" for symbol, count in Counter(symbols).items())
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def model_domain(path: str | Path) -> dict | None:
+    """What the model's training data covered ('shortest_distance' per element pair in Å, 'charges',
+    'multiplicities'), from an export's metadata or a checkpoint; None for models made before it was recorded."""
+    from mdplugin.export.contract import ExportError, read_export_metadata
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    try:
+        return read_export_metadata(path).get("domain")
+    except ExportError:
+        return read_checkpoint(path).get("domain")
+
+
+def warn_outside_training_states(domain: dict | None, charge: int, multiplicity: int) -> None:
+    """A charge or spin multiplicity the model never saw in training runs, but deserves a word."""
+    if not domain:
+        return
+    for name, value, seen in (("total charge", charge, domain.get("charges")),
+                              ("spin multiplicity", multiplicity, domain.get("multiplicities"))):  # fmt: skip
+        if seen is not None and value not in seen:
+            warnings.warn(
+                f"the model was trained on {name} {', '.join(str(v) for v in seen)} only, and this system has "
+                f"{name} {value}: its energies and forces are extrapolated; check --charge and --multiplicity",
+                RunWarning,
+                2,
+            )
+
+
+def domain_check(options: RunOptions, domain: dict | None, topology: app.Topology) -> tuple[DomainCheck | None, str]:
+    """The out-of-domain check this run does, and a line for the summary saying what it is."""
+    if options.domain_check == "off":
+        return None, "off"
+    shortest = (domain or {}).get("shortest_distance")
+    if not shortest:
+        return None, "skipped: the model records no training domain (made before mdplugin recorded one)"
+    elements = [atom.element for atom in topology.atoms()]
+    check = DomainCheck(dict(shortest), elements, options.domain_check, options.domain_tolerance)
+    return (
+        check,
+        f"{options.domain_check}: pairs closer than {options.domain_tolerance:g} x their shortest training distance",
+    )
+
+
 # ---------------------------------------------------------------------------------------------- setup
 
 
@@ -169,8 +336,8 @@ def create_integrator(options: RunOptions) -> openmm.Integrator:
     timestep = options.timestep_fs * unit.femtosecond
     if options.ensemble == "nve":
         return openmm.VerletIntegrator(timestep)
-    if options.ensemble != "nvt":
-        raise ValueError(f"unknown ensemble {options.ensemble!r}; use nvt or nve")
+    if options.ensemble not in ("nvt", "npt"):
+        raise ValueError(f"unknown ensemble {options.ensemble!r}; use one of {', '.join(ENSEMBLES)}")
     integrator = openmm.LangevinMiddleIntegrator(
         options.temperature_k * unit.kelvin, options.friction_per_ps / unit.picosecond, timestep
     )
@@ -179,13 +346,32 @@ def create_integrator(options: RunOptions) -> openmm.Integrator:
     return integrator
 
 
+def create_barostat(options: RunOptions) -> openmm.MonteCarloBarostat:
+    barostat = openmm.MonteCarloBarostat(
+        options.pressure_bar * unit.bar, options.temperature_k * unit.kelvin, options.barostat_interval
+    )
+    if options.seed is not None:
+        barostat.setRandomNumberSeed(options.seed)
+    return barostat
+
+
+def output_prefix(output: str) -> Path:
+    """The prefix of the output files: `output`, or DEFAULT_PREFIX inside it when it names a folder."""
+    if not output.strip():
+        raise ValueError("--output is empty; give a prefix for the output files, such as md or runs/ethanol")
+    if output.endswith(("/", "\\")) or Path(output).is_dir():
+        return Path(output) / DEFAULT_PREFIX
+    return Path(output)
+
+
 def output_paths(options: RunOptions) -> dict[str, Path]:
-    prefix = Path(options.output)
+    prefix = output_prefix(options.output)
     paths = {
         "state_data": prefix.with_name(prefix.name + ".csv"),
         "trajectory": prefix.with_name(f"{prefix.name}.{options.trajectory_format}"),
         "topology": prefix.with_name(prefix.name + "-topology.pdb"),
         "checkpoint": prefix.with_name(prefix.name + ".chk"),
+        "run_record": prefix.with_name(prefix.name + "-run.json"),
         "summary": prefix.with_name(prefix.name + "-summary.json"),
     }
     if options.plot:
@@ -198,7 +384,7 @@ def check_outputs(options: RunOptions, paths: dict[str, Path]) -> None:
     """Refuse to overwrite; a restart continues (appends to) the files of the run it continues."""
     if options.overwrite:
         return
-    continued = {"state_data", "topology", "checkpoint", "summary", "energy_plot", "temperature_plot"}
+    continued = {"state_data", "topology", "checkpoint", "run_record", "summary", "energy_plot", "temperature_plot"}
     if options.trajectory_format != "pdb":  # DCD and XTC can be appended to; PDB cannot
         continued.add("trajectory")
     existing = [
@@ -211,39 +397,124 @@ def check_outputs(options: RunOptions, paths: dict[str, Path]) -> None:
         )
 
 
-def add_reporters(simulation: app.Simulation, options: RunOptions, paths: dict[str, Path]) -> None:
-    interval = options.report_interval
-    append_csv = bool(options.restart) and paths["state_data"].exists() and not options.overwrite
-    simulation.reporters.append(
-        app.StateDataReporter(
-            str(paths["state_data"]), interval, step=True, time=True, potentialEnergy=True, kineticEnergy=True,
-            totalEnergy=True, temperature=True, speed=True, append=append_csv,
+# ---------------------------------------------------------------------------------------------- restart
+
+
+def run_record(options: RunOptions, topology: app.Topology, charge: int) -> dict:
+    """What a checkpoint of this run belongs to; a restart must match it (see check_restart)."""
+    from mdplugin.export.exporter import file_sha256
+
+    record = {
+        "elements": [atom.element.symbol for atom in topology.atoms()],
+        "model": str(options.model),
+        "model_sha256": file_sha256(options.model),
+        "ensemble": options.ensemble,
+        "timestep_fs": options.timestep_fs,
+        "charge": charge,
+        "multiplicity": options.multiplicity,
+        "report_interval": options.report_interval,
+    }
+    if options.ensemble in ("nvt", "npt"):
+        record.update(temperature_k=options.temperature_k, friction_per_ps=options.friction_per_ps)
+    if options.ensemble == "npt":
+        record.update(pressure_bar=options.pressure_bar, barostat_interval=options.barostat_interval)
+    return record
+
+
+def record_path(checkpoint: Path) -> Path:
+    """PREFIX-run.json beside PREFIX.chk."""
+    stem = checkpoint.stem if checkpoint.suffix == ".chk" else checkpoint.name
+    return checkpoint.with_name(stem + "-run.json")
+
+
+RESTART_OPTIONS = {"ensemble": "--ensemble", "timestep_fs": "--timestep-fs", "temperature_k": "--temperature-k",
+                   "friction_per_ps": "--friction-per-ps", "pressure_bar": "--pressure-bar",
+                   "barostat_interval": "--barostat-interval", "charge": "--charge",
+                   "multiplicity": "--multiplicity", "report_interval": "--report-interval"}  # fmt: skip
+
+
+def check_restart(record: dict, checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint of another structure, model or integrator (named in the error)."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"restart checkpoint {checkpoint} does not exist")
+    saved_path = record_path(checkpoint)
+    if not saved_path.is_file():
+        warnings.warn(
+            f"{saved_path} is missing, so mdplugin cannot check that {checkpoint} belongs to this structure, model "
+            "and integrator; continuing on trust",
+            RunWarning,
+            2,
         )
-    )  # fmt: skip
-    trajectory = paths["trajectory"]
-    append = bool(options.restart) and trajectory.exists() and not options.overwrite
-    if options.trajectory_format == "dcd":
-        simulation.reporters.append(app.DCDReporter(str(trajectory), interval, append=append))
-    elif options.trajectory_format == "xtc":
-        simulation.reporters.append(app.XTCReporter(str(trajectory), interval, append=append))
-    else:
-        simulation.reporters.append(app.PDBReporter(str(trajectory), interval))
-    simulation.reporters.append(app.CheckpointReporter(str(paths["checkpoint"]), options.checkpoint_interval))
+        return
+    saved = json.loads(saved_path.read_text())
+    problems = []
+    if saved.get("elements") != record["elements"]:
+        before, now = saved.get("elements", []), record["elements"]
+        problems.append(
+            f"structure: the checkpoint holds {len(before)} atoms ({formula(before)}), the structure given "
+            f"{len(now)} ({formula(now)})" + (" in another order" if sorted(before) == sorted(now) else "")
+        )
+    if saved.get("model_sha256") != record["model_sha256"]:
+        problems.append(
+            f"model: the checkpoint was run with {saved.get('model')}, a different file from {record['model']}"
+        )
+    for key, option in RESTART_OPTIONS.items():
+        if key in saved and key in record and saved[key] != record[key]:
+            problems.append(f"{option} was {saved[key]}, now {record[key]}")
+    if problems:
+        raise ValueError(
+            f"cannot continue from {checkpoint}; it belongs to a different run: {'; '.join(problems)}. Restart with "
+            "that run's structure, model and options, or start a new run without --restart"
+        )
 
 
-def build_simulation(options: RunOptions) -> tuple[app.Simulation, int]:
-    """The Simulation (at its starting state) and the number of atoms."""
-    topology, positions, implied_charge = read_structure(options.structure, options.seed)
-    charge = options.charge if options.charge is not None else (implied_charge or 0)
+def prepare_continued_files(
+    options: RunOptions, paths: dict[str, Path], step: int, atoms: int, header: list[str]
+) -> None:
+    """Before a restart appends: check the files fit this run, then drop what was written after the
+    checkpoint's step (a run interrupted after its last checkpoint), so no step appears twice."""
+    if not options.restart or options.overwrite:
+        return
+    state_data, trajectory = paths["state_data"], paths["trajectory"]
+    if state_data.exists() and read_header(state_data) != header:
+        raise ValueError(
+            f"{state_data} has the columns {', '.join(read_header(state_data))}, but this run writes "
+            f"{', '.join(header)}; continue with the --domain-check of the run it continues, or choose another --output"
+        )
+    if options.trajectory_format == "dcd" and trajectory.exists():
+        dcd = read_dcd_header(trajectory)
+        if dcd.atoms != atoms:
+            raise ValueError(f"{trajectory} holds {dcd.atoms} atoms, this run {atoms}; choose another --output")
+        if dcd.interval != options.report_interval:
+            raise ValueError(
+                f"{trajectory} holds a frame every {dcd.interval} steps; continue it with --report-interval {dcd.interval}"
+            )
+    if state_data.exists():
+        truncate_state_data(state_data, step)
+    if trajectory.exists() and options.trajectory_format == "dcd":
+        truncate_dcd(trajectory, step)
+    elif trajectory.exists() and options.trajectory_format == "xtc":
+        truncate_xtc(trajectory, step)
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def build_simulation(
+    options: RunOptions, topology: app.Topology, positions: unit.Quantity, charge: int
+) -> app.Simulation:
+    """The Simulation at its starting state (a restart's checkpoint loaded)."""
     platform, properties = get_platform(options.platform, options.precision)
     dtype, device = model_dtype_and_device(platform, options.precision)
     system = create_system(options.model, topology, charge, options.multiplicity, dtype=dtype, device=device)
+    if options.ensemble == "npt":
+        system.addForce(create_barostat(options))
     simulation = app.Simulation(topology, system, create_integrator(options), platform, properties)
     if options.restart:
         _load_checkpoint(simulation, options.restart)
     else:
         simulation.context.setPositions(positions)
-    return simulation, topology.getNumAtoms()
+    return simulation
 
 
 def _load_checkpoint(simulation: app.Simulation, path: str) -> None:
@@ -271,11 +542,51 @@ def prepare_state(simulation: app.Simulation, options: RunOptions, topology_path
             app.PDBFile.writeFile(simulation.topology, positions, handle)
 
 
+def add_reporters(
+    simulation: app.Simulation, options: RunOptions, paths: dict[str, Path], domain: DomainCheck | None
+) -> list:
+    """State data first: it stops a blown-up run before the trajectory reporter chokes on NaN."""
+    append = bool(options.restart) and not options.overwrite
+    periodic = simulation.topology.getPeriodicBoxVectors() is not None
+    state_data = paths["state_data"]
+    reporters = [
+        StateReporter(
+            state_data,
+            options.report_interval,
+            simulation.system,
+            options.ensemble,
+            options.temperature_k,
+            periodic,
+            domain,
+            append=append and state_data.exists(),
+        )  # fmt: skip
+    ]
+    trajectory = paths["trajectory"]
+    if options.trajectory_format == "dcd":
+        reporters.append(DCDReporter(trajectory, options.report_interval, append=append and trajectory.exists()))
+    elif options.trajectory_format == "xtc":
+        reporters.append(
+            app.XTCReporter(str(trajectory), options.report_interval, append=append and trajectory.exists())
+        )
+    else:
+        reporters.append(app.PDBReporter(str(trajectory), options.report_interval))
+    reporters.append(app.CheckpointReporter(str(paths["checkpoint"]), options.checkpoint_interval))
+    simulation.reporters.extend(reporters)
+    return reporters
+
+
+def close_reporters(simulation: app.Simulation) -> None:
+    for reporter in simulation.reporters:
+        if hasattr(reporter, "close"):
+            reporter.close()
+    simulation.reporters.clear()  # OpenMM's reporters close their files when released
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 
-def run_steps(simulation: app.Simulation, options: RunOptions) -> float:
-    """Advance `options.steps` steps with a progress bar; returns the wall time in seconds."""
+def run_steps(simulation: app.Simulation, options: RunOptions) -> None:
+    """Advance `options.steps` steps with a progress bar."""
     from tqdm import tqdm
 
     chunk = max(1, options.report_interval)
@@ -288,7 +599,6 @@ def run_steps(simulation: app.Simulation, options: RunOptions) -> float:
             done += count
             bar.update(count)
             bar.set_postfix(ns_per_day=f"{ns_per_day(done, options.timestep_fs, time.perf_counter() - start):.2f}")
-    return time.perf_counter() - start
 
 
 def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
@@ -296,9 +606,11 @@ def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
 
 
 def read_state_data(path: Path) -> dict[str, np.ndarray]:
-    """The StateDataReporter CSV as columns keyed by their header ('Step', 'Time (ps)', ...).
+    """The state-data CSV as columns keyed by their header ('Step', 'Time (ps)', ...).
 
     Rows repeated after a restart from an earlier checkpoint keep their latest values."""
+    if not path.exists():
+        return {}
     with open(path, newline="") as handle:
         rows = [row for row in csv.reader(handle) if row]
     if len(rows) < 2:  # no report yet (fewer steps than the report interval)
@@ -341,56 +653,121 @@ def plot_state_data(data: dict[str, np.ndarray], paths: dict[str, Path]) -> None
     plt.close(figure)
 
 
+@dataclass
+class Outcome:
+    """How the dynamics went: what `summarize` needs besides the state data."""
+
+    start_step: int
+    seconds: float
+    status: str = "completed"
+    failure: str | None = None
+    threads: ThreadChoice | None = None
+    domain: DomainCheck | None = None
+    domain_note: str = ""
+
+
 def summarize(
     simulation: app.Simulation,
     options: RunOptions,
     data: dict[str, np.ndarray],
-    atoms: int,
-    seconds: float,
+    outcome: Outcome,
     paths: dict[str, Path],
 ) -> Summary:
+    atoms = simulation.topology.getNumAtoms()
+    steps = simulation.currentStep - outcome.start_step
+    completed = outcome.status == "completed"
     drift = None
-    if options.ensemble == "nve" and data:
+    if options.ensemble == "nve" and data and completed:  # never a drift of a broken run
         drift = energy_drift(data["Time (ps)"], data["Total Energy (kJ/mole)"], atoms)
     energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    notes = []
+    if not data:
+        notes.append("no state-data rows: fewer steps than --report-interval")
+    if options.plot and not paths["energy_plot"].exists():
+        notes.append("no plots written: there were no state-data rows to plot")
+    domain = outcome.domain
     return Summary(
         atoms=atoms,
         ensemble=options.ensemble,
         platform=simulation.context.getPlatform().getName(),
-        steps=options.steps,
+        steps=steps,
         final_step=simulation.currentStep,
-        simulated_ps=options.steps * options.timestep_fs * 1e-3,
-        wall_seconds=seconds,
-        ns_per_day=ns_per_day(options.steps, options.timestep_fs, seconds),
+        simulated_ps=steps * options.timestep_fs * 1e-3,
+        wall_seconds=outcome.seconds,
+        ns_per_day=ns_per_day(steps, options.timestep_fs, outcome.seconds),
         mean_temperature_k=float(np.mean(data["Temperature (K)"])) if data else None,
         energy_drift_mev_per_atom_ps=drift,
-        final_potential_energy_ev=energy / KJ_PER_MOL_PER_EV,
-        files={key: str(path) for key, path in paths.items()},
+        final_potential_energy_ev=energy / KJ_PER_MOL_PER_EV if np.isfinite(energy) else None,
+        status=outcome.status,
+        failure=outcome.failure,
+        threads=outcome.threads.count,
+        threads_reason=outcome.threads.reason,
+        mean_density_g_per_ml=float(np.mean(data["Density (g/mL)"])) if "Density (g/mL)" in data else None,
+        domain_check=outcome.domain_note,
+        closest_distance_ratio=domain.closest_ratio if domain else None,
+        closest_pair=domain.closest_pair if domain else None,
+        notes=notes,
+        files={key: str(path) for key, path in paths.items() if path.exists()},
     )
 
 
 def simulate(options: RunOptions) -> Summary:
-    """Run MD as `options` say and write the outputs; returns the summary (also in PREFIX-summary.json)."""
-    if options.steps < 1 or options.report_interval < 1 or options.checkpoint_interval < 1:
-        raise ValueError("--steps, --report-interval and --checkpoint-interval must be positive")
+    """Run MD as `options` say and write the outputs; returns the summary (also in PREFIX-summary.json).
+
+    Raises RunFailed (after writing the summary, marked failed) when the dynamics blow up."""
+    from mdplugin.export.loader import script_error_message
+
+    check_options(options)
     paths = output_paths(options)
     check_outputs(options, paths)
-    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    try:
-        simulation, atoms = build_simulation(options)
+    topology, positions, implied_charge = read_structure(options.structure, options.seed)
+    charge = options.charge if options.charge is not None else (implied_charge or 0)
+    periodic = topology.getPeriodicBoxVectors() is not None
+    if options.ensemble == "npt" and not periodic:
+        raise ValueError(
+            f"--ensemble npt needs a periodic box, and {options.structure} has none; give a PDB with a CRYST1 "
+            "line or an extxyz with a cell and pbc, or use --ensemble nvt"
+        )
+    domain = model_domain(options.model)
+    warn_outside_training_states(domain, charge, options.multiplicity)
+    check, domain_note = domain_check(options, domain, topology)
+    record = run_record(options, topology, charge)
+    if options.restart:
+        check_restart(record, Path(options.restart))
+    threads = choose_threads(topology.getNumAtoms(), options.threads)
+    with torch_threads(threads.count):
+        simulation = build_simulation(options, topology, positions, charge)
+        outcome = Outcome(simulation.currentStep, 0.0, threads=threads, domain=check, domain_note=domain_note)
+        # nothing is written before this point: every input has been checked
+        paths["state_data"].parent.mkdir(parents=True, exist_ok=True)
+        header = state_data_header(periodic, check is not None)
+        prepare_continued_files(options, paths, simulation.currentStep, topology.getNumAtoms(), header)
+        paths["run_record"].write_text(json.dumps(record, indent=2))
         prepare_state(simulation, options, paths["topology"])
-        add_reporters(simulation, options, paths)
-        seconds = run_steps(simulation, options)
-        simulation.saveCheckpoint(str(paths["checkpoint"]))
-        simulation.reporters.clear()  # the reporters close their files when released
-    finally:
-        torch.set_num_threads(threads)
+        add_reporters(simulation, options, paths, check)
+        start = time.perf_counter()
+        try:
+            run_steps(simulation, options)
+        except RunFailed as error:
+            outcome.status, outcome.failure = "failed", str(error)
+        except openmm.OpenMMException as error:
+            outcome.status = "failed"
+            outcome.failure = f"the run failed at step {simulation.currentStep}: {script_error_message(error)}"
+        except KeyboardInterrupt:
+            outcome.status = "interrupted"
+        finally:
+            outcome.seconds = time.perf_counter() - start
+            close_reporters(simulation)
+        if outcome.status == "completed":
+            simulation.saveCheckpoint(str(paths["checkpoint"]))
     data = read_state_data(paths["state_data"])
-    summary = summarize(simulation, options, data, atoms, seconds, paths)
     if options.plot and data:
         plot_state_data(data, paths)
+    summary = summarize(simulation, options, data, outcome, paths)
     paths["summary"].write_text(json.dumps(asdict(summary), indent=2))
+    if outcome.status == "interrupted":
+        raise KeyboardInterrupt
+    if outcome.status == "failed":
+        saved = f"; {paths['checkpoint']} holds the last checkpoint before it" if paths["checkpoint"].exists() else ""
+        raise RunFailed(f"{outcome.failure}. {paths['summary']} marks the run as failed{saved}")
     return summary
