@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import ase
 import ase.io
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import write_toy_data
 
 from mdplugin.cli.main import main
+from mdplugin.elements import symbols
+from mdplugin.export.info import describe
 from mdplugin.model.checkpoint import CheckpointError, load_model, read_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
-from mdplugin.training.dataset import read_structures, split
+from mdplugin.training.dataset import Structure, read_structures, split, training_domain
 from mdplugin.training.train import TrainingOptions, evaluate, train
 
 TINY = dict(width=32, depth=2, heads=4, coordinate_features=24, batch_size=16, learning_rate=3e-3, progress=False)
@@ -147,3 +152,61 @@ def test_cli_train_runs(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(read_checkpoint(output)["training"]["history"]) == 2
+
+
+def test_training_domain_names_pairs_by_atomic_number():
+    water = Structure(
+        positions=np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [0.0, 0.96, 0.0]]),
+        atomic_numbers=np.array([8, 1, 1]),
+        energy=0.0,
+        forces=np.zeros((3, 3)),
+    )
+    methyl = Structure(
+        positions=np.array([[0.0, 0.0, 0.0], [1.09, 0.0, 0.0], [0.0, 0.0, 1.43], [0.0, 1.0, 1.8]]),
+        atomic_numbers=np.array([6, 1, 8, 1]),
+        energy=0.0,
+        forces=np.zeros((4, 3)),
+        charge=-1,
+        multiplicity=2,
+    )
+    domain = training_domain([water, methyl])
+    distances = domain["shortest_distance"]
+    assert list(distances) == ["H-H", "H-C", "H-O", "C-O"]  # ordered by atomic number; no C-C or O-O pair
+    assert distances["H-H"] == pytest.approx(0.96 * 2**0.5)
+    assert distances["H-C"] == pytest.approx(1.09)
+    assert distances["H-O"] == pytest.approx(min(0.96, (0.37**2 + 1) ** 0.5))
+    assert distances["C-O"] == pytest.approx(1.43)
+    assert domain["charges"] == [-1, 0] and domain["multiplicities"] == [1, 2]
+
+
+def test_checkpoint_records_the_domain_of_its_training_structures(tmp_path, toy_data):
+    options = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "model.pt"), epochs=1, **TINY)
+    train(options)
+    domain = read_checkpoint(options.output)["domain"]
+    training_set, _ = split(read_structures(toy_data), options.validation_fraction, options.seed)
+    # brute force over every pair of every training structure (validation structures are not trained on)
+    expected: dict[str, float] = {}
+    for structure in training_set:
+        for i, j in itertools.combinations(range(len(structure.atomic_numbers)), 2):
+            pair = "-".join(symbols(sorted(structure.atomic_numbers[[i, j]])))
+            distance = float(np.linalg.norm(structure.positions[i] - structure.positions[j]))
+            expected[pair] = min(expected.get(pair, np.inf), distance)
+    assert domain["shortest_distance"] == pytest.approx(expected, abs=1e-12)
+    assert domain["charges"] == [0] and domain["multiplicities"] == [1]
+
+
+def test_info_shows_the_domain_and_the_limits_of_global_attention(tmp_path, toy_data):
+    options = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "model.pt"), epochs=1, **TINY)
+    train(options)
+    shown = CliRunner().invoke(main, ["info", options.output])
+    assert shown.exit_code == 0, shown.output
+    assert "shortest_distance" in shown.output and '"H-C":' in shown.output and "charges: [0]" in shown.output
+    assert "not size-extensive" in shown.output and "one molecule per model evaluation" in shown.output
+
+    # a checkpoint written before the domain was recorded still loads and is described
+    checkpoint = read_checkpoint(options.output)
+    del checkpoint["domain"]
+    old = tmp_path / "old.pt"
+    torch.save(checkpoint, old)
+    load_model(old)
+    assert describe(old)["domain"].startswith("not recorded")

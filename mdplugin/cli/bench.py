@@ -27,13 +27,24 @@ def benchmark_module(name: str):
     return importlib.import_module(f"benchmarks.{name}")
 
 
-def _numbers(text: str | None, kind: type) -> list | None:
+def _numbers(text: str | None, kind: type, option: str, smallest: float, open_below: bool = False) -> list | None:
+    """A comma-separated option as numbers, each at least `smallest` (above it with open_below)."""
     if not text:
         return None
     try:
-        return [kind(value) for value in text.split(",") if value.strip()]
+        values = [kind(value) for value in text.split(",") if value.strip()]
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if not values:
+        raise click.BadParameter(f"{text!r} holds no numbers; give a comma-separated list", param_hint=option)
+    low = [v for v in values if v < smallest or (open_below and v == smallest)]
+    if low:
+        bound = f"above {smallest:g}" if open_below else f"at least {smallest:g}"
+        raise click.BadParameter(
+            f"every value must be {bound}; {', '.join(f'{v:g}' for v in low)} {'is' if len(low) == 1 else 'are'} not",
+            param_hint=option,
+        )
+    return values
 
 
 @click.command(context_settings={"show_default": True})
@@ -87,7 +98,10 @@ def _numbers(text: str | None, kind: type) -> list | None:
     help="Stability: comma-separated molecule names or structure files [default: ethanol,aspirin].",
 )
 @click.option(
-    "--duration-ps", default=None, type=float, help="Stability: NVE length of each run in ps [default: 10; quick: 0.2]."
+    "--duration-ps",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stability: NVE length of each run in ps [default: 10; quick: 0.2].",
 )
 @click.option("--timesteps-fs", default=None, help="Stability: comma-separated timesteps in fs [default: 0.25,0.5,1].")
 @click.option(
@@ -111,16 +125,18 @@ def bench(
 ) -> None:
     """Measure speed and scaling, NVE stability and accuracy; write tables and plots to --output."""
     chosen = BENCHMARKS if which == "all" else (which,)
+    atom_counts = _numbers(sizes, int, "--sizes", 1)  # checked before any benchmark starts
+    timesteps = _numbers(timesteps_fs, float, "--timesteps-fs", 0, open_below=True)
     try:
         if "speed" in chosen:
             speed = benchmark_module("speed")
             engine_names = engines.split(",") if engines else None
-            speed.run_speed(model, output, _numbers(sizes, int), repeats, quick, engine_names, threads, memory)
+            speed.run_speed(model, output, atom_counts, repeats, quick, engine_names, threads, memory)
             click.echo(f"wrote {Path(output) / 'speed.md'}")
         if "stability" in chosen:
             stability = benchmark_module("stability")
             names = molecules.split(",") if molecules else None
-            stability.run_stability(model, output, names, duration_ps, _numbers(timesteps_fs, float), quick=quick)
+            stability.run_stability(model, output, names, duration_ps, timesteps, quick=quick)
             click.echo(f"wrote {Path(output) / 'stability.md'}")
         if "accuracy" in chosen:
             _accuracy(checkpoint, list(test_data), output, quick, required=which == "accuracy")

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mdplugin.elements import symbols
 
+GLOBAL_ATTENTION_LIMITS = (
+    "Global attention is not size-extensive: the forces on a molecule change when a second molecule is placed "
+    "far away. Simulate one molecule per model evaluation (several molecules: use a local model trained with "
+    "--interaction-range)."
+)
+
 
 def describe(path: str | Path) -> dict:
     """A readable summary of a checkpoint or an export; a clear error for anything else."""
-    from mdplugin.export.exporter import ExportError, read_export_metadata
+    from mdplugin.export.contract import ExportError, read_export_metadata
     from mdplugin.model.checkpoint import CheckpointError, read_checkpoint
 
     path = Path(path)
@@ -17,7 +24,11 @@ def describe(path: str | Path) -> dict:
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         metadata = read_export_metadata(path)
-        return {"kind": "export", "file": str(path), **metadata}
+        summary = {"kind": "export", "file": str(path), **metadata}
+        summary["domain"] = _domain(metadata.get("domain"))
+        if not _is_local(metadata.get("interaction_range", metadata.get("model_config", {}).get("interaction_range"))):
+            summary["limits"] = GLOBAL_ATTENTION_LIMITS
+        return summary
     except ExportError as export_error:
         try:
             checkpoint = read_checkpoint(path)
@@ -43,4 +54,22 @@ def describe(path: str | Path) -> dict:
             "energy_mae_mev_per_atom": history[-1]["energy_mae_mev_per_atom"],
             "force_mae_mev_per_a": history[-1]["force_mae_mev_per_a"],
         }
+    summary["domain"] = _domain(checkpoint.get("domain"))
+    if not _is_local(checkpoint["config"].get("interaction_range")):
+        summary["limits"] = GLOBAL_ATTENTION_LIMITS
     return summary
+
+
+def _is_local(interaction_range) -> bool:
+    """True for a finite, positive interaction range (Å); global attention has none."""
+    return isinstance(interaction_range, (int, float)) and math.isfinite(interaction_range) and interaction_range > 0
+
+
+def _domain(domain: dict | None) -> dict | str:
+    """The training domain for display: shortest distances to 0.001 Å."""
+    if not domain:
+        return "not recorded (the model was trained by an mdplugin that did not record it)"
+    shown = dict(domain)
+    if "shortest_distance" in shown:
+        shown["shortest_distance"] = {pair: round(d, 3) for pair, d in shown["shortest_distance"].items()}
+    return shown

@@ -41,7 +41,14 @@ def provenance(data_hashes: dict[str, str]) -> dict:
     }
 
 
-def build_checkpoint(model: TransformerPotential, provenance: dict, training: dict, resume: dict | None = None) -> dict:
+def build_checkpoint(
+    model: TransformerPotential,
+    provenance: dict,
+    training: dict,
+    resume: dict | None = None,
+    domain: dict | None = None,
+) -> dict:
+    """The checkpoint dict; `domain` is what the training structures covered (see training_domain)."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -53,14 +60,54 @@ def build_checkpoint(model: TransformerPotential, provenance: dict, training: di
         "provenance": provenance,
         "training": training,
     }
+    if domain is not None:
+        checkpoint["domain"] = domain
     if resume is not None:
         checkpoint["resume"] = resume
     return checkpoint
 
 
+def check_output_file(path: str | Path) -> Path:
+    """The path of a model file about to be written; a clear error for an empty path, a directory,
+    or a folder that does not exist."""
+    text = str(path)
+    if not text.strip():
+        raise ValueError("the output path is empty; give a file name such as model.pt")
+    if text.endswith(("/", "\\")) or Path(text).is_dir():
+        raise ValueError(
+            f"the output path {text} names a directory; give a file name, such as {Path(text) / 'model.pt'}"
+        )
+    if not Path(text).parent.is_dir():
+        raise ValueError(f"the folder {Path(text).parent} of the output path {text} does not exist; create it first")
+    return Path(text)
+
+
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
-    """Write atomically: an interrupted save never leaves a truncated model.pt behind."""
+    """Write atomically: an interrupted save never leaves a truncated model.pt behind.
+
+    A checkpoint whose weights are not finite is never written: every energy it gave would be NaN.
+    """
     path = Path(path)
+    states = [("weights", checkpoint["state_dict"])]
+    if checkpoint.get("resume"):
+        states.append(("training state", checkpoint["resume"]["model"]))
+    for what, state_dict in states:
+        bad = non_finite_tensors(state_dict)
+        if bad:
+            shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise CheckpointError(
+                f"not writing {path}: its {what} hold NaN or infinite values ({shown}). "
+                "The training run diverged; lower the learning rate and train again"
+            )
     temporary = path.with_name(path.name + ".partial")
     torch.save(checkpoint, temporary)
     temporary.replace(path)

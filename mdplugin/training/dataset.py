@@ -48,19 +48,72 @@ def read_structures(path: str | Path) -> list[Structure]:
                 f"{path}, frame {index}: no energy and forces; training needs both "
                 "(extxyz: an energy=... key in the comment line and a forces column)"
             ) from None
-        structures.append(
-            Structure(
-                positions=np.asarray(atoms.positions, dtype=np.float64),
-                atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
-                energy=float(energy),
-                forces=np.asarray(forces, dtype=np.float64),
-                charge=int(atoms.info.get("charge", 0)),
-                multiplicity=int(atoms.info.get("multiplicity", atoms.info.get("spin", 1))),
-            )
+        structure = Structure(
+            positions=np.asarray(atoms.positions, dtype=np.float64),
+            atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
+            energy=float(energy),
+            forces=np.asarray(forces, dtype=np.float64),
+            charge=int(atoms.info.get("charge", 0)),
+            multiplicity=int(atoms.info.get("multiplicity", atoms.info.get("spin", 1))),
         )
+        _check_finite(structure, path, index)
+        structures.append(structure)
     if not structures:
         raise ValueError(f"{path} holds no structures")
     return structures
+
+
+def _check_finite(structure: Structure, path: Path, index: int) -> None:
+    """Refuse a NaN or infinite label or position: one such frame turns every weight into NaN."""
+    problems = []
+    if not np.isfinite(structure.energy):
+        problems.append(f"the energy is {structure.energy}")
+    for name, values in (("forces", structure.forces), ("positions", structure.positions)):
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            atoms = np.flatnonzero(bad)
+            shown = ", ".join(str(a) for a in atoms[:5]) + (", ..." if len(atoms) > 5 else "")
+            problems.append(f"the {name} of atom{'s' if len(atoms) > 1 else ''} {shown} are not finite")
+    if problems:
+        raise ValueError(
+            f"{path}, frame {index}: {'; '.join(problems)}. Training needs finite energies, forces and positions: "
+            "remove that frame or recompute its labels"
+        )
+
+
+def training_domain(structures: list[Structure]) -> dict:
+    """What the training structures cover: the shortest distance (Å) seen for each element pair,
+    and the distinct total charges and spin multiplicities.
+
+    Pairs are named by their two symbols in order of atomic number ("H-C", "C-O", "H-H").
+    """
+    from mdplugin.elements import symbols
+
+    elements = sorted({int(z) for s in structures for z in s.atomic_numbers})
+    index = np.zeros(max(elements, default=0) + 1, dtype=np.int64)
+    index[elements] = np.arange(len(elements))
+    count = len(elements)
+    shortest = np.full(count * count, np.inf)
+    for s in structures:
+        if len(s.atomic_numbers) < 2:
+            continue
+        first, second = np.triu_indices(len(s.atomic_numbers), k=1)
+        distances = np.linalg.norm(s.positions[first] - s.positions[second], axis=1)
+        species = index[s.atomic_numbers]
+        low = np.minimum(species[first], species[second])
+        high = np.maximum(species[first], species[second])
+        np.minimum.at(shortest, low * count + high, distances)
+    names = symbols(elements)
+    return {
+        "shortest_distance": {
+            f"{names[i]}-{names[j]}": float(shortest[i * count + j])
+            for i in range(count)
+            for j in range(i, count)
+            if np.isfinite(shortest[i * count + j])
+        },
+        "charges": sorted({int(s.charge) for s in structures}),
+        "multiplicities": sorted({int(s.multiplicity) for s in structures}),
+    }
 
 
 def file_sha256(path: str | Path) -> str:

@@ -7,16 +7,19 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from mdplugin.elements import symbols
 from mdplugin.model.checkpoint import (
     build_checkpoint,
+    check_output_file,
     model_from_checkpoint,
+    non_finite_tensors,
     provenance,
     read_checkpoint,
     save_checkpoint,
@@ -30,7 +33,12 @@ from mdplugin.training.dataset import (
     fit_reference_energies,
     read_structures,
     split,
+    training_domain,
 )
+
+
+class TrainingDiverged(ValueError):
+    """The loss, the gradients or the weights became NaN or infinite during training."""
 
 
 @dataclass
@@ -62,6 +70,48 @@ class TrainingOptions:
     shortest_period: float = 2.0
     threads: int | None = None
     progress: bool = True
+
+
+def check_options(options: TrainingOptions) -> None:
+    """Refuse settings that cannot train, before any data is read."""
+    check_output_file(options.output)
+    if options.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {options.epochs}; training with no epochs writes nothing")
+    if options.batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1 structure, got {options.batch_size}")
+    if not (math.isfinite(options.learning_rate) and options.learning_rate > 0):
+        raise ValueError(f"the learning rate must be a positive number, got {options.learning_rate}")
+    if options.threads is not None and options.threads < 1:
+        raise ValueError(f"threads must be at least 1, got {options.threads}")
+
+
+def resume_conflicts(options: TrainingOptions, checkpoint: dict) -> list[str]:
+    """The architecture options that differ from the checkpoint being resumed, as 'name value (checkpoint: value)'."""
+    config = checkpoint["config"]
+    recorded = checkpoint.get("training", {}).get("options", {})
+    conflicts = []
+    for name in (f.name for f in fields(options)):
+        given = getattr(options, name)
+        if name == "elements":
+            if given is not None and sorted(given) != sorted(config["elements"]):
+                conflicts.append(
+                    f"elements {','.join(symbols(sorted(given)))} (checkpoint: {','.join(symbols(config['elements']))})"
+                )
+            continue
+        if name in config:
+            stored = config[name]
+        elif name == "attention_init" and name in recorded:
+            stored = recorded[name]  # the starting weights are not in the config, but the run recorded them
+        else:
+            continue
+        same = (
+            math.isclose(given, stored)
+            if isinstance(stored, float) and isinstance(given, (int, float))
+            else given == stored
+        )
+        if not same:
+            conflicts.append(f"{name} {given} (checkpoint: {stored})")
+    return conflicts
 
 
 def random_rotations(count: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -109,6 +159,7 @@ def train(
     options: TrainingOptions, resume: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
 ) -> Path:
     """Train a model and write its checkpoint to options.output. Returns that path."""
+    check_options(options)
     output = Path(options.output)
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -120,6 +171,7 @@ def train(
     else:
         training_set, validation_set = split(training_set, options.validation_fraction, options.seed)
     data_hashes = {str(f): file_sha256(f) for f in [*options.train_files, *options.validation_files]}
+    domain = training_domain(training_set)
 
     # model
     torch.manual_seed(options.seed)
@@ -127,6 +179,17 @@ def train(
         checkpoint = read_checkpoint(output)
         if "resume" not in checkpoint:
             raise ValueError(f"{output} has no training state to resume from (it was saved without one)")
+        conflicts = resume_conflicts(options, checkpoint)
+        if conflicts:
+            raise ValueError(
+                f"resuming {output} keeps the architecture it was trained with, but these options differ from it: "
+                f"{'; '.join(conflicts)}. Leave them out or give the checkpoint's values, or start a new run with --force"
+            )
+        if checkpoint["resume"]["epoch"] >= options.epochs:
+            raise ValueError(
+                f"{output} already holds {checkpoint['resume']['epoch']} epochs, and {options.epochs} were asked for; "
+                "nothing to resume. Pass a larger --epochs to train further"
+            )
         model = model_from_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["resume"]["model"])
     else:
@@ -195,9 +258,15 @@ def train(
             energy_loss = (((energy - batch["energy"]) / batch["atom_count"] / scale) ** 2).mean()
             force_loss = (((forces - batch["forces"]) / scale) ** 2).sum(-1)[batch["mask"]].mean() / 3
             loss = options.energy_weight * energy_loss + options.force_weight * force_loss
+            if not torch.isfinite(loss):
+                progress.close()
+                raise _diverged(f"the loss became {loss.item()}", epoch, step, total_steps, options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), options.gradient_clip)
+            gradient_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), options.gradient_clip)
+            if not torch.isfinite(gradient_norm):
+                progress.close()
+                raise _diverged(f"the gradient norm became {gradient_norm.item()}", epoch, step, total_steps, options)
             optimizer.step()
             if ema is not None:
                 with torch.no_grad():
@@ -210,6 +279,10 @@ def train(
         progress.close()
 
         inference_model = ema if ema is not None else model
+        bad = non_finite_tensors(model.state_dict()) + non_finite_tensors(inference_model.state_dict())
+        if bad:
+            cause = f"the weights {', '.join(sorted(set(bad))[:3])} became NaN or infinite"
+            raise _diverged(cause, epoch, step - 1, total_steps, options)
         metrics = evaluate(inference_model, validation_set)
         row = {
             "epoch": epoch + 1,
@@ -245,13 +318,27 @@ def train(
             "history": history,
         }
         save_checkpoint(
-            build_checkpoint(inference_model, provenance(data_hashes), training_record, resume_state), output
+            build_checkpoint(inference_model, provenance(data_hashes), training_record, resume_state, domain), output
         )
         _write_log(history, log_path)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
     _plot_losses(history, output.with_name(output.stem + "_loss.png"))
     return output
+
+
+def _diverged(cause: str, epoch: int, step: int, total_steps: int, options: TrainingOptions) -> TrainingDiverged:
+    kept = (
+        f"{options.output} keeps the last finite epoch"
+        if Path(options.output).is_file()
+        else f"no checkpoint was written to {options.output}"
+    )
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch + 1}, step {step + 1}: {cause} "
+        f"(learning rate {learning_rate_at(step, total_steps, options):.3g}). The learning rate is most likely "
+        f"too high: lower --learning-rate (now {options.learning_rate:g}), lengthen --warmup-fraction or lower "
+        f"--gradient-clip, and train again; {kept}"
+    )
 
 
 def _progress(total: int, description: str, enabled: bool):

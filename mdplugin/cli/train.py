@@ -1,0 +1,169 @@
+"""`mdplugin train`: parse the options, then call mdplugin.training.train.train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+# a resumed run takes its recorded options unless they are given again, except these, which
+# belong to this invocation rather than to the run
+NOT_RESUMED = {"threads"}
+
+
+def output_file(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """Click callback for -o: refuse an empty path, a directory or a missing folder before any work."""
+    from mdplugin.model.checkpoint import check_output_file
+
+    if value is None:
+        return None
+    try:
+        check_output_file(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("train_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    default="model.pt",
+    type=click.Path(dir_okay=False),
+    callback=output_file,
+    help="Checkpoint file to write (a CSV log and a loss-curve PNG go next to it); its folder must exist.",
+)
+@click.option(
+    "--validation",
+    "validation_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Validation file (repeatable). Without it, a seeded split of the training files.",
+)
+@click.option(
+    "--validation-fraction",
+    default=0.1,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Fraction of the training structures held out when no --validation file is given.",
+)
+@click.option("--seed", default=0, help="Seed for the split, initial weights, batch order and rotations.")
+@click.option("--epochs", default=100, type=click.IntRange(min=1), help="Number of passes over the training set.")
+@click.option("--batch-size", default=32, type=click.IntRange(min=1), help="Structures per optimizer step.")
+@click.option(
+    "--learning-rate",
+    default=1e-3,
+    type=POSITIVE,
+    help="Peak AdamW learning rate (linear warm-up, then cosine decay).",
+)
+@click.option("--weight-decay", default=0.01, type=NON_NEGATIVE, help="AdamW weight decay on the weight matrices.")
+@click.option(
+    "--warmup-fraction",
+    default=0.05,
+    type=click.FloatRange(0, 1),
+    help="Fraction of all steps spent warming up the learning rate.",
+)
+@click.option("--energy-weight", default=1.0, type=NON_NEGATIVE, help="Weight of the per-atom energy term of the loss.")
+@click.option("--force-weight", default=10.0, type=NON_NEGATIVE, help="Weight of the force term of the loss.")
+@click.option("--gradient-clip", default=1.0, type=POSITIVE, help="Largest gradient norm before clipping.")
+@click.option(
+    "--ema-decay",
+    default=0.0,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Decay of an exponential moving average of the weights (0: off; 0.999 is typical).",
+)
+@click.option(
+    "--augment/--no-augment",
+    "augment_rotations",
+    default=True,
+    help="Random-rotation augmentation of positions and force labels.",
+)
+@click.option(
+    "--elements",
+    default=None,
+    help="Comma-separated element symbols the model knows (default: those in the training data).",
+)
+@click.option("--width", default=128, type=click.IntRange(min=1), help="Transformer width (embedding dimension).")
+@click.option("--depth", default=4, type=click.IntRange(min=1), help="Number of Transformer blocks.")
+@click.option("--heads", default=8, type=click.IntRange(min=1), help="Attention heads per block.")
+@click.option("--ffn-multiplier", default=8 / 3, type=POSITIVE, help="SwiGLU hidden size as a multiple of the width.")
+@click.option(
+    "--coordinate-embedding",
+    default="quadratic",
+    type=click.Choice(["quadratic", "gaussian", "fourier", "linear"]),
+    help="Smooth embedding of the centred Cartesian coordinates (quadratic: x, y, z and |r|^2 / range).",
+)
+@click.option(
+    "--attention-init",
+    default="distance",
+    type=click.Choice(["distance", "random"]),
+    help="Start every head as a Gaussian kernel of interatomic distance (needs the quadratic embedding), "
+    "or random: a random start sits long on a plateau of zero forces.",
+)
+@click.option(
+    "--coordinate-range",
+    default=8.0,
+    type=POSITIVE,
+    help="Å; the Gaussian centres span [-range, range]; quadratic: |r|^2 / range.",
+)
+@click.option(
+    "--coordinate-features",
+    default=48,
+    type=click.IntRange(min=2),
+    help="Gaussian bins or Fourier frequencies per axis.",
+)
+@click.option(
+    "--shortest-period", default=2.0, type=POSITIVE, help="Å; the shortest period of the Fourier coordinate features."
+)
+@click.option(
+    "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run whose checkpoint is --output, with the options it recorded; options given "
+    "again must match its architecture (width, depth, heads, embedding, elements, ...).",
+)
+@click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing --output instead of refusing.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.pass_context
+def train(context, train_files, output, elements, resume, overwrite, quiet, validation_files, **options) -> None:
+    """Train a model on energies and forces from TRAIN_FILES (extxyz or any ASE-readable file)."""
+    from mdplugin.elements import atomic_number
+    from mdplugin.model.checkpoint import read_checkpoint
+    from mdplugin.training.train import TrainingOptions
+    from mdplugin.training.train import train as run_training
+
+    if Path(output).exists() and not (resume or overwrite):
+        raise click.UsageError(f"{output} exists; pass --resume to continue that run or --force to start over")
+    if resume and not Path(output).exists():
+        raise click.UsageError(f"--resume needs the checkpoint {output} of the interrupted run; it does not exist")
+    try:
+        element_numbers = [atomic_number(e) for e in elements.split(",")] if elements else None
+        if resume:
+            # options left out take the values the run recorded; those given are checked by the trainer
+            recorded = read_checkpoint(output).get("training", {}).get("options", {})
+            for name in options:
+                if (
+                    name in recorded
+                    and name not in NOT_RESUMED
+                    and context.get_parameter_source(name) is ParameterSource.DEFAULT
+                ):
+                    options[name] = recorded[name]
+        settings = TrainingOptions(
+            train_files=list(train_files),
+            validation_files=list(validation_files),
+            output=output,
+            elements=element_numbers,
+            progress=not quiet,
+            **options,
+        )
+        path = run_training(settings, resume=resume)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {path}")
