@@ -126,3 +126,43 @@ def test_npt_options_are_parsed_and_checked():
     assert "--pressure-bar" in run("--help").output and "npt" in run("--help").output
     result = run(WATER, "--model", MODEL, "--ensemble", "npt", "--pressure-bar", "0")
     assert result.exit_code == 2 and "--pressure-bar" in result.output
+
+
+def water_box(path: Path) -> str:
+    """Eight waters on a 2 x 2 x 2 grid in a periodic 6.2 Å cube (about 1.0 g/mL)."""
+    import ase
+    import ase.io
+    import numpy as np
+
+    water = np.array([[0, 0, 0.119], [0, 0.763, -0.477], [0, -0.763, -0.477]])
+    positions = np.vstack([water + np.array([i, j, k]) * 3.1 for i in range(2) for j in range(2) for k in range(2)])
+    ase.io.write(path, ase.Atoms("OH2" * 8, positions=positions, cell=np.eye(3) * 6.2, pbc=True))
+    return str(path)
+
+
+def test_npt_of_a_periodic_box_with_a_local_model(tmp_path):
+    """A random-weight local model (2.5 Å range) in NPT at 1000 bar: the barostat changes the box, the
+    state data has volume and density, and density is mass / volume."""
+    import numpy as np
+    import torch
+
+    from mdplugin.model.checkpoint import build_checkpoint, provenance, save_checkpoint
+    from mdplugin.model.transformer import ModelConfig, TransformerPotential
+
+    torch.manual_seed(3)
+    config = ModelConfig(elements=[1, 6, 7, 8], width=16, depth=1, heads=2, interaction_range=2.5)
+    model = tmp_path / "local.pt"
+    save_checkpoint(build_checkpoint(TransformerPotential(config), provenance({}), {}), model)
+    prefix = tmp_path / "npt"
+    result = run(water_box(tmp_path / "box.extxyz"), "--model", str(model), "-o", str(prefix), "--ensemble", "npt",
+                 "--pressure-bar", "1000", "--barostat-interval", "5", "--steps", "40", "--report-interval", "10",
+                 "--platform", "Reference", "--no-minimize", "--seed", "2", "--threads", "1", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "mean density" in result.output
+    data = read_state_data(Path(f"{prefix}.csv"))
+    volume, density = data["Box Volume (nm^3)"], data["Density (g/mL)"]
+    assert len(set(volume)) > 1 and abs(volume[0] - 0.2383) < 0.01  # moves accepted, starting from 6.2 Å cubed
+    water_grams_per_mole = 18.015
+    assert np.allclose(density, 8 * water_grams_per_mole * 1.66054e-3 / volume, rtol=1e-4)
+    trajectory = mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb")
+    assert np.allclose(trajectory.unitcell_volumes, volume, rtol=1e-5)  # the DCD carries each frame's box

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
-from mdplugin.engines.reporters import RunFailed, StateReporter, read_dcd_header
+from mdplugin.engines.reporters import DomainCheck, RunFailed, RunWarning, StateReporter, read_dcd_header
 from mdplugin.engines.simulate import read_state_data
 from mdplugin.threads import MOST_THREADS, choose_threads
 
@@ -263,3 +263,16 @@ def test_run_chooses_one_thread_for_a_small_molecule_and_reports_it(tmp_path, mo
     assert summary["threads"] == 1 and summary["threads_reason"] == "small system"
     assert "1 torch thread: small system" in result.output
     assert torch.get_num_threads() == before  # restored after the run
+
+
+def test_the_domain_check_uses_the_minimum_image_in_a_periodic_box():
+    from openmm.app import Element
+
+    hydrogen, oxygen = Element.getBySymbol("H"), Element.getBySymbol("O")
+    check = DomainCheck({"H-O": 0.95, "H-H": 1.5}, [hydrogen, oxygen, hydrogen])
+    positions = np.array([[0.2, 0.0, 0.0], [5.9, 0.0, 0.0], [3.0, 3.0, 3.0]])
+    assert check.shortest_distances(positions, None) == {}  # nothing within 1.5 x 1.5 Å, the search range
+    periodic = check.shortest_distances(positions, np.eye(3) * 6.0)
+    assert periodic["H-O"] == pytest.approx(0.3)  # across the boundary
+    with pytest.warns(RunWarning, match="at step 1 the H-O distance is 0.300 Å"):
+        assert check.check(positions, np.eye(3) * 6.0, step=1) == pytest.approx(0.3 / 0.95)

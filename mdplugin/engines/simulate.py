@@ -679,7 +679,11 @@ def summarize(
     drift = None
     if options.ensemble == "nve" and data and completed:  # never a drift of a broken run
         drift = energy_drift(data["Time (ps)"], data["Total Energy (kJ/mole)"], atoms)
-    energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    try:
+        state = simulation.context.getState(getEnergy=True)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    except openmm.OpenMMException:  # the model refuses the NaN positions of a run that blew up
+        energy = float("nan")
     notes = []
     if not data:
         notes.append("no state-data rows: fewer steps than --report-interval")
