@@ -76,6 +76,15 @@ def test_restart_refuses_a_checkpoint_of_another_run(tmp_path, extra, message):
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # nothing touched
 
 
+def test_a_checkpoint_without_its_run_record_continues_with_a_warning(tmp_path):
+    assert water_run(tmp_path / "water", steps="10").exit_code == 0
+    shutil.copy(tmp_path / "water.chk", tmp_path / "moved.chk")  # without water-run.json beside it
+    result = water_run(tmp_path / "water", "--restart", str(tmp_path / "moved.chk"), steps="5")
+    assert result.exit_code == 0, result.output
+    assert "moved-run.json is missing, so mdplugin cannot check that" in result.output
+    assert "ending at step 15" in result.output
+
+
 def dcd_frames(prefix: Path) -> tuple[np.ndarray, list[int]]:
     """Positions (nm) of every frame and the step of each, from the DCD header."""
     trajectory = mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb")
@@ -218,6 +227,7 @@ def test_close_contacts_outside_the_training_domain_are_flagged(tmp_path):
     assert result.exit_code != 0
     assert "the run was stopped (--domain-check stop)" in result.output
     assert json.loads((tmp_path / "stop-summary.json").read_text())["status"] == "failed"
+    assert list(read_state_data(tmp_path / "stop.csv")["Step"]) == [5]  # the row that shows it, then the stop
 
 
 def test_a_model_without_a_domain_record_skips_the_check_and_says_so(tmp_path):

@@ -26,6 +26,7 @@ from openmm import unit
 
 from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV
 
+GAS_CONSTANT_KJ_PER_MOL_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 GRAMS_PER_ML_PER_AMU_PER_NM3 = 1.66053906660e-3  # 1 amu / 1 nm³ in g/mL
 TEMPERATURE_RUNAWAY_FACTOR = 10.0  # a temperature above 10x the target (or the floor below) is a blow-up
 TEMPERATURE_RUNAWAY_FLOOR_K = 1000.0  # so that a run near 0 K is not stopped by its first hot step
@@ -63,6 +64,7 @@ class DomainCheck:
     closest_ratio: float | None = None  # the smallest ratio seen so far
     closest_pair: str | None = None
     warned: bool = False
+    stop_reason: str | None = None  # set (mode stop) when a pair came too close: the run must end
 
     def __post_init__(self):
         species = sorted({element for element in self.elements}, key=lambda element: element.atomic_number)
@@ -97,8 +99,9 @@ class DomainCheck:
         return {self._names[code]: float(shortest[code]) for code in np.flatnonzero(np.isfinite(shortest))}
 
     def check(self, positions: np.ndarray, box: np.ndarray | None, step: int) -> float:
-        """The smallest distance/training-minimum ratio now (NaN: no recorded pair within reach);
-        warns once, or raises RunFailed with mode stop, when a pair is closer than the tolerance."""
+        """The smallest distance/training-minimum ratio now (NaN: no recorded pair within reach).
+
+        When a pair is closer than the tolerance: warns once, or with mode stop sets `stop_reason`."""
         ratios = {
             pair: distance / self.shortest_training[pair]
             for pair, distance in self.shortest_distances(positions, box).items()
@@ -117,10 +120,11 @@ class DomainCheck:
                 f"({self.shortest_training[pair]:.3f} Å): the model is extrapolating"
             )
             if self.mode == "stop":
-                raise RunFailed(
+                self.stop_reason = (
                     f"{message}; the run was stopped (--domain-check stop). Use a smaller --timestep-fs or "
                     "--temperature-k, or a model trained on such close contacts"
                 )
+                return ratio
             if not self.warned:
                 self.warned = True
                 warnings.warn(f"{message}; its energies and forces there are not to be trusted", RunWarning, 2)
@@ -185,8 +189,7 @@ class StateReporter:
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         total = potential + kinetic
-        temperature = 2 * kinetic / (self.degrees_of_freedom * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
-            unit.kilojoule_per_mole / unit.kelvin))  # fmt: skip
+        temperature = 2 * kinetic / (self.degrees_of_freedom * GAS_CONSTANT_KJ_PER_MOL_K)
         wall, start_ps = self._clock
         elapsed = time.perf_counter() - wall
         speed = (time_ps - start_ps) * 1e-3 / elapsed * 86400.0 if elapsed > 0 else 0.0
@@ -204,6 +207,8 @@ class StateReporter:
         self._writer.writerow(row)
         self._file.flush()
         self.watch(step, total, temperature, finite)
+        if self.domain is not None and self.domain.stop_reason:
+            raise RunFailed(self.domain.stop_reason)
 
     def watch(self, step: int, total_kj: float, temperature_k: float, finite: bool) -> None:
         """Raise RunFailed when the run has blown up."""
