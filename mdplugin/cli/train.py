@@ -121,6 +121,17 @@ NON_NEGATIVE = click.FloatRange(min=0)
     "--shortest-period", default=2.0, type=POSITIVE, help="Å; the shortest period of the Fourier coordinate features."
 )
 @click.option(
+    "--interaction-range",
+    default=None,
+    type=POSITIVE,
+    help="Å. Train the local model: in every block, atoms attend only to atoms closer than this (periodic images "
+    "included), so an atom's energy depends on atoms within depth x range. Needed for periodic data and large "
+    "systems. Default: global attention (molecules only).",
+)
+@click.option(
+    "--displacement-features", default=16, type=click.IntRange(min=1), help="Local model: width of the learned encoding of r_j - r_i."
+)
+@click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
 )
 @click.option(

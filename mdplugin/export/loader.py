@@ -124,7 +124,7 @@ class Potential:
         try:
             if self.is_local:
                 box = torch.as_tensor(np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64))
-                flags = torch.as_tensor(np.zeros(3, bool) if pbc is None else np.broadcast_to(np.asarray(pbc, bool), 3))
+                flags = torch.as_tensor(np.zeros(3, bool) if pbc is None else np.array(np.broadcast_to(np.asarray(pbc, bool), 3)))
                 energy, forces, per_atom, virial = self.module(
                     positions, numbers, charge, multiplicity, box.to(self.device), flags.to(self.device)
                 )

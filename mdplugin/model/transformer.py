@@ -195,19 +195,25 @@ class NeighbourAttention(nn.Module):
 
     def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
         # x [M, width]; neighbors [M, K] token indices; attention_bias [M, K] log f_c (-inf: empty slot);
-        # displacement [M, K, F] encoded r_j - r_i
+        # displacement [M, K, F] encoded r_j - r_i. Products are elementwise over [M, K, H, .]: on a CPU,
+        # millions of tiny per-atom matrix products (einsum -> bmm) cost several times more.
         atoms, width = x.shape
+        slots = neighbors.size(1)
         head_width = width // self.heads
         q, k, v = self.qkv(x).view(atoms, 3, self.heads, head_width).unbind(1)  # [M, H, D] each
+        flat = neighbors.flatten()
+        keys = k.index_select(0, flat).view(atoms, slots, self.heads, head_width)
+        values = v.index_select(0, flat).view(atoms, slots, self.heads, head_width)
         key_geometry = self.key_displacement.weight.view(self.heads, head_width, -1)  # [H, D, F]
         value_geometry = self.value_displacement.weight.view(self.heads, head_width, -1)
         # q.(A phi) = (A^T q).phi: project each query once rather than every neighbour's displacement
-        logits = torch.einsum("mhd,mkhd->mhk", q, k[neighbors])
-        logits = logits + torch.einsum("mhf,mkf->mhk", torch.einsum("mhd,hdf->mhf", q, key_geometry), displacement)
-        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(1), dim=-1)  # [M, H, K]
-        y = torch.einsum("mhk,mkhd->mhd", weights, v[neighbors])
+        query_geometry = torch.einsum("mhd,hdf->mhf", q, key_geometry)
+        logits = (q.unsqueeze(1) * keys).sum(-1) + (query_geometry.unsqueeze(1) * displacement.unsqueeze(2)).sum(-1)
+        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(-1), dim=1)  # [M, K, H]
+        y = (weights.unsqueeze(-1) * values).sum(1)  # [M, H, D]
         # sum_j w_ij B phi_ij = B (sum_j w_ij phi_ij): pool the displacements first
-        y = y + torch.einsum("mhf,hdf->mhd", torch.einsum("mhk,mkf->mhf", weights, displacement), value_geometry)
+        pooled = (weights.unsqueeze(-1) * displacement.unsqueeze(2)).sum(1)  # [M, H, F]
+        y = y + torch.einsum("mhf,hdf->mhd", pooled, value_geometry)
         return self.out(y.reshape(atoms, width))
 
 
@@ -260,7 +266,7 @@ def neighbor_slots(
     occupied = torch.zeros(atoms, width, dtype=torch.bool, device=device)
     occupied[:, 0] = True
     occupied[centers, slot] = True
-    displacement = positions[index] - positions.unsqueeze(1) + shift_table
+    displacement = positions.index_select(0, index.flatten()).view(atoms, width, 3) - positions.unsqueeze(1) + shift_table
     bias = log_cutoff(displacement.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
     return index, displacement, bias
 

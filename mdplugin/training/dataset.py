@@ -21,6 +21,8 @@ class Structure:
     forces: np.ndarray  # [N, 3] eV/Å
     charge: int = 0
     multiplicity: int = 1
+    cell: np.ndarray | None = None  # [3, 3] Å, rows are lattice vectors; None: an isolated structure
+    pbc: np.ndarray | None = None  # [3] bool
 
 
 def read_structures(path: str | Path) -> list[Structure]:
@@ -55,6 +57,8 @@ def read_structures(path: str | Path) -> list[Structure]:
             forces=np.asarray(forces, dtype=np.float64),
             charge=int(atoms.info.get("charge", 0)),
             multiplicity=int(atoms.info.get("multiplicity", atoms.info.get("spin", 1))),
+            cell=np.asarray(atoms.cell.array, dtype=np.float64) if atoms.pbc.any() else None,
+            pbc=np.asarray(atoms.pbc, dtype=bool) if atoms.pbc.any() else None,
         )
         _check_finite(structure, path, index)
         structures.append(structure)
@@ -159,8 +163,12 @@ def collate(
     forces = torch.zeros(batch, atoms, 3, dtype=dtype)
     numbers = torch.zeros(batch, atoms, dtype=torch.long)
     mask = torch.zeros(batch, atoms, dtype=torch.bool)
+    cell = torch.zeros(batch, 3, 3, dtype=dtype)
+    pbc = torch.zeros(batch, 3, dtype=torch.bool)
     for i, s in enumerate(structures):
         n = len(s.atomic_numbers)
+        if s.cell is not None:
+            cell[i], pbc[i] = torch.from_numpy(s.cell), torch.from_numpy(s.pbc)
         positions[i, :n] = torch.from_numpy(s.positions)
         forces[i, :n] = torch.from_numpy(s.forces)
         numbers[i, :n] = torch.from_numpy(s.atomic_numbers)
@@ -174,6 +182,8 @@ def collate(
         "energy": torch.tensor([s.energy for s in structures], dtype=dtype),
         "forces": forces,
         "atom_count": mask.sum(1).to(dtype),
+        "cell": cell,  # zeros and pbc False for isolated structures
+        "pbc": pbc,
     }
 
 

@@ -68,6 +68,8 @@ class TrainingOptions:
     coordinate_range: float = 8.0
     coordinate_features: int = 48
     shortest_period: float = 2.0
+    interaction_range: float | None = None  # Å; None: global attention; R: the local model, attention within R
+    displacement_features: int = 16  # local model: width of the learned displacement encoding
     threads: int | None = None
     progress: bool = True
 
@@ -125,7 +127,9 @@ def random_rotations(count: int, generator: torch.Generator, dtype: torch.dtype)
 def energy_and_forces(model: TransformerPotential, batch: dict, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Total energies [B] and conservative forces [B, N, 3] = -dE/dx."""
     positions = batch["positions"].requires_grad_(True)
-    energy = model(positions, batch["species"], batch["mask"], batch["charge"], batch["multiplicity"]).sum(1)
+    energy = model(
+        positions, batch["species"], batch["mask"], batch["charge"], batch["multiplicity"], batch["cell"], batch["pbc"]
+    ).sum(1)
     (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
     return energy, -gradient
 
@@ -199,12 +203,20 @@ def train(
             ffn_multiplier=options.ffn_multiplier, coordinate_embedding=options.coordinate_embedding,
             coordinate_range=options.coordinate_range,
             shortest_period=options.shortest_period, coordinate_features=options.coordinate_features,
+            interaction_range=options.interaction_range, displacement_features=options.displacement_features,
         )  # fmt: skip
         model = TransformerPotential(config)
-        if options.attention_init == "distance":
+        if config.is_local:
+            pass  # no absolute coordinates to start from: the smooth cutoff already makes attention local
+        elif options.attention_init == "distance":
             init_distance_attention(model)
         elif options.attention_init != "random":
             raise ValueError(f"unknown attention_init {options.attention_init!r}; use distance or random")
+    if not model.config.is_local and any(s.cell is not None for s in training_set + validation_set):
+        raise ValueError(
+            "the data holds periodic structures (a cell with pbc), which a global-attention model cannot treat; "
+            "train a local model with --interaction-range (Å)"
+        )
     check_elements(training_set, model.config.elements, "the training data")
     check_elements(validation_set, model.config.elements, "the validation data")
     if not resume:
@@ -250,6 +262,7 @@ def train(
                 rotation = random_rotations(len(batch["energy"]), generator, batch["positions"].dtype)
                 batch["positions"] = batch["positions"] @ rotation
                 batch["forces"] = batch["forces"] @ rotation
+                batch["cell"] = batch["cell"] @ rotation  # rows are lattice vectors: they turn with the atoms
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, total_steps, options)
             # fused attention kernels have no double backward; the math kernel does
@@ -328,11 +341,8 @@ def train(
 
 
 def _diverged(cause: str, epoch: int, step: int, total_steps: int, options: TrainingOptions) -> TrainingDiverged:
-    kept = (
-        f"{options.output} keeps the last finite epoch"
-        if Path(options.output).is_file()
-        else f"no checkpoint was written to {options.output}"
-    )
+    # epochs before this one were saved (by this run or the one resumed); a diverged one never is
+    kept = f"{options.output} keeps epoch {epoch}, the last one" if epoch > 0 else f"{options.output} was not written"
     return TrainingDiverged(
         f"training diverged in epoch {epoch + 1}, step {step + 1}: {cause} "
         f"(learning rate {learning_rate_at(step, total_steps, options):.3g}). The learning rate is most likely "
