@@ -1,7 +1,9 @@
 """Regenerate the golden fixtures shared by the OpenMM, LAMMPS, ASE and C++ tests.
 
-A tiny model with fixed-seed random weights (elements H, C, N, O), exported in float64 and float32,
-three small structures, and the energies, forces and per-atom energies the Python model gives them.
+A tiny global model with fixed-seed random weights (elements H, C, N, O), exported in float64 and
+float32, three small molecules, and the energies, forces and per-atom energies the Python model gives
+them (expected.json); and a tiny local model (contract v2) with a periodic water box in a triclinic
+cell, its energy, forces, per-atom energies and virial (expected-local.json).
 Run from the repository root: python export/make_fixtures.py
 """
 
@@ -53,6 +55,55 @@ STRUCTURES = {
 }
 
 
+LOCAL_RANGE = 2.5  # Å per block; two blocks
+
+
+def water_box(seed: int = 5) -> Atoms:
+    """Twelve waters in a triclinic cell in OpenMM's and LAMMPS's reduced form (a along x, b in the xy plane)."""
+    rng = np.random.default_rng(seed)
+    cell = np.array([[7.4, 0.0, 0.0], [1.2, 7.1, 0.0], [-0.9, 1.1, 6.9]])
+    grid = np.array([[i, j, k] for i in range(3) for j in range(2) for k in range(2)]) / [3, 2, 2] + 0.1
+    oxygens = (grid + rng.normal(0, 0.02, grid.shape)) @ cell
+    symbols, positions = [], []
+    for oxygen in oxygens:
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        hydrogens = oxygen + np.array([[0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0]]) @ rotation.T
+        symbols += ["O", "H", "H"]
+        positions += [oxygen, *hydrogens]
+    return Atoms(symbols, positions=positions, cell=cell, pbc=True)
+
+
+def write_local_fixtures(provenance: dict) -> None:
+    torch.manual_seed(4321)
+    config = ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, interaction_range=LOCAL_RANGE)
+    model = TransformerPotential(config)
+    with torch.no_grad():
+        model.energy_scale.fill_(5.0)
+        model.reference_energies.copy_(torch.tensor([-10.7, -48.8, -71.0, -102.6]))
+    checkpoint = HERE / "tiny-local.pt"
+    save_checkpoint(build_checkpoint(model, provenance, {"history": []}), checkpoint)
+    for dtype in ("float64", "float32"):
+        export(checkpoint, HERE / f"tiny-local-{dtype}.pt", dtype=dtype, overwrite=True)
+    reference = Potential.load(checkpoint, dtype="float64")
+    atoms = water_box()
+    ase.io.write(HERE / "water-box.extxyz", atoms, format="extxyz")
+    result = reference.evaluate_atoms(atoms)
+    expected = {
+        "water-box": {
+            "symbols": atoms.get_chemical_symbols(),
+            "positions": atoms.positions.tolist(),
+            "cell": atoms.cell.array.tolist(),
+            "pbc": [True, True, True],
+            "energy": result.energy,
+            "forces": result.forces.tolist(),
+            "per_atom_energy": result.per_atom_energy.tolist(),
+            "virial": result.virial.tolist(),
+        }
+    }
+    assert np.all(np.isfinite(result.forces))
+    (HERE / "expected-local.json").write_text(json.dumps(expected, indent=1))
+
+
 def main() -> None:
     torch.manual_seed(1234)
     config = ModelConfig(
@@ -82,6 +133,7 @@ def main() -> None:
         }
         assert np.all(np.isfinite(result.forces))
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1))
+    write_local_fixtures(provenance)
     print(f"wrote fixtures to {HERE}")
 
 

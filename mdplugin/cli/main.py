@@ -72,21 +72,39 @@ def info(model_file, as_json) -> None:
 @main.command()
 @click.argument("model_file", type=click.Path(dir_okay=False))
 @click.argument("structure", type=click.Path(exists=True, dir_okay=False))
-@click.option("--charge", default=0, help="Total charge of the structure.")
-@click.option("--multiplicity", default=1, help="Spin multiplicity of the structure.")
+@click.option("--charge", default=None, type=int, help="Total charge [default: the file's info, or 0].")
+@click.option("--multiplicity", default=None, type=int, help="Spin multiplicity [default: the file's info, or 1].")
 def evaluate(model_file, structure, charge, multiplicity) -> None:
-    """Print the energy (eV) and forces (eV/Å) of a STRUCTURE file (XYZ, PDB, ...) under a model."""
+    """Print the energy (eV), forces (eV/Å) and, for a periodic cell, the stress of a STRUCTURE file.
+
+    A PDB with a CRYST1 line or an extxyz with a cell is periodic: a local model treats it, a global
+    model refuses it.
+    """
     import ase.io
 
     import mdplugin
 
     try:
         potential = mdplugin.load(model_file)
-        atoms = ase.io.read(structure)
-        result = potential(atoms.positions, atoms.numbers, charge, multiplicity)
+        try:
+            atoms = ase.io.read(structure)
+        except Exception as error:  # ase raises many kinds for a file it cannot parse
+            raise ValueError(f"cannot read {structure} as a structure ({error}); use PDB or XYZ/extxyz") from None
+        if len(atoms) == 0:
+            raise ValueError(f"{structure} holds no atoms")
+        if charge is not None:
+            atoms.info["charge"] = charge
+        if multiplicity is not None:
+            atoms.info["multiplicity"] = multiplicity
+        result = potential.evaluate_atoms(atoms)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"energy: {result.energy:.6f} eV ({len(atoms)} atoms)")
+    periodic = "periodic cell" if atoms.pbc.any() else "no cell"
+    click.echo(f"energy: {result.energy:.6f} eV ({len(atoms)} atoms, {periodic})")
+    if result.virial is not None and atoms.pbc.all():
+        stress = -0.5 * (result.virial + result.virial.T) / atoms.get_volume() * 160.21766208  # eV/Å^3 -> GPa
+        click.echo(f"pressure (virial part): {-stress.trace() / 3:.6f} GPa")
+        click.echo("stress (GPa): " + " ".join(f"{value:.6f}" for value in stress.flatten()))
     click.echo("forces (eV/Å):")
     for symbol, force in zip(atoms.get_chemical_symbols(), result.forces):
         click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")

@@ -10,13 +10,14 @@ from mdplugin.export.loader import Potential
 
 
 class TransformerCalculator(Calculator):
-    """Energy (eV), forces (eV/Å) and per-atom energies from an mdplugin model.
+    """Energy (eV), forces (eV/Å), per-atom energies and, for a local model in a periodic cell, stress (eV/Å³).
 
     Charge and multiplicity come from `atoms.info` ("charge", "multiplicity") when present, else from
-    the constructor. Periodic cells are refused: the model has global attention and no cutoff.
+    the constructor. A global-attention model refuses periodic cells; a local model treats any cell
+    and pbc, and leaves out the stress of a structure without a periodic cell.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
 
     def __init__(
         self, model: str | Path | Potential, charge: int = 0, multiplicity: int = 1, device: str = "cpu", **kwargs
@@ -25,19 +26,36 @@ class TransformerCalculator(Calculator):
         self.potential = model if isinstance(model, Potential) else Potential.load(model, device=device)
         self.charge = charge
         self.multiplicity = multiplicity
+        self._state: tuple = ()
+
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        # ASE compares positions, numbers, cell, pbc and its own fields, but not atoms.info: a changed
+        # charge or multiplicity must not return the cached result of the old one
+        changes = super().check_state(atoms, tol)
+        if self._system_state(atoms) != self._state:
+            changes.append("info")
+        return changes
+
+    def _system_state(self, atoms) -> tuple:
+        return (atoms.info.get("charge", self.charge), atoms.info.get("multiplicity", self.multiplicity))
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        if self.atoms.pbc.any():
+        periodic = bool(self.atoms.pbc.any())
+        if periodic and not self.potential.is_local:
             raise ValueError(
                 "this model has global attention and no interaction range, so it cannot treat a periodic cell; "
-                "set atoms.pbc = False for a molecule or cluster"
+                "set atoms.pbc = False for a molecule or cluster, or use a local model (mdplugin train --interaction-range)"
             )
+        self._state = self._system_state(self.atoms)
+        charge, multiplicity = self._state
         result = self.potential(
             self.atoms.positions,
             self.atoms.numbers,
-            self.atoms.info.get("charge", self.charge),
-            self.atoms.info.get("multiplicity", self.multiplicity),
+            charge,
+            multiplicity,
+            self.atoms.cell.array if periodic else None,
+            self.atoms.pbc if periodic else None,
         )
         self.results = {
             "energy": result.energy,
@@ -45,3 +63,10 @@ class TransformerCalculator(Calculator):
             "forces": result.forces,
             "energies": result.per_atom_energy,
         }
+        if periodic and result.virial is not None and self.atoms.pbc.all():
+            # ASE's stress is (1/V) dE/dstrain = -virial / V, in Voigt order xx yy zz yz xz xy; the model is
+            # rotation invariant only approximately, so its virial is symmetrised (a symmetric strain's response)
+            stress = -0.5 * (result.virial + result.virial.T) / self.atoms.get_volume()
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+        elif "stress" in properties:
+            raise ValueError("stress needs a local model and a cell periodic in all three directions")
