@@ -245,6 +245,11 @@ inline std::pair<torch::jit::Module, Metadata> load_export(const std::string &pa
     failure = readable_error(exception);
     if (failure.find("INTERNAL ASSERT") != std::string::npos)
       failure = "its pickled contents are not a TorchScript module";
+    if (failure.find("torch.classes.vesin") != std::string::npos)
+      throw ExportError("'" + path + "' is a local export whose forward() calls vesin-torch's "
+                        "neighbour list, and this program was built without vesin-torch: "
+                        "pip install vesin-torch (the build for this torch) and rebuild it "
+                        "(mdplugin lammps build --force)");
   }
   if (failed)
     throw ExportError("'" + path + "' is not a valid TorchScript export" +

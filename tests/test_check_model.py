@@ -11,6 +11,9 @@ import torch
 from export_files import Payload, swapped_symbols, with_pickle
 
 from mdplugin.engines.lammps_plugin import build_plugin, checker_path
+from mdplugin.export.exporter import export
+from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
+from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
 FIXTURES = Path(__file__).resolve().parent.parent / "export" / "fixtures"
 STRUCTURES = ["water", "methanol", "methylamine-water"]
@@ -133,3 +136,26 @@ def test_a_pickle_of_another_object_is_refused_not_asserted(checker, tmp_path):
     assert result.returncode == 1
     assert "is not a valid TorchScript export (its pickled contents are not a TorchScript module)" in result.stderr
     assert "INTERNAL ASSERT" not in result.stderr
+
+
+def test_a_local_export_is_evaluated_as_an_isolated_structure(checker, tmp_path):
+    """Contract v2: the checker links vesin-torch, which the local export's forward() calls, and passes
+    no cell, so the numbers are those of Python's forward without a cell."""
+    import vesin_torch  # noqa: F401 - torch.jit.load of a local export needs its neighbour list class
+
+    torch.manual_seed(5)
+    model = TransformerPotential(ModelConfig(elements=[1, 6, 7, 8], width=16, depth=2, heads=2, interaction_range=2.0))
+    model.energy_scale.fill_(2.0)
+    save_checkpoint(build_checkpoint(model, {"date": "test", "data_sha256": {}}, {}), tmp_path / "local.pt")
+    path = export(tmp_path / "local.pt", tmp_path / "local-export.pt", dtype="float64")
+    result = run_checker(checker, path, FIXTURES / "methylamine-water.xyz")
+    assert result.returncode == 0, result.stderr
+    parsed = parse(result.stdout)
+    assert parsed["metadata"]["model_kind"] == "local" and parsed["metadata"]["format_version"] == "2"
+    structure = [line.split() for line in (FIXTURES / "methylamine-water.xyz").read_text().splitlines()[2:]]
+    positions = torch.tensor([[float(v) for v in row[1:4]] for row in structure], dtype=torch.float64)
+    numbers = torch.tensor([{"H": 1, "C": 6, "N": 7, "O": 8}[row[0]] for row in structure])
+    energy, forces, _, _ = torch.jit.load(str(path))(positions, numbers, 0, 1, None, None)
+    # the same float64 graph in libtorch and in Python
+    assert parsed["energy"] == pytest.approx(float(energy.detach()), rel=1e-12)
+    np.testing.assert_allclose(parsed["forces"], forces.detach().numpy(), rtol=0, atol=1e-12)
