@@ -15,7 +15,7 @@ from conftest import write_toy_data
 from mdplugin.cli.main import main
 from mdplugin.elements import symbols
 from mdplugin.export.info import describe
-from mdplugin.model.checkpoint import CheckpointError, load_model, read_checkpoint
+from mdplugin.model.checkpoint import CheckpointError, build_checkpoint, load_model, read_checkpoint, save_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
 from mdplugin.training.dataset import Structure, read_structures, split, training_domain
 from mdplugin.training.train import TrainingOptions, evaluate, train
@@ -210,3 +210,36 @@ def test_info_shows_the_domain_and_the_limits_of_global_attention(tmp_path, toy_
     torch.save(checkpoint, old)
     load_model(old)
     assert describe(old)["domain"].startswith("not recorded")
+
+
+def test_info_shows_the_domain_an_export_carries(tmp_path, toy_data):
+    options = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "model.pt"), epochs=1, **TINY)
+    train(options)
+    exported = tmp_path / "model-export.pt"
+    assert CliRunner().invoke(main, ["export", options.output, "-o", str(exported)]).exit_code == 0
+    summary = describe(exported)
+    recorded = read_checkpoint(options.output)["domain"]["shortest_distance"]
+    assert summary["domain"]["shortest_distance"] == {pair: round(d, 3) for pair, d in recorded.items()}
+    assert "not size-extensive" in summary["limits"]
+
+
+def test_info_does_not_warn_about_a_local_model(tmp_path):
+    local = TransformerPotential(ModelConfig(elements=[1, 8], width=16, depth=1, heads=2, interaction_range=3.0))
+    path = tmp_path / "local.pt"
+    save_checkpoint(build_checkpoint(local, provenance={}, training={}), path)
+    assert "limits" not in describe(path)  # a finite interaction range is size-extensive
+
+
+def test_training_domain_of_a_periodic_cell_sees_across_its_faces():
+    # O near one face and H near the opposite one: 2.8 Å apart in the cell, 0.2 Å through the face;
+    # each atom also meets its own image one 3 Å cell length away
+    cell = Structure(
+        positions=np.array([[0.1, 1.0, 1.0], [2.9, 1.0, 1.0]]),
+        atomic_numbers=np.array([8, 1]),
+        energy=0.0,
+        forces=np.zeros((2, 3)),
+        cell=3.0 * np.eye(3),
+        pbc=np.array([True, True, True]),
+    )
+    distances = training_domain([cell])["shortest_distance"]
+    assert distances == pytest.approx({"H-H": 3.0, "H-O": 0.2, "O-O": 3.0})

@@ -54,6 +54,17 @@ def test_a_diverging_run_names_the_learning_rate_and_writes_no_checkpoint(tmp_pa
     assert not output.exists()
 
 
+def test_a_run_that_diverges_after_a_good_epoch_keeps_that_epoch(tmp_path, small_data):
+    output = tmp_path / "model.pt"
+    common = dict(train_files=[str(small_data)], output=str(output), **TINY)
+    train(TrainingOptions(epochs=1, **common))
+    with pytest.raises(TrainingDiverged, match="keeps epoch 1, the last one"):
+        train(TrainingOptions(epochs=2, learning_rate=100.0, **common), resume=True)
+    checkpoint = read_checkpoint(output)
+    assert len(checkpoint["training"]["history"]) == 1
+    assert all(torch.isfinite(weight).all() for weight in checkpoint["state_dict"].values())
+
+
 def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path):
     model = TransformerPotential(ModelConfig(elements=[1, 8], width=16, depth=1, heads=2))
     with torch.no_grad():

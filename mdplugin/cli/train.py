@@ -129,7 +129,10 @@ NON_NEGATIVE = click.FloatRange(min=0)
     "systems. Default: global attention (molecules only).",
 )
 @click.option(
-    "--displacement-features", default=16, type=click.IntRange(min=1), help="Local model: width of the learned encoding of r_j - r_i."
+    "--displacement-features",
+    default=16,
+    type=click.IntRange(min=1),
+    help="Local model: width of the learned encoding of r_j - r_i.",
 )
 @click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+DOMAIN_CUTOFF = 6.0  # Å; in a periodic cell, element pairs never closer than this are not recorded
+
 
 @dataclass
 class Structure:
@@ -72,6 +74,8 @@ def _check_finite(structure: Structure, path: Path, index: int) -> None:
     problems = []
     if not np.isfinite(structure.energy):
         problems.append(f"the energy is {structure.energy}")
+    if structure.cell is not None and not np.isfinite(structure.cell).all():
+        problems.append("the cell is not finite")
     for name, values in (("forces", structure.forces), ("positions", structure.positions)):
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
@@ -99,10 +103,7 @@ def training_domain(structures: list[Structure]) -> dict:
     count = len(elements)
     shortest = np.full(count * count, np.inf)
     for s in structures:
-        if len(s.atomic_numbers) < 2:
-            continue
-        first, second = np.triu_indices(len(s.atomic_numbers), k=1)
-        distances = np.linalg.norm(s.positions[first] - s.positions[second], axis=1)
+        first, second, distances = _pairs(s)
         species = index[s.atomic_numbers]
         low = np.minimum(species[first], species[second])
         high = np.maximum(species[first], species[second])
@@ -118,6 +119,23 @@ def training_domain(structures: list[Structure]) -> dict:
         "charges": sorted({int(s.charge) for s in structures}),
         "multiplicities": sorted({int(s.multiplicity) for s in structures}),
     }
+
+
+def _pairs(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Atom indices and distances (Å) of every pair: all pairs of an isolated structure; of a periodic
+    one, the pairs closer than DOMAIN_CUTOFF, periodic images (and an atom's own images) included."""
+    if structure.cell is None:
+        first, second = np.triu_indices(len(structure.atomic_numbers), k=1)
+        return first, second, np.linalg.norm(structure.positions[first] - structure.positions[second], axis=1)
+    from vesin_torch import NeighborList
+
+    first, second, distances = NeighborList(cutoff=DOMAIN_CUTOFF, full_list=False).compute(
+        torch.from_numpy(structure.positions),
+        torch.from_numpy(structure.cell),
+        periodic=torch.from_numpy(structure.pbc),
+        quantities="ijd",
+    )
+    return first.numpy(), second.numpy(), distances.numpy()
 
 
 def file_sha256(path: str | Path) -> str:
