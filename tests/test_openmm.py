@@ -329,8 +329,10 @@ def test_a_missing_model_file_is_a_clear_error(tmp_path):
         MLPotential("transformer", modelPath=str(tmp_path / "missing.pt"))
 
 
-def test_a_periodic_box_with_a_global_attention_model_is_refused(mixed_setup):
-    """Global attention has no notion of periodic images; a box must be an error, not a wrong answer."""
+def test_a_global_attention_model_for_a_whole_periodic_system_is_refused(mixed_setup):
+    """Global attention has no notion of periodic images: computing a whole periodic box (all atoms, or
+    createMixedSystem given every atom) must be an error, not a wrong answer. A part of it (ML/MM) is
+    allowed: tests/test_mlmm.py."""
     from openmmml import MLPotential
 
     topology = molecule_topology(["O", "H", "H"])
@@ -342,9 +344,12 @@ def test_a_periodic_box_with_a_global_attention_model_is_refused(mixed_setup):
     mixed_topology = copy.deepcopy(mixed_topology)
     mixed_topology.setPeriodicBoxVectors(np.eye(3) * 3.0 * unit.nanometer)
     box_system = forcefield.createSystem(mixed_topology, nonbondedMethod=app.PME, nonbondedCutoff=1.0 * unit.nanometer)
+    every_atom = range(mixed_topology.getNumAtoms())
+    with pytest.raises(ValueError, match="periodic.*global attention.*cannot compute the whole periodic system"):
+        MLPotential("transformer", modelPath=str(FLOAT64)).createMixedSystem(mixed_topology, box_system, every_atom)
     water = [atom.index for atom in mixed_topology.atoms() if atom.residue.name == "HOH"]
-    with pytest.raises(ValueError, match="periodic.*global attention"):
-        MLPotential("transformer", modelPath=str(FLOAT64)).createMixedSystem(mixed_topology, box_system, water)
+    mixed = MLPotential("transformer", modelPath=str(FLOAT64)).createMixedSystem(mixed_topology, box_system, water)
+    assert mixed.usesPeriodicBoundaryConditions()
 
 
 def test_an_unknown_platform_is_a_clear_error():

@@ -3,6 +3,10 @@
 OpenMM hands the force every particle's position in nm (float64 on Reference and CPU, float32 on
 CUDA in single or mixed precision) and wants kJ/mol and kJ/mol/nm back. A small scripted wrapper
 selects the model's atoms, converts units and calls the export; the other particles get zero force.
+
+In a periodic System a global (molecular) model computes only a subset: whole molecules (ML/MM). OpenMM
+hands over unwrapped positions in which a molecule may straddle the box, so the wrapper rebuilds each
+molecule whole with the minimum image before calling the model, and refuses one longer than half the box.
 """
 
 from __future__ import annotations
@@ -75,6 +79,69 @@ class LocalTorchForceModule(TorchForceModule):
         return energy.detach().to(positions.device) * self.energy_unit, all_forces
 
 
+def minimum_image(displacements: Tensor, box: Tensor) -> Tensor:
+    """Displacements [N, 3] reduced to their minimum image in OpenMM's reduced triclinic box (rows are
+    vectors; a along x, b in the xy plane): subtract c, then b, then a."""
+    for axis in [2, 1, 0]:
+        displacements = displacements - torch.round(displacements[:, axis : axis + 1] / box[axis, axis]) * box[axis]
+    return displacements
+
+
+def one_decimal(value: float) -> str:
+    """`f"{value:.1f}"` for TorchScript, whose format strings know only {} (non-negative values)."""
+    tenths = int(round(value * 10.0))
+    return f"{tenths // 10}.{tenths % 10}"
+
+
+class MoleculesTorchForceModule(TorchForceModule):
+    """Global model on whole molecules of a periodic System: positions [N_particles, 3] and box [3, 3]
+    (nm, rows are vectors) -> (energy kJ/mol, forces kJ/mol/nm).
+
+    Each molecule is rebuilt around its anchor atom (a central atom) with the minimum image, and the
+    molecules around the first one, so the model sees the ML region as one whole cluster. Shifting atoms
+    by box vectors leaves the forces unchanged. A molecule whose longest internal distance, as rebuilt, is
+    more than half the shortest box width is refused: there the minimum image is ambiguous (and a wrong
+    image shows up as exactly such a distance)."""
+
+    def __init__(
+        self,
+        model: torch.jit.ScriptModule,
+        atomic_numbers: Tensor,
+        indices: Tensor,
+        charge: int,
+        multiplicity: int,
+        anchors: Tensor,
+        molecules: Tensor,
+    ):
+        super().__init__(model, atomic_numbers, indices, charge, multiplicity)
+        self.register_buffer("anchors", anchors)  # per model atom: the model-order index of its molecule's anchor
+        self.register_buffer("same_molecule", molecules[:, None] == molecules[None, :])
+
+    def forward(self, positions: Tensor, box: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        device = self.indices.device
+        selected = positions.to(device).index_select(0, self.indices) * self.angstrom_per_nm
+        cell = box.to(device=device, dtype=selected.dtype) * self.angstrom_per_nm
+        anchors = selected.index_select(0, self.anchors)
+        whole = selected[0] + minimum_image(anchors - selected[0], cell) + minimum_image(selected - anchors, cell)
+        self.check_whole(whole, cell)
+        energy, forces, _ = self.model(whole, self.atomic_numbers, self.charge, self.multiplicity)
+        all_forces = torch.zeros_like(positions)
+        all_forces.index_copy_(0, self.indices.to(positions.device), forces.to(positions.device) * self.force_unit)
+        return energy.detach().to(positions.device) * self.energy_unit, all_forces
+
+    def check_whole(self, whole: Tensor, cell: Tensor) -> None:
+        half_width = 0.5 * float(torch.diagonal(cell).min())
+        distances = torch.cdist(whole.detach(), whole.detach())
+        longest = float(torch.where(self.same_molecule, distances, torch.zeros_like(distances)).max())
+        if longest > half_width:
+            raise ValueError(
+                f"a molecule of the ML region spans {one_decimal(longest)} Å, more than half the shortest periodic box width "
+                f"({one_decimal(half_width)} Å): the model sees each molecule whole, rebuilt with the minimum image, which needs "
+                "molecules smaller than half the box; use a larger box (more solvent padding) or a smaller "
+                "ML region"
+            )
+
+
 def import_openmmtorch():
     """openmmtorch, with its OpenMM kernels registered even if openmm was imported before torch.
 
@@ -108,16 +175,21 @@ def uses_periodic_box(topology: openmm.app.Topology, system: openmm.System | Non
     )
 
 
-def check_periodic(metadata: dict, periodic: bool) -> None:
-    """A model that cannot see periodic images must not silently run in a periodic box."""
+def check_periodic(metadata: dict, periodic: bool, whole_system: bool = True) -> None:
+    """A model that cannot see periodic images must not silently run in a periodic box: a global model
+    may compute only a part of it (whole molecules, ML/MM), never the whole periodic system."""
     if not periodic:
         return
     if metadata.get("model_kind", "global") != "local":
-        raise ValueError(
-            "the system is periodic, but the model uses global attention (interaction_range: none) and "
-            "cannot see periodic images; simulate the molecule without a periodic box (no CRYST1 line or "
-            "box vectors, NoCutoff) or use a model with a finite interaction range"
-        )
+        if whole_system:
+            raise ValueError(
+                "the system is periodic, but the model uses global attention (interaction_range: none) and "
+                "cannot see periodic images, so it cannot compute the whole periodic system; simulate the "
+                "molecule without a periodic box (no CRYST1 line or box vectors, NoCutoff), compute only the "
+                "molecule with the model and its surroundings with a force field (ML/MM: createMixedSystem, "
+                "or mdplugin run --ml-residues), or use a model with a finite interaction range"
+            )
+        return
     if not metadata.get("periodic", False):
         raise ValueError("the system is periodic, but the export takes no box vectors; simulate without a periodic box")
 
@@ -176,18 +248,31 @@ def create_torch_force(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module, metadata = load_model_file(model_path, dtype, device)
     periodic = uses_periodic_box(topology, system)
-    check_periodic(metadata, periodic)
-    atoms = selected_atoms(atoms, topology.getNumAtoms())
+    particles = system.getNumParticles() if system is not None else topology.getNumAtoms()
+    atoms = selected_atoms(atoms, max(particles, topology.getNumAtoms()))
+    check_periodic(metadata, periodic, whole_system=len(atoms) >= particles)
     check_system_state(metadata, charge, multiplicity)
     numbers = model_atomic_numbers(topology, atoms, metadata)
     local = metadata.get("model_kind") == "local"
-    wrapper = (LocalTorchForceModule if local else TorchForceModule)(
+    arguments = (
         module,
         torch.tensor(numbers, dtype=torch.long, device=device),
         torch.tensor(atoms, dtype=torch.long, device=device),
         int(charge),
         int(multiplicity),
     )
+    if local:
+        wrapper = LocalTorchForceModule(*arguments)
+    elif periodic:
+        molecules = ml_molecules(topology, atoms, system)
+        anchors, labels = molecule_anchors(molecules, atoms)
+        wrapper = MoleculesTorchForceModule(
+            *arguments,
+            torch.tensor(anchors, dtype=torch.long, device=device),
+            torch.tensor(labels, dtype=torch.long, device=device),
+        )
+    else:
+        wrapper = TorchForceModule(*arguments)
     scripted = torch.jit.script(wrapper)
     if module_path is None:
         force = torch_force(scripted)
@@ -195,7 +280,98 @@ def create_torch_force(
         scripted.save(str(module_path))
         force = torch_force(str(module_path))
     force.setOutputsForces(True)  # forces come from autograd inside the export, not a second backward
-    force.setUsesPeriodicBoundaryConditions(local and periodic)  # the box becomes the module's second input
+    force.setUsesPeriodicBoundaryConditions(periodic)  # the box becomes the module's second input
+    return force
+
+
+def ml_molecules(
+    topology: openmm.app.Topology, atoms: list[int], system: openmm.System | None = None
+) -> list[list[int]]:
+    """The ML atoms grouped into molecules (connected by the topology's bonds among them; a virtual site,
+    such as openmm-ml's link-atom cap, joins its first parent), each with its anchor first: a graph
+    centre (fewest bonds to its farthest atom), so that the molecule is rebuilt from its middle.
+
+    A residue whose ML atoms fall into several molecules means missing bonds: an error, since each
+    piece would be rebuilt whole on its own."""
+    selected = set(atoms)
+    neighbours: dict[int, set[int]] = {atom: set() for atom in atoms}
+    for bond in topology.bonds():
+        first, second = bond.atom1.index, bond.atom2.index
+        if first in selected and second in selected:
+            neighbours[first].add(second)
+            neighbours[second].add(first)
+    if system is not None:
+        for atom in atoms:
+            if atom < system.getNumParticles() and system.isVirtualSite(atom):
+                parent = system.getVirtualSite(atom).getParticle(0)
+                if parent in selected:
+                    neighbours[atom].add(parent)
+                    neighbours[parent].add(atom)
+    molecules, seen = [], set()
+    for atom in atoms:
+        if atom in seen:
+            continue
+        molecule, frontier = [], [atom]
+        seen.add(atom)
+        while frontier:
+            current = frontier.pop()
+            molecule.append(current)
+            for neighbour in neighbours[current] - seen:
+                seen.add(neighbour)
+                frontier.append(neighbour)
+        anchor = min(molecule, key=lambda atom: (_eccentricity(atom, neighbours), atom))
+        molecules.append([anchor, *sorted(set(molecule) - {anchor})])
+    topology_atoms = list(topology.atoms())
+    molecule_of = {atom: i for i, molecule in enumerate(molecules) for atom in molecule}
+    residues: dict[int, set[int]] = {}
+    for atom in atoms:
+        residues.setdefault(topology_atoms[atom].residue.index, set()).add(molecule_of[atom])
+    for index, found in residues.items():
+        if len(found) > 1:
+            residue = list(topology.residues())[index]
+            raise ValueError(
+                f"the ML atoms of residue {residue.name} {residue.id} are not bonded into one molecule (the "
+                f"topology has no bonds joining them, {len(found)} pieces): in a periodic box the model rebuilds "
+                "each molecule whole from its bonds; give a PDB with standard residue names or CONECT records "
+                "(or call topology.createStandardBonds()), and select whole molecules as the ML region"
+            )
+    return molecules
+
+
+def _eccentricity(atom: int, neighbours: dict[int, set[int]]) -> int:
+    """Bonds from `atom` to the farthest atom of its molecule (breadth-first search)."""
+    distance, frontier = {atom: 0}, [atom]
+    while frontier:
+        following = []
+        for current in frontier:
+            for neighbour in neighbours[current]:
+                if neighbour not in distance:
+                    distance[neighbour] = distance[current] + 1
+                    following.append(neighbour)
+        frontier = following
+    return max(distance.values())
+
+
+def molecule_anchors(molecules: list[list[int]], atoms: list[int]) -> tuple[list[int], list[int]]:
+    """Per ML atom (in model order): the model-order index of its molecule's anchor, and its molecule's number."""
+    position = {atom: i for i, atom in enumerate(atoms)}
+    anchors, labels = [0] * len(atoms), [0] * len(atoms)
+    for label, molecule in enumerate(molecules):
+        for atom in molecule:
+            anchors[position[atom]], labels[position[atom]] = position[molecule[0]], label
+    return anchors, labels
+
+
+def molecule_bonds_force(topology: openmm.app.Topology, atoms: Iterable[int]) -> openmm.CustomBondForce:
+    """A force of zero energy holding the bonds among `atoms`. Mechanical embedding removes the ML region's
+    bonded terms, and with them what tells OpenMM that its atoms form one molecule: without this, a
+    MonteCarloBarostat would scale each ML atom's position on its own and stretch the molecule."""
+    selected = set(atoms)
+    force = openmm.CustomBondForce("0")
+    force.setName("MLMoleculeBonds")
+    for bond in topology.bonds():
+        if bond.atom1.index in selected and bond.atom2.index in selected:
+            force.addBond(bond.atom1.index, bond.atom2.index, [])
     return force
 
 

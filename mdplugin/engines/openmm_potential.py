@@ -1,7 +1,9 @@
 """openmm-ml support: `MLPotential('transformer', modelPath='model.pt')`.
 
 Registered through the `openmmml.potentials` entry point, so `createSystem` and `createMixedSystem`
-(mechanical embedding) work once mdplugin is installed.
+(mechanical embedding) work once mdplugin is installed. In a periodic box (PME) a global model computes
+the ML molecules, each rebuilt whole with the minimum image; the force field computes everything else,
+ML-MM interactions included.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import openmm
 import openmm.app
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
-from mdplugin.engines.openmm_force import create_torch_force
+from mdplugin.engines.openmm_force import create_torch_force, molecule_bonds_force, uses_periodic_box
 
 PRECISIONS = {None: None, "single": "float32", "double": "float64"}
 
@@ -70,7 +72,14 @@ class TransformerPotentialImpl(MLPotentialImpl):
         )
         force.setForceGroup(forceGroup)
         system.addForce(force)
+        if uses_periodic_box(topology, system) and atoms is not None:
+            # mechanical embedding removed the ML bonds; keep the molecules whole under a barostat
+            bonds = molecule_bonds_force(topology, atoms)
+            if bonds.getNumBonds():
+                bonds.setForceGroup(forceGroup)
+                system.addForce(bonds)
 
     def getMLLongRange(self) -> bool:  # noqa: N802
-        # the model sees only the ML atoms' own coordinates, never periodic images (periodic boxes are refused)
+        # the model sees the ML molecules alone, never their periodic images: interactions between images
+        # are left to the force field's charges (mechanical embedding keeps them)
         return False
