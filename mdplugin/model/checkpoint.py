@@ -118,15 +118,22 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); was it written completely? Train or copy it again")
+    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: refuse before that
+        raise CheckpointError(
+            f"{path} is not an mdplugin checkpoint: it is an exported TorchScript model: use it with the engines, "
+            "not for training"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        hint = ""
-        if _is_torchscript(path):
-            hint = " It looks like an exported TorchScript model: use it with the engines, not for training."
-        raise CheckpointError(
-            f"{path} is not an mdplugin checkpoint (torch.load failed: {str(error).splitlines()[0]}).{hint}"
-        ) from None
+    except Exception:
+        # torch's message suggests weights_only=False, which would run pickled code: never show it
+        if _is_zip(path):
+            reason = "it holds Python objects beyond tensors and plain containers, which mdplugin never unpickles"
+        else:
+            reason = "it is not a file written by torch.save (not a zip archive)"
+        raise CheckpointError(f"{path} is not an mdplugin checkpoint: {reason}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is a torch file but not an mdplugin checkpoint (no '{CHECKPOINT_FORMAT}' format key)"
@@ -138,6 +145,12 @@ def read_checkpoint(path: str | Path) -> dict:
             "Use the mdplugin release that wrote it."
         )
     return checkpoint
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
 
 
 def _is_torchscript(path: Path) -> bool:
