@@ -166,3 +166,85 @@ def test_npt_of_a_periodic_box_with_a_local_model(tmp_path):
     assert np.allclose(density, 8 * water_grams_per_mole * 1.66054e-3 / volume, rtol=1e-4)
     trajectory = mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb")
     assert np.allclose(trajectory.unitcell_volumes, volume, rtol=1e-5)  # the DCD carries each frame's box
+
+
+DIPEPTIDE = str(Path(__file__).resolve().parents[1] / "examples" / "mlmm" / "alanine-dipeptide.pdb")
+
+
+def mlmm_run(structure: str, output: Path, *extra: str):
+    """A few steps of ML/MM with the random-weight fixture model: no minimisation (its random forces would
+    crumple the dipeptide), a 0.9 nm cutoff for the 2 nm box of 1 nm padding."""
+    return run(structure, "--model", MODEL, "-o", str(output), "--nonbonded-cutoff-nm", "0.9", "--steps", "10",
+               "--report-interval", "5", "--no-minimize", "--seed", "3", "--threads", "1", "--quiet", *extra)  # fmt: skip
+
+
+def test_mlmm_run_of_a_solvated_dipeptide(tmp_path):
+    """--solvate puts the PDB in TIP3P (amber14) and the model computes the dipeptide; NPT moves the box.
+    The solvated structure written beside the run is a periodic PDB from which --ml-residues and
+    --ml-atoms select the same 22 atoms."""
+    prefix = tmp_path / "solvated"
+    result = mlmm_run(DIPEPTIDE, prefix, "--solvate", "1.0", "--ensemble", "npt", "--barostat-interval", "2")
+    assert result.exit_code == 0, result.output
+    assert "of 721 atoms (22 by the model)" in result.output and "mean density" in result.output
+    assert "ML/MM: the model computes 22 atoms (the solute), amber14-all.xml, amber14/tip3p.xml the other 699" in (
+        result.output
+    )
+    summary = json.loads(Path(f"{prefix}-summary.json").read_text())
+    assert summary["atoms"] == 721 and summary["ml_atoms"] == 22
+    assert 0.85 < summary["mean_density_g_per_ml"] < 1.05  # the Modeller box of water with the dipeptide
+    trajectory = mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb")
+    assert trajectory.n_atoms == 721 and trajectory.unitcell_lengths is not None
+
+    for selection in (("--ml-residues", "ACE,ALA,NME"), ("--ml-atoms", "0-21"), ("--ml-residues", "A:1-3")):
+        output = tmp_path / selection[1].replace(":", "")
+        result = mlmm_run(f"{prefix}-topology.pdb", output, *selection)
+        assert result.exit_code == 0, result.output
+        assert "of 721 atoms (22 by the model)" in result.output
+        assert json.loads(Path(f"{output}-run.json").read_text())["ml_atoms"] == "0-21"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ("--ml-residues", "LIG"),
+            "--ml-residues: no residue is named or numbered 'LIG' in the structure (its residues: ACE, ALA, NME, HOH)",
+        ),
+        (("--ml-residues", "1-3"), "residue numbers 1-3 occur in chains A, B; name the chain, e.g. A:1-3"),
+        (("--ml-residues", "ALA", "--ml-atoms", "0-3"), "give one of them"),
+        (("--ml-atoms", "0-900"), "--ml-atoms: atom 721 is outside the structure's 721 atoms"),
+        (
+            ("--nonbonded-cutoff-nm", "1.2", "--ml-residues", "ACE,ALA,NME"),
+            "more than half the periodic box width (2.00 nm)",
+        ),
+        (("--forcefield", "nonexistent.xml", "--ml-atoms", "0-21"), "cannot load the force field nonexistent.xml"),
+        ((), "cannot compute the whole periodic system"),
+    ],
+    ids=[
+        "unknown-residue",
+        "ambiguous-number",
+        "two-selections",
+        "atom-outside",
+        "cutoff-too-long",
+        "missing-forcefield",
+        "no-selection",
+    ],
+)
+def test_mlmm_mistakes_are_clear_errors_before_anything_is_written(tmp_path, extra, message):
+    solvated = tmp_path / "box.pdb"
+    prefix = tmp_path / "first"
+    assert mlmm_run(DIPEPTIDE, prefix, "--solvate", "1.0", "--steps", "1").exit_code == 0
+    Path(f"{prefix}-topology.pdb").rename(solvated)
+    result = run(str(solvated), "--model", MODEL, "-o", str(tmp_path / "out"), "--steps", "5", "--threads", "1",
+                 "--quiet", *(extra if "--nonbonded-cutoff-nm" in extra else ("--nonbonded-cutoff-nm", "0.9", *extra)))  # fmt: skip
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_solvate_needs_residues_the_force_field_knows(tmp_path):
+    result = run(WATER.replace("water.xyz", "methanol.xyz"), "--model", MODEL, "-o", str(tmp_path / "out"),
+                 "--solvate", "1.0", "--quiet")  # fmt: skip
+    assert result.exit_code != 0
+    assert "cannot solvate" in result.output and "residues the force field knows" in result.output
+    assert not list(tmp_path.glob("out*"))

@@ -286,3 +286,18 @@ def test_the_domain_check_uses_the_minimum_image_in_a_periodic_box():
     assert periodic["H-O"] == pytest.approx(0.3)  # across the boundary
     with pytest.warns(RunWarning, match="at step 1 the H-O distance is 0.300 Å"):
         assert check.check(positions, np.eye(3) * 6.0, step=1) == pytest.approx(0.3 / 0.95)
+
+
+def test_the_domain_check_of_an_ml_mm_run_looks_at_the_model_atoms_only():
+    """ML/MM: a water the force field computes may come close to anything; only the model's atoms
+    (here the last three) are checked against its training distances."""
+    from openmm.app import Element
+
+    hydrogen, oxygen = Element.getBySymbol("H"), Element.getBySymbol("O")
+    positions = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [3.0, 0.0, 0.0], [3.96, 0.0, 0.0],
+                          [3.0, 0.96, 0.0]])  # fmt: skip
+    every_atom = DomainCheck({"H-O": 0.95}, [oxygen, hydrogen, hydrogen] * 2)
+    with pytest.warns(RunWarning, match="H-O distance is 0.500 Å"):
+        every_atom.check(positions, None, step=1)
+    model_atoms = DomainCheck({"H-O": 0.95}, [oxygen, hydrogen, hydrogen], atoms=[3, 4, 5])
+    assert model_atoms.check(positions, None, step=1) == pytest.approx(0.96 / 0.95)

@@ -9,6 +9,7 @@ TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
 PRECISIONS = ("single", "mixed", "double")
 ENSEMBLES = ("nvt", "nve", "npt")
 DOMAIN_CHECKS = ("warn", "stop", "off")
+DEFAULT_FORCEFIELD = ("amber14-all.xml", "amber14/tip3p.xml")
 
 
 @click.command(context_settings={"show_default": True})
@@ -120,11 +121,44 @@ DOMAIN_CHECKS = ("warn", "stop", "off")
     type=click.FloatRange(min=0, min_open=True),
     help="A pair closer than this x its shortest training distance is out of domain.",
 )
+@click.option(
+    "--ml-residues",
+    default=None,
+    help="ML/MM: the residues the model computes, by name or PDB number (e.g. ACE,ALA,NME or 1-3); an OpenMM "
+    "force field (--forcefield) computes the rest and the ML-MM interactions (mechanical embedding; PME in a "
+    "periodic box, where each ML molecule must be whole and shorter than half the box).",
+)
+@click.option(
+    "--ml-atoms", default=None, help="ML/MM: the atoms the model computes, 0-based indices and ranges (e.g. 0-21)."
+)
+@click.option(
+    "--solvate",
+    "solvate_nm",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="ML/MM: put the structure (a PDB the force field knows) in a box of water with this padding in nm "
+    "(OpenMM's Modeller; ions neutralise it); without --ml-residues/--ml-atoms the structure is the ML region.",
+)
+@click.option(
+    "--forcefield",
+    multiple=True,
+    default=DEFAULT_FORCEFIELD,
+    help="ML/MM: OpenMM force field files for the MM atoms (repeat the option for several).",
+)
+@click.option(
+    "--nonbonded-cutoff-nm",
+    default=1.0,
+    type=click.FloatRange(min=0, min_open=True),
+    help="ML/MM in a periodic box: PME direct-space and Lennard-Jones cutoff, nm.",
+)
 @click.option("--plot", is_flag=True, help="Also write PREFIX-energy.png and PREFIX-temperature.png.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite existing output files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(structure, quiet, **options) -> None:
+def run(structure, quiet, forcefield, **options) -> None:
     """Run molecular dynamics of STRUCTURE (a PDB or XYZ/extxyz file, or a SMILES string) with a model.
+
+    ML/MM (--ml-residues, --ml-atoms or --solvate): the model computes a molecule, an OpenMM force field
+    the solvent around it, e.g. `mdplugin run peptide.pdb -m model.pt --solvate 1.0 --ensemble npt`.
 
     The run stops with an error (and a summary marked failed) when it blows up: NaN or infinite
     energies or positions, a temperature above max(10 x --temperature-k, 1000 K), or in NVE a total
@@ -144,16 +178,19 @@ def run(structure, quiet, **options) -> None:
         warnings.simplefilter("always", RunWarning)
         warnings.showwarning = show
         try:
-            summary = simulate(RunOptions(structure=structure, progress=not quiet, **options))
+            summary = simulate(
+                RunOptions(structure=structure, progress=not quiet, forcefield=tuple(forcefield), **options)
+            )
         except RunFailed as error:
             raise click.ClickException(str(error)) from None
         except OpenMMException as error:
             raise click.ClickException(script_error_message(error)) from None
         except (ValueError, FileNotFoundError, FileExistsError) as error:
             raise click.ClickException(str(error)) from None
+    computed = f" ({summary.ml_atoms} by the model)" if summary.ml_atoms is not None else ""
     click.echo(
-        f"{summary.steps} steps ({summary.simulated_ps:.3f} ps) of {summary.atoms} atoms on {summary.platform}, "
-        f"ending at step {summary.final_step}"
+        f"{summary.steps} steps ({summary.simulated_ps:.3f} ps) of {summary.atoms} atoms{computed} on "
+        f"{summary.platform}, ending at step {summary.final_step}"
     )
     click.echo(f"speed: {summary.ns_per_day:.2f} ns/day ({summary.wall_seconds:.1f} s, {summary.threads} torch "
                f"thread{'s' if summary.threads > 1 else ''}: {summary.threads_reason})")  # fmt: skip

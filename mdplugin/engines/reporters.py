@@ -58,13 +58,14 @@ class DomainCheck:
     """Compare the shortest distance of each element pair with the shortest one seen in training."""
 
     shortest_training: dict[str, float]  # "H-C" -> Å
-    elements: list[app.Element]  # per atom
+    elements: list[app.Element]  # per atom checked
     mode: str = "warn"  # warn or stop
     tolerance: float = 0.9  # a pair closer than tolerance x its training minimum is out of domain
     closest_ratio: float | None = None  # the smallest ratio seen so far
     closest_pair: str | None = None
     warned: bool = False
     stop_reason: str | None = None  # set (mode stop) when a pair came too close: the run must end
+    atoms: list[int] | None = None  # the particles checked (ML/MM: the model's); None: all
 
     def __post_init__(self):
         species = sorted({element for element in self.elements}, key=lambda element: element.atomic_number)
@@ -102,6 +103,8 @@ class DomainCheck:
         """The smallest distance/training-minimum ratio now (NaN: no recorded pair within reach).
 
         When a pair is closer than the tolerance: warns once, or with mode stop sets `stop_reason`."""
+        if self.atoms is not None:
+            positions = positions[self.atoms]
         ratios = {
             pair: distance / self.shortest_training[pair]
             for pair, distance in self.shortest_distances(positions, box).items()

@@ -1,7 +1,8 @@
 """Molecular dynamics with a model in OpenMM: structure in, trajectory, energies and a summary out.
 
 `simulate(RunOptions(...))` reads a structure (PDB, XYZ/extxyz or a SMILES string), builds an all-ML
-System, minimises, draws velocities, runs NVT (Langevin middle), NVE (velocity Verlet) or NPT
+System (or, with `ml_residues`, `ml_atoms` or `solvate_nm`, an ML/MM System: the model for the ML
+region, an OpenMM force field for the rest, mechanical embedding, PME in a periodic box), minimises, draws velocities, runs NVT (Langevin middle), NVE (velocity Verlet) or NPT
 (Langevin middle + Monte Carlo barostat, periodic systems) and writes next to an output prefix:
 PREFIX.csv (state data), PREFIX.dcd|.xtc|.pdb (trajectory), PREFIX-topology.pdb (the starting
 structure, to read the trajectory with), PREFIX.chk (checkpoint), PREFIX-run.json (what the
@@ -57,6 +58,17 @@ MAX_TIMESTEP_FS = 10.0
 SAFE_TIMESTEP_FS = 2.0
 MAX_TEMPERATURE_K = 10_000.0  # above, molecules fall apart and no training set covers what follows
 DEFAULT_PREFIX = "md"  # inside a folder given as --output
+DEFAULT_FORCEFIELD = ("amber14-all.xml", "amber14/tip3p.xml")  # ML/MM: the rest of the system
+WATER_MODELS = (
+    "tip3pfb",
+    "tip4pfb",
+    "tip4pew",
+    "tip5p",
+    "spce",
+    "opc3",
+    "opc",
+    "tip3p",
+)  # --solvate: from --forcefield
 
 
 @dataclass
@@ -84,6 +96,11 @@ class RunOptions:
     threads: int | None = None  # CPU threads for torch; None: mdplugin.threads.choose_threads
     domain_check: str = "warn"  # warn, stop or off: pairs closer than in the model's training data
     domain_tolerance: float = 0.9  # out of domain: closer than this x the shortest training distance
+    ml_residues: str | None = None  # ML/MM: residues the model computes ("ACE,ALA,NME", "1-3"); the rest: forcefield
+    ml_atoms: str | None = None  # ML/MM: 0-based atom indices the model computes ("0-21")
+    solvate_nm: float | None = None  # ML/MM: add water (Modeller) this far around the structure; the structure is ML
+    forcefield: tuple[str, ...] = DEFAULT_FORCEFIELD  # ML/MM: OpenMM force field files for the MM atoms
+    nonbonded_cutoff_nm: float = 1.0  # ML/MM in a periodic box: PME direct-space and Lennard-Jones cutoff
     plot: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -111,6 +128,7 @@ class Summary:
     domain_check: str = ""  # what the out-of-domain check did
     closest_distance_ratio: float | None = None  # smallest (pair distance / training minimum) seen
     closest_pair: str | None = None
+    ml_atoms: int | None = None  # ML/MM: atoms the model computes (None: all of them)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # the files that exist
 
@@ -153,6 +171,14 @@ def check_options(options: RunOptions) -> None:
         raise ValueError(
             f"unknown trajectory format {options.trajectory_format!r}; use {', '.join(TRAJECTORY_FORMATS)}"
         )
+    if options.ml_residues is not None and options.ml_atoms is not None:
+        raise ValueError("--ml-residues and --ml-atoms both select the ML region; give one of them")
+    if options.solvate_nm is not None and options.solvate_nm <= 0:
+        raise ValueError(f"--solvate takes a padding in nm such as 1.0, got {options.solvate_nm:g}")
+    if options.nonbonded_cutoff_nm <= 0:
+        raise ValueError(f"--nonbonded-cutoff-nm must be positive (e.g. 1.0), got {options.nonbonded_cutoff_nm:g}")
+    if not options.forcefield:
+        raise ValueError("--forcefield names no file; give OpenMM force field files such as amber14-all.xml")
 
 
 def read_structure(structure: str, seed: int | None = None) -> tuple[app.Topology, unit.Quantity, int | None]:
@@ -285,19 +311,233 @@ def warn_outside_training_states(domain: dict | None, charge: int, multiplicity:
             )
 
 
-def domain_check(options: RunOptions, domain: dict | None, topology: app.Topology) -> tuple[DomainCheck | None, str]:
-    """The out-of-domain check this run does, and a line for the summary saying what it is."""
+def domain_check(
+    options: RunOptions, domain: dict | None, topology: app.Topology, atoms: list[int] | None = None
+) -> tuple[DomainCheck | None, str]:
+    """The out-of-domain check this run does (over the model's `atoms`, default all), and a line for the
+    summary saying what it is."""
     if options.domain_check == "off":
         return None, "off"
     shortest = (domain or {}).get("shortest_distance")
     if not shortest:
         return None, "skipped: the model records no training domain (made before mdplugin recorded one)"
-    elements = [atom.element for atom in topology.atoms()]
-    check = DomainCheck(dict(shortest), elements, options.domain_check, options.domain_tolerance)
+    every_atom = list(topology.atoms())
+    elements = [every_atom[i].element for i in atoms] if atoms is not None else [a.element for a in every_atom]
+    check = DomainCheck(dict(shortest), elements, options.domain_check, options.domain_tolerance, atoms=atoms)
     return (
         check,
         f"{options.domain_check}: pairs closer than {options.domain_tolerance:g} x their shortest training distance",
     )
+
+
+# ---------------------------------------------------------------------------------------------- ML/MM
+
+
+@dataclass
+class MLRegion:
+    """An ML/MM run: the atoms the model computes, and the force field for the others."""
+
+    atoms: list[int]
+    forcefield: app.ForceField
+    description: str  # for the summary: which residues or atoms
+
+
+def uses_mlmm(options: RunOptions) -> bool:
+    return options.ml_residues is not None or options.ml_atoms is not None or options.solvate_nm is not None
+
+
+def load_forcefield(files: tuple[str, ...]) -> app.ForceField:
+    try:
+        return app.ForceField(*files)
+    except Exception as error:  # ForceField raises ValueError, OSError or XML errors for a file it cannot use
+        raise ValueError(
+            f"cannot load the force field {', '.join(files)} ({error}); give OpenMM force field files (those "
+            "shipped with OpenMM, such as amber14-all.xml amber14/tip3p.xml, or a path to an XML file)"
+        ) from None
+
+
+def water_model(files: tuple[str, ...]) -> str:
+    """The water model --solvate adds: the one the force field files name (TIP3P when none does)."""
+    for name in WATER_MODELS:
+        if any(name in Path(file).name.lower().replace("-", "") for file in files):
+            return {"tip3pfb": "tip3p", "tip4pfb": "tip4pew", "opc3": "tip3p"}.get(name, name)
+    return "tip3p"
+
+
+def solvate(
+    topology: app.Topology, positions: unit.Quantity, forcefield: app.ForceField, options: RunOptions
+) -> tuple[app.Topology, unit.Quantity]:
+    """The structure in a box of water with `options.solvate_nm` of padding (ions neutralise it)."""
+    modeller = app.Modeller(topology, positions)
+    try:
+        modeller.addSolvent(
+            forcefield, model=water_model(options.forcefield), padding=options.solvate_nm * unit.nanometer
+        )
+    except Exception as error:  # e.g. "No template found for residue 1 (MOL)"
+        raise ValueError(
+            f"cannot solvate {options.structure} with {', '.join(options.forcefield)}: {error}. --solvate needs "
+            "a PDB whose residues the force field knows (standard names, hydrogens included)"
+        ) from None
+    return modeller.topology, modeller.positions
+
+
+def parse_indices(text: str, option: str) -> list[int]:
+    """'0-21,30' -> [0, ..., 21, 30]."""
+    indices = []
+    for token in (part.strip() for part in text.split(",")):
+        if not token:
+            continue
+        first, dash, last = token.partition("-")
+        try:
+            indices.extend(range(int(first), int(last) + 1) if dash else [int(token)])
+        except ValueError:
+            raise ValueError(f"{option}: {token!r} is not a number or a range such as 0-21") from None
+    if not indices:
+        raise ValueError(f"{option} selects nothing; give numbers or ranges such as 0-21")
+    return indices
+
+
+def select_residues(topology: app.Topology, text: str) -> list[int]:
+    """Atoms of the residues named (case-insensitive) or numbered in `text`: names, PDB residue numbers
+    and ranges, a number optionally after its chain ('ACE,ALA,NME', '1-3', 'A:1-3')."""
+    residues = list(topology.residues())
+    chosen: set[int] = set()
+    for token in (part.strip() for part in text.split(",")):
+        if not token:
+            continue
+        chain, _, numbers = token.rpartition(":")
+        if numbers.replace("-", "").isdigit():
+            wanted = set(parse_indices(numbers, "--ml-residues"))
+            matched = {
+                r.index: r.chain.id
+                for r in residues
+                if r.id.strip().isdigit() and int(r.id) in wanted and chain in ("", r.chain.id)
+            }
+            chains = sorted(set(matched.values()))
+            if len(chains) > 1:
+                raise ValueError(
+                    f"--ml-residues: residue numbers {numbers} occur in chains {', '.join(chains)}; name the chain, "
+                    f"e.g. {chains[0]}:{numbers}"
+                )
+        else:
+            matched = {r.index: r.chain.id for r in residues if r.name.upper() == token.upper()}
+        if not matched:
+            names = ", ".join(dict.fromkeys(f"{r.name}" for r in residues))
+            raise ValueError(
+                f"--ml-residues: no residue is named or numbered {token!r} in the structure (its residues: {names}); "
+                "give residue names or PDB residue numbers"
+            )
+        chosen |= set(matched)
+    if not chosen:
+        raise ValueError("--ml-residues selects nothing; give residue names or numbers such as ACE,ALA,NME or 1-3")
+    return [atom.index for atom in topology.atoms() if atom.residue.index in chosen]
+
+
+def ml_region(
+    options: RunOptions, topology: app.Topology, positions: unit.Quantity
+) -> tuple[app.Topology, unit.Quantity, MLRegion | None]:
+    """For ML/MM: the (solvated) structure and the ML region; for an all-ML run, the structure and None."""
+    if not uses_mlmm(options):
+        return topology, positions, None
+    forcefield = load_forcefield(tuple(options.forcefield))
+    solute = topology.getNumAtoms()
+    if options.solvate_nm is not None:
+        topology, positions = solvate(topology, positions, forcefield, options)
+    if options.ml_residues is not None:
+        atoms = select_residues(topology, options.ml_residues)
+        description = f"residues {options.ml_residues}"
+    elif options.ml_atoms is not None:
+        atoms = sorted(set(parse_indices(options.ml_atoms, "--ml-atoms")))
+        outside = [a for a in atoms if not 0 <= a < topology.getNumAtoms()]
+        if outside:
+            raise ValueError(
+                f"--ml-atoms: atom {outside[0]} is outside the structure's {topology.getNumAtoms()} atoms "
+                f"(0-based, 0..{topology.getNumAtoms() - 1})"
+            )
+        description = f"atoms {options.ml_atoms}"
+    else:
+        atoms = list(range(solute))  # --solvate alone: the structure given is the ML region
+        description = "the solute"
+    if len(atoms) == topology.getNumAtoms():
+        raise ValueError(
+            "the ML region is the whole system, so no atom is left for the force field; select part of it with "
+            "--ml-residues or --ml-atoms, or leave out the ML/MM options for an all-ML run"
+        )
+    return topology, positions, MLRegion(atoms, forcefield, description)
+
+
+def create_mm_system(region: MLRegion, topology: app.Topology, options: RunOptions) -> openmm.System:
+    """The force field's System for the whole structure: PME in a periodic box (else no cutoff), bonds
+    to hydrogen constrained and rigid water (mechanical embedding frees the ML region's constraints)."""
+    periodic = topology.getPeriodicBoxVectors() is not None
+    if periodic:
+        vectors = topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer)
+        width = min(vectors[0][0], vectors[1][1], vectors[2][2])
+        if options.nonbonded_cutoff_nm > 0.5 * width:
+            raise ValueError(
+                f"--nonbonded-cutoff-nm {options.nonbonded_cutoff_nm:g} is more than half the periodic box width "
+                f"({width:.2f} nm); use a larger box (more --solvate padding) or a shorter cutoff"
+            )
+    try:
+        return region.forcefield.createSystem(
+            topology,
+            nonbondedMethod=app.PME if periodic else app.NoCutoff,
+            nonbondedCutoff=options.nonbonded_cutoff_nm * unit.nanometer,
+            constraints=app.HBonds,
+            rigidWater=True,
+        )
+    except ValueError as error:  # e.g. "No template found for residue 1 (MOL)"
+        raise ValueError(
+            f"the force field {', '.join(options.forcefield)} cannot parameterise {options.structure}: {error}. "
+            "ML/MM needs a PDB whose MM residues the force field knows (standard names, hydrogens, CONECT "
+            "records for other molecules), or --forcefield files that cover them"
+        ) from None
+
+
+def ml_region_charge(mm_system: openmm.System, atoms: list[int]) -> int:
+    """The ML region's total charge as the force field sees it (its partial charges, rounded)."""
+    for force in mm_system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            total = sum(force.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in atoms)
+            return round(total)
+    return 0
+
+
+def create_mixed_system(
+    region: MLRegion,
+    mm_system: openmm.System,
+    topology: app.Topology,
+    charge: int,
+    options: RunOptions,
+    dtype: str,
+    device: str,
+) -> openmm.System:
+    """openmm-ml's mechanical embedding: the model for the ML region (each molecule rebuilt whole in a
+    periodic box), the force field for the rest and for ML-MM interactions."""
+    from openmmml import MLPotential
+
+    potential = MLPotential("transformer", modelPath=str(options.model))
+    return potential.createMixedSystem(
+        topology,
+        mm_system,
+        region.atoms,
+        charge=charge,
+        multiplicity=options.multiplicity,
+        precision="double" if dtype == "float64" else "single",
+        device=device,
+    )
+
+
+def atom_ranges(atoms: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts, start = [], None
+    for i, atom in enumerate(atoms):
+        if start is None:
+            start = atom
+        if i + 1 == len(atoms) or atoms[i + 1] != atom + 1:
+            parts.append(f"{start}" if start == atom else f"{start}-{atom}")
+            start = None
+    return ",".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -400,7 +640,7 @@ def check_outputs(options: RunOptions, paths: dict[str, Path]) -> None:
 # ---------------------------------------------------------------------------------------------- restart
 
 
-def run_record(options: RunOptions, topology: app.Topology, charge: int) -> dict:
+def run_record(options: RunOptions, topology: app.Topology, charge: int, region: MLRegion | None = None) -> dict:
     """What a checkpoint of this run belongs to; a restart must match it (see check_restart)."""
     from mdplugin.export.exporter import file_sha256
 
@@ -418,6 +658,9 @@ def run_record(options: RunOptions, topology: app.Topology, charge: int) -> dict
         record.update(temperature_k=options.temperature_k, friction_per_ps=options.friction_per_ps)
     if options.ensemble == "npt":
         record.update(pressure_bar=options.pressure_bar, barostat_interval=options.barostat_interval)
+    if region is not None:
+        record.update(ml_atoms=atom_ranges(region.atoms), forcefield=list(options.forcefield),
+                      nonbonded_cutoff_nm=options.nonbonded_cutoff_nm)  # fmt: skip
     return record
 
 
@@ -430,7 +673,9 @@ def record_path(checkpoint: Path) -> Path:
 RESTART_OPTIONS = {"ensemble": "--ensemble", "timestep_fs": "--timestep-fs", "temperature_k": "--temperature-k",
                    "friction_per_ps": "--friction-per-ps", "pressure_bar": "--pressure-bar",
                    "barostat_interval": "--barostat-interval", "charge": "--charge",
-                   "multiplicity": "--multiplicity", "report_interval": "--report-interval"}  # fmt: skip
+                   "multiplicity": "--multiplicity", "report_interval": "--report-interval",
+                   "ml_atoms": "the ML region (--ml-residues, --ml-atoms)", "forcefield": "--forcefield",
+                   "nonbonded_cutoff_nm": "--nonbonded-cutoff-nm"}  # fmt: skip
 
 
 def check_restart(record: dict, checkpoint: Path) -> None:
@@ -501,12 +746,24 @@ def prepare_continued_files(
 
 
 def build_simulation(
-    options: RunOptions, topology: app.Topology, positions: unit.Quantity, charge: int
+    options: RunOptions,
+    topology: app.Topology,
+    positions: unit.Quantity,
+    charge: int,
+    region: MLRegion | None = None,
+    mm_system: openmm.System | None = None,
 ) -> app.Simulation:
-    """The Simulation at its starting state (a restart's checkpoint loaded)."""
+    """The Simulation at its starting state (a restart's checkpoint loaded). With an ML region: the
+    mixed System of `mm_system`, and the model's first evaluation done here, so that a molecule it
+    refuses (longer than half the box) is an error before anything is written."""
+    from mdplugin.export.loader import script_error_message
+
     platform, properties = get_platform(options.platform, options.precision)
     dtype, device = model_dtype_and_device(platform, options.precision)
-    system = create_system(options.model, topology, charge, options.multiplicity, dtype=dtype, device=device)
+    if region is None:
+        system = create_system(options.model, topology, charge, options.multiplicity, dtype=dtype, device=device)
+    else:
+        system = create_mixed_system(region, mm_system, topology, charge, options, dtype, device)
     if options.ensemble == "npt":
         system.addForce(create_barostat(options))
     simulation = app.Simulation(topology, system, create_integrator(options), platform, properties)
@@ -514,6 +771,11 @@ def build_simulation(
         _load_checkpoint(simulation, options.restart)
     else:
         simulation.context.setPositions(positions)
+    if region is not None:
+        try:
+            simulation.context.getState(getEnergy=True)
+        except openmm.OpenMMException as error:
+            raise ValueError(f"{options.structure}: {script_error_message(error)}") from None
     return simulation
 
 
@@ -664,6 +926,7 @@ class Outcome:
     threads: ThreadChoice | None = None
     domain: DomainCheck | None = None
     domain_note: str = ""
+    region: MLRegion | None = None
 
 
 def summarize(
@@ -685,6 +948,17 @@ def summarize(
     except openmm.OpenMMException:  # the model refuses the NaN positions of a run that blew up
         energy = float("nan")
     notes = []
+    if outcome.region is not None:
+        notes.append(
+            f"ML/MM: the model computes {len(outcome.region.atoms)} atoms ({outcome.region.description}), "
+            f"{', '.join(options.forcefield)} the other {atoms - len(outcome.region.atoms)} and the ML-MM "
+            "interactions (mechanical embedding"
+            + (
+                f", PME, {options.nonbonded_cutoff_nm:g} nm cutoff)"
+                if simulation.topology.getPeriodicBoxVectors()
+                else ")"
+            )
+        )
     if not data:
         notes.append("no state-data rows: fewer steps than --report-interval")
     if options.plot and not paths["energy_plot"].exists():
@@ -710,6 +984,7 @@ def summarize(
         domain_check=outcome.domain_note,
         closest_distance_ratio=domain.closest_ratio if domain else None,
         closest_pair=domain.closest_pair if domain else None,
+        ml_atoms=len(outcome.region.atoms) if outcome.region else None,
         notes=notes,
         files={key: str(path) for key, path in paths.items() if path.exists()},
     )
@@ -725,7 +1000,12 @@ def simulate(options: RunOptions) -> Summary:
     paths = output_paths(options)
     check_outputs(options, paths)
     topology, positions, implied_charge = read_structure(options.structure, options.seed)
-    charge = options.charge if options.charge is not None else (implied_charge or 0)
+    topology, positions, region = ml_region(options, topology, positions)
+    mm_system = create_mm_system(region, topology, options) if region is not None else None
+    if options.charge is not None:
+        charge = options.charge
+    else:
+        charge = ml_region_charge(mm_system, region.atoms) if region is not None else (implied_charge or 0)
     periodic = topology.getPeriodicBoxVectors() is not None
     if options.ensemble == "npt" and not periodic:
         raise ValueError(
@@ -734,14 +1014,15 @@ def simulate(options: RunOptions) -> Summary:
         )
     domain = model_domain(options.model)
     warn_outside_training_states(domain, charge, options.multiplicity)
-    check, domain_note = domain_check(options, domain, topology)
-    record = run_record(options, topology, charge)
+    check, domain_note = domain_check(options, domain, topology, region.atoms if region else None)
+    record = run_record(options, topology, charge, region)
     if options.restart:
         check_restart(record, Path(options.restart))
-    threads = choose_threads(topology.getNumAtoms(), options.threads)
+    threads = choose_threads(len(region.atoms) if region else topology.getNumAtoms(), options.threads)
     with torch_threads(threads.count):
-        simulation = build_simulation(options, topology, positions, charge)
-        outcome = Outcome(simulation.currentStep, 0.0, threads=threads, domain=check, domain_note=domain_note)
+        simulation = build_simulation(options, topology, positions, charge, region, mm_system)
+        outcome = Outcome(simulation.currentStep, 0.0, threads=threads, domain=check, domain_note=domain_note,
+                          region=region)  # fmt: skip
         # nothing is written before this point: every input has been checked
         paths["state_data"].parent.mkdir(parents=True, exist_ok=True)
         header = state_data_header(periodic, check is not None)
