@@ -1,0 +1,243 @@
+"""Strong scaling of `pair_style transformer` with a local model: one box, 1 and 2 MPI ranks.
+
+A periodic box of water-like molecules (randomly oriented on a cubic grid at about liquid density)
+is run in NVE with the wheel's `lmp` under mpich's `mpirun`, one libtorch thread per rank. For each
+local model (interaction range x depth; random weights, the speed does not depend on them) this
+records the median `Loop time` per step, the speed-up and parallel efficiency, and the atoms each
+rank hands the model (owned + ghost atoms, which the ghost range receptive_field + skin sets): the
+(s + 2G)^3 / s^3 overhead that bounds the speed-up of ghost-shell domain decomposition. The
+potential energy at step 0 of every rank count is recorded too; it must agree.
+
+    python -m benchmarks.lammps_scaling [--molecules-per-edge 10] [--models 3.0x2,4.0x3] [--ranks 1,2]
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parent.parent
+MASSES = {1: 1.008, 8: 15.999}
+TIMESTEP_FS = 0.5
+SKIN = 1.0  # Å: neighbor skin (LAMMPS's metal default is 2 Å; 1 Å keeps the ghost shell thinner)
+LOOP_TIME = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+
+
+def water_box(molecules_per_edge: int, seed: int = 0, spacing: float = 3.1) -> tuple[np.ndarray, np.ndarray, float]:
+    """Positions (Å), atomic numbers and the cubic box edge (Å) of randomly oriented water molecules."""
+    rng = np.random.default_rng(seed)
+    angle = np.deg2rad(104.52)
+    molecule = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [0.9572 * np.cos(angle), 0.9572 * np.sin(angle), 0.0]])
+    edge = range(molecules_per_edge)
+    positions = []
+    for site in np.array([[a, b, c] for a in edge for b in edge for c in edge], dtype=float) * spacing:
+        rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+        positions.extend(site + molecule @ rotation.T + rng.normal(0.0, 0.05, 3))
+    length = molecules_per_edge * spacing
+    return np.array(positions) % length, np.array([8, 1, 1] * molecules_per_edge**3), length
+
+
+def write_data(path: Path, positions: np.ndarray, numbers: np.ndarray, length: float) -> None:
+    types = {1: 1, 8: 2}  # pair_coeff * * model H O
+    lines = ["water box (mdplugin benchmark)", "", f"{len(numbers)} atoms", "2 atom types", ""]
+    lines += [f"0 {length!r} {axis}lo {axis}hi" for axis in "xyz"]
+    lines += ["", "Masses", "", f"1 {MASSES[1]}", f"2 {MASSES[8]}", "", "Atoms # atomic", ""]
+    lines += [f"{i + 1} {types[z]} {x:.8f} {y:.8f} {w:.8f}" for i, (z, (x, y, w)) in enumerate(zip(numbers, positions))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_local_export(directory: Path, interaction_range: float, depth: int, width: int, dtype: str) -> Path:
+    """A random-weight local model exported like a trained one (contract v2)."""
+    from mdplugin.export.exporter import export
+    from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
+    from mdplugin.model.transformer import ModelConfig, TransformerPotential
+
+    torch.manual_seed(0)
+    config = ModelConfig(elements=[1, 8], width=width, depth=depth, heads=4, interaction_range=interaction_range)
+    checkpoint = directory / f"local-{interaction_range}x{depth}.pt"
+    save_checkpoint(
+        build_checkpoint(TransformerPotential(config), {"date": "benchmark", "data_sha256": {}}, {}), checkpoint
+    )
+    return export(checkpoint, directory / f"local-{interaction_range}x{depth}-export.pt", dtype=dtype, overwrite=True)
+
+
+def lammps_input(model: Path, steps: int, repeats: int, warmup: int) -> str:
+    return (
+        "\n".join(
+            [
+                "units metal",
+                "boundary p p p",
+                "atom_style atomic",
+                "read_data box.data",
+                f"neighbor {SKIN} bin",
+                "pair_style transformer threads 1",
+                f"pair_coeff * * {model} H O",
+                "velocity all create 300 4928459 mom yes rot no dist gaussian",
+                f"timestep {TIMESTEP_FS / 1000.0}",
+                "fix nve all nve",
+                "thermo_style custom step pe ke etotal",
+                "thermo_modify format float %.15g",
+                f"thermo {steps}",
+                f"run {warmup}",  # TorchScript's profiling executor specialises during the first calls
+                *[f"run {steps}" for _ in range(repeats)],
+            ]
+        )
+        + "\n"
+    )
+
+
+def run(directory: Path, model: Path, ranks: int, steps: int, repeats: int, warmup: int) -> dict:
+    from mdplugin.engines import lammps_plugin
+
+    (directory / "in.scaling").write_text(lammps_input(model, steps, repeats, warmup))
+    command = [str(lammps_plugin.lammps_executable()), "-in", "in.scaling", "-log", "log.lammps", "-nocite"]
+    if ranks > 1:
+        command = [str(lammps_plugin.mpirun_executable()), "-np", str(ranks), *command]
+    environment = {**os.environ, **lammps_plugin.plugin_environment(), "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=3600)
+    log = (directory / "log.lammps").read_text() if (directory / "log.lammps").exists() else ""
+    if completed.returncode != 0 or not LOOP_TIME.search(log):
+        raise RuntimeError(f"LAMMPS failed with {ranks} ranks:\n" + (log + completed.stdout + completed.stderr)[-3000:])
+    loops = [float(m[1]) / int(m[3]) for m in LOOP_TIME.finditer(log)][1:]  # the warm-up run left out
+    local = [float(m[1]) for m in re.finditer(r"^Nlocal:\s+(\S+) ave", log, re.MULTILINE)]
+    ghost = [float(m[1]) for m in re.finditer(r"^Nghost:\s+(\S+) ave", log, re.MULTILINE)]
+    first_energy = re.search(r"^\s+0\s+(\S+)\s+\S+\s+\S+\s*$", log, re.MULTILINE)
+    return {
+        "ranks": ranks,
+        "seconds_per_step": statistics.median(loops),
+        "samples_seconds_per_step": loops,
+        "local_atoms_per_rank": local[-1],
+        "ghost_atoms_per_rank": ghost[-1],
+        "energy_step0_eV": float(first_energy.group(1)),
+    }
+
+
+def measure(arguments: argparse.Namespace) -> dict:
+    positions, numbers, length = water_box(arguments.molecules_per_edge)
+    machine = report.machine_info()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mdplugin-scaling-") as scratch:
+        scratch = Path(scratch)
+        write_data(scratch / "box.data", positions, numbers, length)
+        for text in arguments.models.split(","):
+            interaction_range, depth = float(text.split("x")[0]), int(text.split("x")[1])
+            model = make_local_export(scratch, interaction_range, depth, arguments.width, arguments.dtype)
+            ghost_range = depth * interaction_range + SKIN
+            runs = []
+            for ranks in arguments.ranks:
+                directory = scratch / f"{text}-np{ranks}"
+                directory.mkdir()
+                (directory / "box.data").symlink_to(scratch / "box.data")
+                runs.append(run(directory, model, ranks, arguments.steps, arguments.repeats, arguments.warmup))
+                print(
+                    f"{text} Å x layers, {ranks} rank(s): {1e3 * runs[-1]['seconds_per_step']:.0f} ms/step", flush=True
+                )
+            base = runs[0]["seconds_per_step"] * runs[0]["ranks"]
+            for entry in runs:
+                entry["speedup"] = runs[0]["seconds_per_step"] / entry["seconds_per_step"]
+                entry["efficiency"] = base / (entry["seconds_per_step"] * entry["ranks"])
+                entry["evaluated_over_owned"] = (entry["local_atoms_per_rank"] + entry["ghost_atoms_per_rank"]) / entry[
+                    "local_atoms_per_rank"
+                ]
+                entry["energy_relative_difference"] = abs(entry["energy_step0_eV"] / runs[0]["energy_step0_eV"] - 1.0)
+            results.append(
+                {
+                    "interaction_range_A": interaction_range,
+                    "depth": depth,
+                    "receptive_field_A": depth * interaction_range,
+                    "ghost_range_A": ghost_range,
+                    "runs": runs,
+                }
+            )
+    return {
+        "atoms": len(numbers),
+        "box_edge_A": length,
+        "width": arguments.width,
+        "dtype": arguments.dtype,
+        "skin_A": SKIN,
+        "steps_per_sample": arguments.steps,
+        "results": results,
+        "machine": report.finish(machine),
+    }
+
+
+def markdown(data: dict) -> str:
+    rows = []
+    for model in data["results"]:
+        for entry in model["runs"]:
+            rows.append(
+                [
+                    f"{model['interaction_range_A']} Å x {model['depth']}",
+                    f"{model['ghost_range_A']:.1f}",
+                    entry["ranks"],
+                    f"{1e3 * entry['seconds_per_step']:.0f}",
+                    f"{entry['speedup']:.2f}",
+                    f"{entry['efficiency']:.2f}",
+                    f"{entry['local_atoms_per_rank']:.0f}",
+                    f"{entry['ghost_atoms_per_rank']:.0f}",
+                    f"{entry['evaluated_over_owned']:.1f}",
+                    f"{entry['energy_relative_difference']:.1e}",
+                ]
+            )
+    header = [
+        "model (range x layers)",
+        "ghost range Å",
+        "ranks",
+        "ms/step",
+        "speed-up",
+        "efficiency",
+        "owned/rank",
+        "ghosts/rank",
+        "evaluated/owned",
+        "ΔE(0) rel.",
+    ]
+    return (
+        f"# LAMMPS strong scaling, local model\n\n"
+        f"{data['atoms']} atoms (water-like, cubic box {data['box_edge_A']:.1f} Å, periodic), width {data['width']}, "
+        f"{data['dtype']}, NVE at {TIMESTEP_FS} fs, skin {data['skin_A']} Å, one libtorch thread per rank; "
+        f"median of {len(data['results'][0]['runs'][0]['samples_seconds_per_step'])} samples of "
+        f"{data['steps_per_sample']} steps. `evaluated/owned` is what each rank hands the model (owned + ghost "
+        "atoms) over what it owns: the ghost shell of receptive field + skin, which limits the speed-up.\n\n"
+        + report.markdown_table(header, rows)
+        + "\n\n"
+        + report.machine_markdown(data["machine"])
+        + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--molecules-per-edge", type=int, default=10, help="water molecules per box edge (3 n^3 atoms)")
+    parser.add_argument("--models", default="3.0x2,4.0x3", help="local models as RANGExLAYERS, comma-separated")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--ranks", type=lambda text: [int(r) for r in text.split(",")], default=[1, 2])
+    parser.add_argument("--steps", type=int, default=5, help="MD steps per timed sample")
+    parser.add_argument("--repeats", type=int, default=3, help="timed samples per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    arguments = parser.parse_args(argv)
+    data = measure(arguments)
+    report.write_json(data, arguments.output / "lammps_scaling.json")
+    (arguments.output / "lammps_scaling.md").write_text(markdown(data))
+    print(markdown(data))
+
+
+if __name__ == "__main__":
+    main()
