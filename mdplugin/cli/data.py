@@ -200,3 +200,133 @@ def _run(
             click.echo(result.message)
     written = sum(r.written for r in results)
     click.echo(f"wrote {written} frames; combined files: {', '.join(str(Path(p)) for p in combined)}")
+
+
+WATER_LAYOUT = """
+\b
+Output layout (OUT is -o):
+  OUT/water/water_<T>K_<rho>gcm3_train.extxyz   training frames at T kelvin and density rho
+  OUT/water/water_<T>K_<rho>gcm3_test.extxyz    test frames: a separate trajectory, another seed
+  OUT/train.extxyz, OUT/test.extxyz, OUT/test_<T>K.extxyz   this run's frames, combined
+Each frame holds the cell and pbc, positions (Å, whole molecules wrapped into the box), momenta, energy
+(eV), forces (eV/Å) and stress (eV/Å^3, ASE's sign and Voigt order), and info keys waters, split,
+temperature_K, density_g_cm3, trajectory_seed, charge, multiplicity, frame, time_fs and the
+provenance (method, sampler, cutoffs, versions, timestep, stride, friction, date).
+"""
+
+
+@data.command(epilog=WATER_LAYOUT)
+@click.option(
+    "--labels",
+    type=click.Choice(["gfn1-xtb", "classical"]),
+    default="gfn1-xtb",
+    help="gfn1-xtb: periodic GFN1-xTB (tblite); classical: the SPC/Fw model that samples the frames "
+    "(its own MD is the reference for MD observables).",
+)
+@click.option("--waters", default=32, type=click.IntRange(1), help="Water molecules per box.")
+@click.option(
+    "--densities",
+    default="0.9,1.0,1.1",
+    callback=lambda c, p, v: _positive_list(v, "densities in g/cm^3, e.g. 0.9,1.0,1.1"),
+    help="Comma-separated box densities in g/cm^3 (fixed per trajectory, NVT).",
+)
+@click.option(
+    "--cutoff-angstrom",
+    default=5.5,
+    type=click.FloatRange(min=0, min_open=True),
+    help="SPC/Fw real-space cutoff (PME, Lennard-Jones switched to zero there); at most half the box width.",
+)
+@click.option(
+    "--switch-angstrom",
+    default=4.5,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Distance where the Lennard-Jones switching starts.",
+)
+@click.option(
+    "-o", "--output", "out_dir", default="data/water", type=click.Path(file_okay=False), help="Output directory."
+)
+@click.option(
+    "--temperatures",
+    default="280,300,340,400",
+    callback=_temperatures,
+    help="Comma-separated MD temperatures in K.",
+)
+@click.option("--frames", default=40, type=click.IntRange(1), help="Training frames per temperature and density.")
+@click.option("--test-frames", default=8, type=click.IntRange(0), help="Test frames per temperature and density.")
+@click.option("--stride", default=200, type=click.IntRange(1), help="MD steps between frames.")
+@click.option(
+    "--timestep-fs", default=0.5, type=click.FloatRange(min=0, min_open=True), help="Classical MD timestep in fs."
+)
+@click.option(
+    "--friction-per-ps", default=1.0, type=click.FloatRange(min=0, min_open=True), help="Langevin friction in 1/ps."
+)
+@click.option("--equilibration-steps", default=4000, type=click.IntRange(0), help="MD steps before the first frame.")
+@click.option("--seed", default=0, help="Base seed; each trajectory derives its own.")
+@click.option("--jobs", default=2, type=click.IntRange(1), help="Trajectories run at once, one process each.")
+@click.option("--resume", is_flag=True, help="Continue unfinished trajectory files; finished ones are skipped.")
+@click.option("--force", "overwrite", is_flag=True, help="Overwrite existing output files instead of refusing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def water(
+    labels,
+    waters,
+    densities,
+    cutoff_angstrom,
+    switch_angstrom,
+    out_dir,
+    temperatures,
+    frames,
+    test_frames,
+    stride,
+    timestep_fs,
+    friction_per_ps,
+    equilibration_steps,
+    seed,
+    jobs,
+    resume,
+    overwrite,
+    quiet,
+) -> None:
+    """Periodic boxes of liquid water: frames of classical flexible-water (SPC/Fw) MD in OpenMM, labelled with
+    periodic GFN1-xTB or with the classical model itself (energy, forces, stress)."""
+    from tqdm import tqdm
+
+    from mdplugin.training import periodic_data as pd
+    from mdplugin.training import reference_data as rd
+
+    settings = pd.BoxSettings(
+        waters=waters,
+        timestep_fs=timestep_fs,
+        friction_per_ps=friction_per_ps,
+        stride=stride,
+        equilibration_steps=equilibration_steps,
+        water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
+    )
+    try:
+        trajectories = pd.plan(labels, temperatures, densities, out_dir, frames, test_frames, seed, settings)
+        rd.check_outputs(
+            [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures)), resume, overwrite
+        )
+        total = rd.frames_to_do(trajectories, resume, overwrite)
+        click.echo(
+            f"{len(trajectories)} trajectories ({len(temperatures)} temperature(s) x {len(densities)} density(ies)), "
+            f"{waters} waters, {labels} labels, {total} frames to compute, {jobs} processes, into {out_dir}"
+        )
+        with tqdm(total=total, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
+            results = pd.run_trajectories(trajectories, jobs, resume, overwrite, on_frame=bar.update)
+        combined = rd.write_combined(trajectories, out_dir, temperatures)
+    except (ValueError, FileExistsError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    for result in results:
+        if result.message:
+            click.echo(result.message)
+    click.echo(f"wrote {sum(r.written for r in results)} frames; combined files: {', '.join(str(p) for p in combined)}")
+
+
+def _positive_list(value: str, what: str) -> list[float]:
+    try:
+        numbers = [float(t) for t in value.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}") from None
+    if not numbers or any(n <= 0 for n in numbers):
+        raise click.BadParameter(f"{value!r}: give positive {what}")
+    return numbers

@@ -1,0 +1,610 @@
+"""Periodic reference data: boxes of liquid water sampled by classical flexible-water MD, as extxyz.
+
+Configurations come cheaply from OpenMM Langevin MD of SPC/Fw water (Wu, Tepper and Voth 2006, a
+flexible three-site model) at a fixed temperature and density; each frame is then labelled either
+with periodic GFN1-xTB (tblite's ASE calculator: energy, forces, stress) or with the classical model
+itself (energy and forces from OpenMM, stress by central finite differences of the energy under
+strain). The classical labels define a potential whose own MD is cheap, so a model trained on them
+can be compared with the MD of its reference.
+
+The classical potential (`WaterModel`) is SPC/Fw with PME electrostatics and Lennard-Jones switched
+off between `switch_angstrom` and `cutoff_angstrom`, without a long-range dispersion correction (a
+term of the volume alone that no local model can represent). The cutoff must stay below half the
+box width, which is why it is short: the comparison is between a model and this exact potential.
+
+As in `reference_data`, every stretch of MD between two frames starts from the frame as written
+(positions and momenta as the extxyz text holds them) in a fresh OpenMM context seeded by
+(trajectory seed, frame index), so a resumed run writes what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mdplugin.training import reference_data as rd
+
+LABELS = ("gfn1-xtb", "classical")
+METHOD = {"gfn1-xtb": "GFN1-xTB", "classical": "SPC/Fw"}
+KJ_PER_MOL_IN_EV = 1 / 96.48533212
+WATER_MASS_G_PER_MOL = 15.99943 + 2 * 1.007947
+AVOGADRO = 6.02214076e23
+
+# SPC/Fw (J. Chem. Phys. 124, 024503 (2006)): r0 1.012 Å, k_b 1059.162 kcal/mol/Å^2, theta0 113.24 deg,
+# k_theta 75.90 kcal/mol/rad^2 (both with a factor 1/2 in the energy, as OpenMM's), q_O -0.82 e,
+# sigma 3.165492 Å, epsilon 0.1554253 kcal/mol; converted to nm and kJ/mol.
+SPCFW_XML = """<ForceField>
+ <AtomTypes>
+  <Type name="spcfw-O" class="spcfw-O" element="O" mass="15.99943"/>
+  <Type name="spcfw-H" class="spcfw-H" element="H" mass="1.007947"/>
+ </AtomTypes>
+ <Residues>
+  <Residue name="HOH">
+   <Atom name="O" type="spcfw-O"/>
+   <Atom name="H1" type="spcfw-H"/>
+   <Atom name="H2" type="spcfw-H"/>
+   <Bond atomName1="O" atomName2="H1"/>
+   <Bond atomName1="O" atomName2="H2"/>
+  </Residue>
+ </Residues>
+ <HarmonicBondForce>
+  <Bond class1="spcfw-O" class2="spcfw-H" length="0.1012" k="443153.38"/>
+ </HarmonicBondForce>
+ <HarmonicAngleForce>
+  <Angle class1="spcfw-H" class2="spcfw-O" class3="spcfw-H" angle="1.976410" k="317.5656"/>
+ </HarmonicAngleForce>
+ <NonbondedForce coulomb14scale="0.5" lj14scale="0.5">
+  <Atom type="spcfw-O" charge="-0.82" sigma="0.3165492" epsilon="0.6503"/>
+  <Atom type="spcfw-H" charge="0.41" sigma="1" epsilon="0"/>
+ </NonbondedForce>
+</ForceField>
+"""
+
+
+@dataclass(frozen=True)
+class WaterModel:
+    """The classical flexible water potential: SPC/Fw, PME, Lennard-Jones switched to zero at the cutoff."""
+
+    cutoff_angstrom: float = 5.5
+    switch_angstrom: float = 4.5
+    ewald_tolerance: float = 1e-5
+
+    def describe(self) -> str:
+        return (
+            f"SPC/Fw flexible water, PME (tolerance {self.ewald_tolerance:g}), real-space cutoff "
+            f"{self.cutoff_angstrom:g} Å, Lennard-Jones switched from {self.switch_angstrom:g} Å, no dispersion correction"
+        )
+
+
+@dataclass(frozen=True)
+class BoxSettings:
+    """How a box is built, equilibrated and sampled (Langevin MD of the classical model)."""
+
+    waters: int = 32
+    timestep_fs: float = 0.5  # flexible O-H bonds vibrate with a ~9 fs period
+    friction_per_ps: float = 1.0
+    stride: int = 200  # MD steps between frames
+    equilibration_steps: int = 4000
+    water_model: WaterModel = WaterModel()
+
+
+@dataclass(frozen=True)
+class BoxTrajectory:
+    """One job: `frames` frames of one box at one temperature and density, labelled with `labels`."""
+
+    labels: str
+    temperature_K: float
+    density_g_cm3: float
+    split: str
+    seed: int
+    frames: int
+    path: Path
+    settings: BoxSettings = field(default_factory=BoxSettings)
+    base_seed: int = 0
+
+
+# ---------------------------------------------------------------------------- the classical model
+
+
+def box_length_angstrom(waters: int, density_g_cm3: float) -> float:
+    """Edge of the cubic box holding `waters` molecules at this density."""
+    volume_cm3 = waters * WATER_MASS_G_PER_MOL / AVOGADRO / density_g_cm3
+    return (volume_cm3 * 1e24) ** (1 / 3)
+
+
+def density_g_cm3(waters: int, volume_angstrom3: float) -> float:
+    return waters * WATER_MASS_G_PER_MOL / AVOGADRO / (volume_angstrom3 * 1e-24)
+
+
+def water_topology(waters: int, box_angstrom: np.ndarray | None = None):
+    """An OpenMM topology of `waters` HOH residues (O, H1, H2, two bonds), periodic when a box is given."""
+    from openmm import Vec3, app, unit
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    oxygen, hydrogen = app.Element.getBySymbol("O"), app.Element.getBySymbol("H")
+    for _ in range(waters):
+        residue = topology.addResidue("HOH", chain)
+        o = topology.addAtom("O", oxygen, residue)
+        topology.addBond(o, topology.addAtom("H1", hydrogen, residue))
+        topology.addBond(o, topology.addAtom("H2", hydrogen, residue))
+    if box_angstrom is not None:
+        topology.setPeriodicBoxVectors([Vec3(*row) * 0.1 for row in np.asarray(box_angstrom)] * unit.nanometer)
+    return topology
+
+
+def water_lattice(waters: int, box_length: float, seed: int) -> np.ndarray:
+    """Start positions (Å): SPC/Fw molecules at their equilibrium geometry, randomly oriented, on the sites of a
+    cubic lattice filling the box (a random subset of sites when `waters` is not a cube)."""
+    if waters < 1:
+        raise ValueError(f"need at least one water molecule, got {waters}")
+    rng = np.random.default_rng(seed)
+    per_edge = int(np.ceil(waters ** (1 / 3) - 1e-9))
+    sites = np.stack(np.meshgrid(*[np.arange(per_edge)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sites = sites[np.sort(rng.choice(len(sites), waters, replace=False))]
+    half_angle = np.deg2rad(113.24) / 2
+    molecule = 1.012 * np.array(
+        [[0, 0, 0], [np.sin(half_angle), np.cos(half_angle), 0], [-np.sin(half_angle), np.cos(half_angle), 0]]
+    )
+    positions = []
+    for site in sites:
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        positions.append((site + 0.5) * box_length / per_edge + molecule @ rotation.T)
+    return np.concatenate(positions)
+
+
+def classical_system(topology, model: WaterModel = WaterModel()):
+    """The OpenMM System of the classical potential; bonds and angles use the periodic box, so molecules may
+    be split across its faces (as wrapped extxyz frames are)."""
+    import io
+
+    from openmm import HarmonicAngleForce, HarmonicBondForce, NonbondedForce, app, unit
+
+    box = topology.getPeriodicBoxVectors()
+    if box is None:
+        raise ValueError("the classical water model needs a periodic box")
+    shortest = min(box[0][0], box[1][1], box[2][2]).value_in_unit(unit.angstrom)
+    if model.cutoff_angstrom > shortest / 2:
+        raise ValueError(
+            f"the cutoff {model.cutoff_angstrom:g} Å is more than half the box width ({shortest:.2f} Å); "
+            "use more water molecules or a shorter cutoff"
+        )
+    if not 0 < model.switch_angstrom < model.cutoff_angstrom:
+        raise ValueError(f"the switching distance must lie between 0 and the cutoff ({model.cutoff_angstrom:g} Å)")
+    forcefield = app.ForceField(io.StringIO(SPCFW_XML))
+    system = forcefield.createSystem(
+        topology,
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=model.cutoff_angstrom * unit.angstrom,
+        constraints=None,
+        rigidWater=False,
+        ewaldErrorTolerance=model.ewald_tolerance,
+        switchDistance=model.switch_angstrom * unit.angstrom,
+    )
+    for force in system.getForces():
+        if isinstance(force, (HarmonicBondForce, HarmonicAngleForce)):
+            force.setUsesPeriodicBoundaryConditions(True)
+        if isinstance(force, NonbondedForce):
+            force.setUseDispersionCorrection(False)
+    return system
+
+
+def _context(system, integrator, platform: str = "CPU"):
+    import openmm
+
+    properties = {"Threads": "1"} if platform == "CPU" else {}
+    return openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
+
+
+class ClassicalLabeller:
+    """Energy (eV), forces (eV/Å) and stress (eV/Å^3, ASE's sign and Voigt order) of the classical model, in
+    double precision (OpenMM's Reference platform); the stress by central differences of the energy under
+    a strain of +/-`strain`, applied to atoms and cell alike."""
+
+    def __init__(self, waters: int, model: WaterModel = WaterModel(), strain: float = 1e-5) -> None:
+        self.waters, self.model, self.strain = waters, model, strain
+        self._context = None
+        self._box: np.ndarray | None = None
+
+    def _prepare(self, cell: np.ndarray) -> None:
+        import openmm
+
+        if self._box is not None and np.array_equal(cell, self._box):
+            return
+        system = classical_system(water_topology(self.waters, cell), self.model)
+        self._context = _context(system, openmm.VerletIntegrator(0.0005), "Reference")
+        self._box = cell.copy()
+
+    def _energy_forces(self, positions: np.ndarray, cell: np.ndarray, forces: bool = True):
+        from openmm import Vec3, unit
+
+        self._context.setPeriodicBoxVectors(*[Vec3(*row) * 0.1 for row in cell])
+        self._context.setPositions(positions * 0.1)
+        state = self._context.getState(getEnergy=True, getForces=forces)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV
+        if not forces:
+            return energy, None
+        return energy, state.getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.angstrom
+        ) * KJ_PER_MOL_IN_EV
+
+    def energy(self, positions: np.ndarray, cell: np.ndarray) -> float:
+        """Energy (eV) of positions [N, 3] Å in the cell [3, 3] Å (rows are vectors, OpenMM's reduced form)."""
+        cell = _reduced_cell(cell)
+        self._prepare(cell)
+        return self._energy_forces(np.asarray(positions, dtype=np.float64), cell, forces=False)[0]
+
+    def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        cell = _reduced_cell(cell)
+        positions = np.asarray(positions, dtype=np.float64)
+        if len(positions) != 3 * self.waters:
+            raise ValueError(f"expected {3 * self.waters} atoms (O, H, H per water), got {len(positions)}")
+        self._prepare(cell)
+        energy, forces = self._energy_forces(positions, cell)
+        # dE/d(strain) for the deformation r -> r (1 + e E_ij); only i >= j keeps OpenMM's reduced cell, and the
+        # stress of a rotation-invariant energy is symmetric, so these six give all of it
+        gradient = np.zeros((3, 3))
+        for i, j in ((0, 0), (1, 1), (2, 2), (2, 1), (2, 0), (1, 0)):
+            values = []
+            for sign in (1, -1):
+                deformation = np.eye(3)
+                deformation[i, j] += sign * self.strain
+                values.append(self._energy_forces(positions @ deformation, cell @ deformation, forces=False)[0])
+            gradient[i, j] = gradient[j, i] = (values[0] - values[1]) / (2 * self.strain)
+        self._energy_forces(positions, cell, forces=False)
+        stress = gradient / abs(np.linalg.det(cell))
+        return energy, forces, stress.flat[[0, 4, 8, 5, 2, 1]]
+
+
+def _reduced_cell(cell: np.ndarray) -> np.ndarray:
+    cell = np.asarray(cell, dtype=np.float64)
+    if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-9 * abs(cell).max():
+        raise ValueError("the classical labels need a cell in OpenMM's reduced form (a along x, b in the xy plane)")
+    return cell
+
+
+class XTBLabeller:
+    """Periodic GFN1-xTB energy (eV), forces (eV/Å) and stress (eV/Å^3) from tblite's ASE calculator; a fresh
+    calculator (SCF from the atomic guess) for every frame, so a label depends on the geometry alone."""
+
+    def __call__(
+        self, positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        from ase import Atoms
+        from tblite.ase import TBLite
+
+        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+        atoms.calc = TBLite(method="GFN1-xTB", verbosity=0)
+        return atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=True)
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def trajectory_seed(seed: int, labels: str, temperature_K: float, density: float, split: str) -> int:
+    key = [seed, zlib.crc32(labels.encode()), int(round(temperature_K * 1000)), int(round(density * 1e4))]
+    return int(np.random.SeedSequence(key + [rd.SPLITS.index(split)]).generate_state(1)[0])
+
+
+def trajectory_path(out_dir: str | Path, temperature_K: float, density: float, split: str) -> Path:
+    return Path(out_dir) / "water" / f"water_{temperature_K:g}K_{density:g}gcm3_{split}.extxyz"
+
+
+def plan(
+    labels: str,
+    temperatures_K: Sequence[float],
+    densities_g_cm3: Sequence[float],
+    out_dir: str | Path,
+    frames: int,
+    test_frames: int,
+    seed: int = 0,
+    settings: BoxSettings = BoxSettings(),
+) -> list[BoxTrajectory]:
+    """One train and one test trajectory (different seeds) per temperature and density."""
+    if labels not in LABELS:
+        raise ValueError(f"unknown labels {labels!r}; choose from {', '.join(LABELS)}")
+    if frames < 1 or test_frames < 0:
+        raise ValueError(f"need at least 1 training frame and no negative test frames (got {frames}, {test_frames})")
+    if any(t <= 0 for t in temperatures_K) or any(d <= 0 for d in densities_g_cm3):
+        raise ValueError("temperatures (K) and densities (g/cm^3) must be positive")
+    shortest = box_length_angstrom(settings.waters, max(densities_g_cm3))
+    if settings.water_model.cutoff_angstrom > shortest / 2:
+        raise ValueError(
+            f"{settings.waters} waters at {max(densities_g_cm3):g} g/cm^3 fill a box of {shortest:.2f} Å, less than twice "
+            f"the cutoff {settings.water_model.cutoff_angstrom:g} Å; use more waters or a shorter --cutoff-angstrom"
+        )
+    jobs = []
+    for temperature in temperatures_K:
+        for density in densities_g_cm3:
+            for split, count in zip(rd.SPLITS, (frames, test_frames)):
+                if count:
+                    jobs.append(
+                        BoxTrajectory(
+                            labels=labels,
+                            temperature_K=float(temperature),
+                            density_g_cm3=float(density),
+                            split=split,
+                            seed=trajectory_seed(seed, labels, temperature, density, split),
+                            frames=count,
+                            path=trajectory_path(out_dir, temperature, density, split),
+                            settings=settings,
+                            base_seed=seed,
+                        )
+                    )
+    return jobs
+
+
+# ---------------------------------------------------------------------------- one trajectory
+
+
+def provenance(trajectory: BoxTrajectory, created: str) -> dict:
+    """Per-frame info: what the frame is and how it was made."""
+    from importlib.metadata import version
+
+    import ase
+    import openmm
+
+    from mdplugin import __version__
+
+    s = trajectory.settings
+    info = {
+        "system": "water",
+        "waters": s.waters,
+        "split": trajectory.split,
+        "temperature_K": trajectory.temperature_K,
+        "density_g_cm3": trajectory.density_g_cm3,
+        "trajectory_seed": trajectory.seed,
+        "seed": trajectory.base_seed,
+        "charge": 0,
+        "multiplicity": 1,
+        "method": METHOD[trajectory.labels],
+        "code": "tblite" if trajectory.labels == "gfn1-xtb" else "openmm",
+        "sampler": f"OpenMM Langevin MD (NVT) of {s.water_model.describe()}",
+        "openmm_version": openmm.__version__,
+        "ase_version": ase.__version__,
+        "mdplugin_version": __version__,
+        "timestep_fs": s.timestep_fs,
+        "friction_per_ps": s.friction_per_ps,
+        "stride_steps": s.stride,
+        "equilibration_steps": s.equilibration_steps,
+        "cutoff_angstrom": s.water_model.cutoff_angstrom,
+        "switch_angstrom": s.water_model.switch_angstrom,
+        "ewald_tolerance": s.water_model.ewald_tolerance,
+        "created": created,
+    }
+    if trajectory.labels == "gfn1-xtb":
+        info["tblite_version"] = version("tblite")
+    else:
+        info["stress_method"] = "central finite difference of the energy, strain 1e-5"
+    return info
+
+
+_IDENTITY_KEYS = (
+    "waters",
+    "split",
+    "temperature_K",
+    "density_g_cm3",
+    "trajectory_seed",
+    "method",
+    "timestep_fs",
+    "friction_per_ps",
+    "stride_steps",
+    "equilibration_steps",
+    "cutoff_angstrom",
+    "switch_angstrom",
+    "ewald_tolerance",
+)
+
+
+def run_trajectory(
+    trajectory: BoxTrajectory, resume: bool = False, force: bool = False, on_frame: Callable[[], None] | None = None
+) -> rd.TrajectoryResult:
+    """Write (or continue) one trajectory; returns how many frames the file holds and how many were added."""
+    path, done, last = trajectory.path, 0, None
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if path.exists() and not force:
+        if not resume:
+            raise FileExistsError(f"{path} exists; pass --resume to continue it or --force to overwrite it")
+        done, last = _continue_from(trajectory)
+        if done >= trajectory.frames:
+            return rd.TrajectoryResult(path, done, 0, f"{path}: complete ({done} frames), skipped")
+        created = str(last.info.get("created", created)) if last is not None else created
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = provenance(trajectory, created)
+    s = trajectory.settings
+    label = ClassicalLabeller(s.waters, s.water_model) if trajectory.labels == "classical" else XTBLabeller()
+    with open(path, "a" if done else "w") as handle:
+        for index in range(done, trajectory.frames):
+            positions, momenta, cell = _next_frame(trajectory, index, last)
+            frame_info = {**info, "frame": index, "time_fs": (s.equilibration_steps + index * s.stride) * s.timestep_fs}
+            text, last = _labelled(positions, momenta, cell, label, frame_info)
+            handle.write(text)
+            handle.flush()
+            if on_frame is not None:
+                on_frame()
+    return rd.TrajectoryResult(path, trajectory.frames, trajectory.frames - done)
+
+
+def _continue_from(trajectory: BoxTrajectory):
+    """Frames already in the file and its last frame; an incomplete last frame is cut off."""
+    path = trajectory.path
+    spans = rd.frame_spans(path)
+    if not spans:
+        if path.stat().st_size:
+            raise ValueError(f"{path} is not an extxyz file this command wrote; pass --force to overwrite it")
+        return 0, None
+    content = path.read_bytes()
+    try:
+        first, last = (rd._parse(content[a:b].decode()) for a, b in (spans[0], spans[-1]))
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not an extxyz file this command wrote ({error}); pass --force to overwrite it"
+        ) from None
+    expected = provenance(trajectory, "")
+    differ = [k for k in _IDENTITY_KEYS if str(first.info.get(k)) != str(expected[k])]
+    if differ or len(first) != 3 * trajectory.settings.waters:
+        found = ", ".join(f"{k}={first.info.get(k)} (not {expected[k]})" for k in differ) or "other atoms"
+        raise ValueError(
+            f"{path} holds another trajectory ({found}); pass --force to overwrite it or choose another output directory"
+        )
+    if spans[-1][1] < len(content):
+        with open(path, "r+b") as handle:
+            handle.truncate(spans[-1][1])
+    return len(spans), last
+
+
+def _next_frame(trajectory: BoxTrajectory, index: int, last) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (Å), momenta (amu Å/fs, ASE units) and cell of frame `index`: the equilibrated box for index 0,
+    else `stride` steps of Langevin MD on from the last frame as written."""
+    import openmm
+    from ase import units
+    from openmm import unit
+
+    s = trajectory.settings
+    length = box_length_angstrom(s.waters, trajectory.density_g_cm3)
+    cell = np.diag([length] * 3)
+    system = classical_system(water_topology(s.waters, cell), s.water_model)
+    rng_seed = int(np.random.SeedSequence([trajectory.seed, index]).generate_state(1)[0] % (2**31 - 1)) + 1
+    integrator = openmm.LangevinMiddleIntegrator(
+        trajectory.temperature_K * unit.kelvin, s.friction_per_ps / unit.picosecond, s.timestep_fs * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(rng_seed)
+    context = _context(system, integrator)
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    if index == 0:
+        context.setPositions(water_lattice(s.waters, length, trajectory.seed) * 0.1)
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, 1000)
+        context.setVelocitiesToTemperature(trajectory.temperature_K * unit.kelvin, rng_seed)
+        steps = s.equilibration_steps
+    else:
+        context.setPositions(last.positions * 0.1)
+        # ASE momenta (amu Å / ASE time) -> velocities in nm/ps
+        context.setVelocities(last.get_momenta() / masses[:, None] * units.fs * 100)  # ASE momenta -> nm/ps
+        steps = s.stride
+    integrator.step(steps)
+    state = context.getState(getPositions=True, getVelocities=True, enforcePeriodicBox=True)
+    positions = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+    velocities_nm_ps = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    momenta = masses[:, None] * velocities_nm_ps / (100 * units.fs)  # amu Å per ASE time unit
+    return positions, momenta, cell
+
+
+def _labelled(positions: np.ndarray, momenta: np.ndarray, cell: np.ndarray, label, info: dict):
+    """The extxyz text of a labelled frame and the frame parsed back from it; the labels are those of the
+    geometry as the text holds it."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    numbers = np.tile([8, 1, 1], len(positions) // 3)
+    state = rd._parse(rd._text(Atoms(numbers=numbers, positions=positions, momenta=momenta, cell=cell, pbc=True)))
+    if isinstance(label, XTBLabeller):
+        energy, forces, stress = label(state.positions, state.cell.array, state.numbers)
+    else:
+        energy, forces, stress = label(state.positions, state.cell.array)
+    state.calc = SinglePointCalculator(state, energy=energy, forces=forces, stress=stress)
+    state.info.update(info)
+    text = rd._text(state)
+    return text, rd._parse(text)
+
+
+# ---------------------------------------------------------------------------- many trajectories
+
+
+def _run_in_worker(trajectory: BoxTrajectory, resume: bool, force: bool) -> rd.TrajectoryResult:
+    return run_trajectory(trajectory, resume, force, on_frame=lambda: rd._progress_queue.put(1))
+
+
+def run_trajectories(
+    trajectories: Sequence[BoxTrajectory],
+    jobs: int = 2,
+    resume: bool = False,
+    force: bool = False,
+    on_frame: Callable[[], None] | None = None,
+) -> list[rd.TrajectoryResult]:
+    """Run every trajectory in `jobs` worker processes of one OpenMP thread each (see reference_data)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    results = []
+    order = sorted(trajectories, key=lambda t: t.frames, reverse=True)
+    with ProcessPoolExecutor(max(1, jobs), mp_context=context, initializer=rd._start_worker, initargs=(queue,)) as pool:
+        pending = {pool.submit(_run_in_worker, t, resume, force): t for t in order}
+        while pending:
+            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            rd._drain(queue, on_frame)
+            for future in finished:
+                trajectory = pending.pop(future)
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    if isinstance(error, (ValueError, FileExistsError)):
+                        raise error
+                    raise RuntimeError(f"{trajectory.path}: {type(error).__name__}: {error}") from error
+                results.append(future.result())
+        rd._drain(queue, on_frame)
+    return results
+
+
+def generate(
+    labels: str,
+    temperatures_K: Sequence[float],
+    densities_g_cm3: Sequence[float],
+    out_dir: str | Path,
+    frames: int,
+    test_frames: int,
+    seed: int = 0,
+    settings: BoxSettings = BoxSettings(),
+    jobs: int = 2,
+    resume: bool = False,
+    force: bool = False,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[list[rd.TrajectoryResult], list[Path]]:
+    """Plan, check the outputs, run every trajectory and write the combined files (train.extxyz, test.extxyz,
+    test_<T>K.extxyz, as `reference_data.combined_paths`)."""
+    trajectories = plan(labels, temperatures_K, densities_g_cm3, out_dir, frames, test_frames, seed, settings)
+    rd.check_outputs([t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures_K)), resume, force)
+    results = run_trajectories(trajectories, jobs, resume, force, on_frame)
+    return results, rd.write_combined(trajectories, out_dir, temperatures_K)
+
+
+def write_pdb(
+    path: str | Path,
+    waters: int,
+    density: float,
+    temperature_K: float = 300.0,
+    seed: int = 0,
+    settings: BoxSettings = BoxSettings(),
+) -> Path:
+    """An equilibrated box of the classical model as a PDB with CRYST1 (a start structure for `mdplugin run`)."""
+    from openmm import app
+
+    trajectory = BoxTrajectory(
+        "classical",
+        temperature_K,
+        density,
+        "train",
+        seed,
+        1,
+        Path(path),
+        BoxSettings(
+            waters,
+            settings.timestep_fs,
+            settings.friction_per_ps,
+            settings.stride,
+            settings.equilibration_steps,
+            settings.water_model,
+        ),
+    )
+    positions, _, cell = _next_frame(trajectory, 0, None)
+    topology = water_topology(waters, cell)
+    with open(path, "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle, keepIds=True)  # plain numbers: Å
+    return Path(path)

@@ -1,0 +1,149 @@
+"""Periodic reference data (mdplugin.training.periodic_data): tiny water boxes, both kinds of labels."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mdplugin.cli.main import main
+from mdplugin.training import periodic_data as pd
+
+# tiny boxes: 8 waters at 1 g/cm^3 fill a 6.2 Å cube, so the real-space cutoff must stay below 3.1 Å
+TINY = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
+
+
+def run(tmp_path, labels: str, frames: int, settings: pd.BoxSettings = TINY, resume: bool = False):
+    trajectory = pd.plan(labels, [300], [1.0], tmp_path, frames, 0, seed=3, settings=settings)[0]
+    result = pd.run_trajectory(trajectory, resume=resume)
+    return trajectory, result, ase.io.read(trajectory.path, ":")
+
+
+def test_classical_frames_are_periodic_and_labelled_with_consistent_forces_and_stress(tmp_path):
+    trajectory, result, frames = run(tmp_path, "classical", 2)
+    assert result.written == 2 and len(frames) == 2
+    labeller = pd.ClassicalLabeller(TINY.waters, TINY.water_model)
+    for atoms in frames:
+        assert atoms.pbc.all() and np.allclose(atoms.cell.array, np.diag([pd.box_length_angstrom(8, 1.0)] * 3))
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        assert np.isfinite(energy) and forces.shape == (24, 3) and stress.shape == (6,)
+        # the labels are those of the geometry as written (positions rounded to the text)
+        again = labeller(atoms.positions, atoms.cell.array)
+        assert again[0] == pytest.approx(energy, abs=1e-8)
+    atoms = frames[1]
+    positions, cell = atoms.positions.copy(), atoms.cell.array
+    # forces = -dE/dx: central difference on one hydrogen; 1e-4 Å steps leave an O(h^2) error far below 1e-4 eV/Å
+    step, atom = 1e-4, 4
+    for axis in range(3):
+        shifted = [positions.copy(), positions.copy()]
+        shifted[0][atom, axis] += step
+        shifted[1][atom, axis] -= step
+        derivative = (labeller.energy(shifted[0], cell) - labeller.energy(shifted[1], cell)) / (2 * step)
+        assert -derivative == pytest.approx(atoms.get_forces()[atom, axis], abs=1e-4)
+    # the trace of the stress is the response to a uniform scaling of atoms and cell: (1/V) dE/d(ln s)
+    scale = 1e-5
+    up, down = (labeller.energy(positions * (1 + s), cell * (1 + s)) for s in (scale, -scale))
+    trace = (up - down) / (2 * scale) / atoms.get_volume()
+    assert atoms.get_stress()[:3].sum() == pytest.approx(trace, rel=1e-4, abs=1e-7)
+
+
+def test_off_diagonal_stress_is_symmetric(tmp_path):
+    """The xy stress from the lower-triangular shear equals the response to the transposed shear (rotated back
+    into OpenMM's reduced cell): the stress of a rotation-invariant energy is symmetric."""
+    _, _, frames = run(tmp_path, "classical", 1)
+    atoms = frames[0]
+    labeller = pd.ClassicalLabeller(TINY.waters, TINY.water_model)
+
+    def sheared(strain: float) -> float:
+        deformation = np.eye(3)
+        deformation[0, 1] += strain  # moves a out of the x axis
+        positions, cell = atoms.positions @ deformation, atoms.cell.array @ deformation
+        q, r = np.linalg.qr(cell.T)
+        signs = np.sign(np.diag(r))
+        return labeller.energy(positions @ (q * signs), (r.T * signs))
+
+    xy = (sheared(1e-5) - sheared(-1e-5)) / 2e-5 / atoms.get_volume()
+    # PME is rotation invariant to its error tolerance: 1e-5 relative
+    assert atoms.get_stress()[5] == pytest.approx(xy, rel=1e-3, abs=1e-6)
+
+
+def test_every_frame_carries_its_provenance(tmp_path):
+    trajectory, _, frames = run(tmp_path, "classical", 2)
+    for index, atoms in enumerate(frames):
+        info = atoms.info
+        assert info["frame"] == index and info["split"] == "train"
+        assert info["method"] == "SPC/Fw" and "SPC/Fw" in info["sampler"] and "PME" in info["sampler"]
+        assert info["temperature_K"] == 300 and info["density_g_cm3"] == 1.0 and info["waters"] == 8
+        assert info["trajectory_seed"] == trajectory.seed and info["cutoff_angstrom"] == 3.0
+        for key in ("openmm_version", "ase_version", "mdplugin_version", "created", "time_fs", "stride_steps"):
+            assert key in info
+    assert frames[1].info["time_fs"] - frames[0].info["time_fs"] == pytest.approx(TINY.stride * TINY.timestep_fs)
+
+
+def test_resume_continues_without_duplicates_and_equals_an_uninterrupted_run(tmp_path):
+    run(tmp_path / "split", "classical", 1)
+    _, result, frames = run(tmp_path / "split", "classical", 3, resume=True)
+    assert result.written == 2 and [a.info["frame"] for a in frames] == [0, 1, 2]
+    _, result, again = run(tmp_path / "split", "classical", 3, resume=True)
+    assert result.written == 0 and len(again) == 3
+    _, _, whole = run(tmp_path / "whole", "classical", 3)
+    # one CPU thread, seeded integrator, each stretch restarted from the written frame: the same trajectory
+    for a, b in zip(frames, whole):
+        np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_resume_refuses_a_file_of_another_trajectory(tmp_path):
+    trajectory, _, _ = run(tmp_path, "classical", 1)
+    other = pd.plan("classical", [300], [1.0], tmp_path, 2, 0, seed=4, settings=TINY)[0]
+    assert other.path == trajectory.path
+    with pytest.raises(ValueError, match="another trajectory"):
+        pd.run_trajectory(other, resume=True)
+
+
+def test_xtb_frames_carry_periodic_gfn1_energy_forces_and_stress(tmp_path):
+    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=pd.WaterModel(2.4, 2.0))
+    _, _, frames = run(tmp_path, "gfn1-xtb", 1, settings)
+    atoms = frames[0]
+    assert atoms.info["method"] == "GFN1-xTB" and "tblite_version" in atoms.info
+    forces, stress = atoms.get_forces(), atoms.get_stress()
+    assert forces.shape == (12, 3) and np.isfinite(stress).all()
+    # periodic xTB: no net force on the box (SCF tolerance ~1e-5 eV/Å)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-3
+    # its stress is the response to a uniform scaling of the cell (the SCF converges to ~1e-6 eV here)
+    scale = 1e-3
+    energies = []
+    for s in (scale, -scale):
+        energies.append(pd.XTBLabeller()(atoms.positions * (1 + s), atoms.cell.array * (1 + s), atoms.numbers)[0])
+    trace = (energies[0] - energies[1]) / (2 * scale) / atoms.get_volume()
+    assert stress[:3].sum() == pytest.approx(trace, rel=1e-2, abs=1e-4)
+
+
+def test_a_cutoff_longer_than_half_the_box_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cutoff"):
+        pd.plan("classical", [300], [1.0], tmp_path, 1, 0, settings=pd.BoxSettings(waters=8))
+
+
+def test_cli_writes_combined_files_and_refuses_to_overwrite(tmp_path):
+    arguments = [
+        "data",
+        "water",
+        "--labels",
+        "classical",
+        "--waters",
+        "8",
+        "--cutoff-angstrom",
+        "3",
+        "--switch-angstrom",
+    ]
+    arguments += ["2.5", "--temperatures", "300", "--densities", "1.0", "--frames", "1", "--test-frames", "1"]
+    arguments += ["--stride", "5", "--equilibration-steps", "10", "--jobs", "1", "--quiet", "-o", str(tmp_path)]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert (
+        len(ase.io.read(tmp_path / "train.extxyz", ":")) == 1 and len(ase.io.read(tmp_path / "test.extxyz", ":")) == 1
+    )
+    again = CliRunner().invoke(main, arguments)
+    assert again.exit_code != 0 and "--resume" in again.output
+    bad = CliRunner().invoke(main, arguments[:-2] + ["--densities", "1.0,-1", "-o", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "positive" in bad.output
