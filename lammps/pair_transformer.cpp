@@ -128,8 +128,9 @@ void PairTransformer::compute(int eflag, int vflag)
 
 void PairTransformer::compute_global()
 {
-  const System system = gather_system();
+  System system = gather_system();
   if (system.tags.empty()) return;    // no atom of a type this style handles (same on all ranks)
+  if (domain->xperiodic || domain->yperiodic || domain->zperiodic) make_molecule_whole(system);
 
   if (!inverse_shortest_squared.empty()) {
     ClosestPair closest;
@@ -212,6 +213,64 @@ PairTransformer::System PairTransformer::gather_system()
     system.owned.emplace_back(i, static_cast<int>(found - system.tags.begin()));
   }
   return system;
+}
+
+/* ----------------------------------------------------------------------
+   ML/MM in a periodic box (pair_style hybrid/overlay: the model's types are one molecule, another
+   style computes the solvent). The model sees no periodic images, so the molecule is rebuilt whole
+   around its first atom with the minimum image. That is exact while it spans less than half the
+   box; beyond, some bond would come out about a box length long, so a molecule that spans more
+   than half the shortest box width is refused. Every rank holds the same system: error->all.
+------------------------------------------------------------------------- */
+
+void PairTransformer::make_molecule_whole(System &system)
+{
+  const size_t n = system.tags.size();
+  for (size_t i = 1; i < n; i++) {
+    double delta[3];
+    for (int k = 0; k < 3; k++) delta[k] = system.positions[3 * i + k] - system.positions[k];
+    domain->minimum_image_big(FLERR, delta);
+    for (int k = 0; k < 3; k++) system.positions[3 * i + k] = system.positions[k] + delta[k];
+  }
+  for (int k = 0; k < 3; k++) {
+    system.centroid[k] = 0.0;
+    for (size_t i = 0; i < n; i++) system.centroid[k] += system.positions[3 * i + k] / n;
+  }
+
+  // the box's perpendicular widths: volume / area of the opposite face (a, b, c are its edges)
+  const double *h = domain->h;    // xprd, yprd, zprd, yz, xz, xy
+  const double a[3] = {h[0], 0.0, 0.0}, b[3] = {h[5], h[1], 0.0}, c[3] = {h[4], h[3], h[2]};
+  const double *edges[3][2] = {{b, c}, {c, a}, {a, b}};
+  const bool periodic[3] = {domain->xperiodic != 0, domain->yperiodic != 0, domain->zperiodic != 0};
+  double width = INFINITY;
+  for (int k = 0; k < 3; k++) {
+    if (!periodic[k]) continue;
+    const double *u = edges[k][0], *v = edges[k][1];
+    const double normal[3] = {u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2],
+                              u[0] * v[1] - u[1] * v[0]};
+    width = std::min(width, h[0] * h[1] * h[2] / std::sqrt(normal[0] * normal[0] +
+                                                            normal[1] * normal[1] +
+                                                            normal[2] * normal[2]));
+  }
+  double longest_squared = 0.0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = i + 1; j < n; j++) {
+      double distance_squared = 0.0;
+      for (int k = 0; k < 3; k++) {
+        const double delta = system.positions[3 * j + k] - system.positions[3 * i + k];
+        distance_squared += delta * delta;
+      }
+      longest_squared = std::max(longest_squared, distance_squared);
+    }
+  if (std::sqrt(longest_squared) > 0.5 * width)
+    error->all(FLERR,
+               "pair_style transformer: the atoms of the global model " + model_name() +
+                   " span " + std::to_string(std::sqrt(longest_squared)) +
+                   " Å, more than half the shortest periodic box width (" +
+                   std::to_string(0.5 * width) +
+                   " Å): it sees its atoms as one molecule made whole with the minimum image, "
+                   "which needs a molecule smaller than half the box; use a larger box (more "
+                   "solvent) or map the types of one small molecule only");
 }
 
 PairTransformer::Result PairTransformer::evaluate(const System &system)
@@ -597,6 +656,7 @@ void PairTransformer::coeff(int narg, char **arg)
   if (!allocated) allocate();
   load_model(arg[2]);
   map_types_to_elements(narg - 3, arg + 3);
+  check_box_and_units();    // again, now that the NULL types (ML/MM) are known
 }
 
 void PairTransformer::init_style()
@@ -803,6 +863,11 @@ void PairTransformer::check_box_and_units()
                    update->unit_style + "'; the model works in Å and eV");
   const bool periodic = domain->xperiodic || domain->yperiodic || domain->zperiodic;
   if (!periodic || !model_loaded || metadata.local) return;
+  // ML/MM: with some types left (NULL) to another style, the model computes a molecule, made
+  // whole by the minimum image in compute_global; only the whole periodic system is refused
+  if (static_cast<int>(type_to_atomic_number.size()) <= atom->ntypes) return;    // not mapped yet
+  for (int type = 1; type <= atom->ntypes; type++)
+    if (!is_mapped(type)) return;
   error->all(FLERR,
              "pair_style transformer: the model " + model_name() +
                  " has global attention (every atom interacts with every atom, with no "

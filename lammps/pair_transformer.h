@@ -60,6 +60,7 @@ class PairTransformer : public Pair {
 
   void compute_global();
   System gather_system();
+  void make_molecule_whole(System &);    // periodic box, hybrid/overlay: minimum image, half-box check
   Result evaluate(const System &);
   void scatter_forces(const System &, const Result &);
   void tally_energy_and_virial(const System &, const Result &);
