@@ -175,3 +175,23 @@ def test_evaluate_periodic_files(tmp_path):
     end_only.write_text("END\n")
     result = runner.invoke(main, ["evaluate", str(FIXTURES / "tiny-float64.pt"), str(end_only)])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_python_api_chooses_and_restores_threads(monkeypatch):
+    """Small systems run on one thread by default (torch's default can be 100x slower on a busy
+    machine); an explicit count is used; torch's global setting is restored after each call."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, positions, numbers, charge: int, multiplicity: int):
+            seen.append(torch.get_num_threads())
+            return positions.sum(), positions, positions[:, 0]
+
+    from mdplugin.export.loader import Potential
+
+    metadata = {"dtype": "float64", "elements": ["H"], "model_kind": "global"}
+    Potential(Spy(), metadata)([[0.0, 0.0, 0.0]], [1])
+    Potential(Spy(), metadata, threads=2)([[0.0, 0.0, 0.0]], [1])
+    assert seen == [1, 2] and torch.get_num_threads() == before

@@ -17,6 +17,7 @@ import vesin_torch  # noqa: F401 - registers the neighbour-list class that local
 
 from mdplugin.elements import atomic_number
 from mdplugin.export.contract import METADATA_JSON, ExportError, read_export_metadata
+from mdplugin.threads import choose_threads, torch_threads
 
 
 class ModelFileError(ValueError):
@@ -91,16 +92,21 @@ class Result:
 class Potential:
     """An exported model (or a checkpoint, scripted in memory) as a callable for structures."""
 
-    def __init__(self, module: torch.jit.ScriptModule, metadata: dict, device: str = "cpu"):
+    def __init__(
+        self, module: torch.jit.ScriptModule, metadata: dict, device: str = "cpu", threads: int | None = None
+    ):
         self.module = module
         self.metadata = metadata
         self.device = torch.device(device)
         self.dtype = getattr(torch, metadata["dtype"])
+        self.threads = threads  # None: chosen per call from the system size (mdplugin.threads)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", dtype: str | None = None) -> Potential:
+    def load(
+        cls, path: str | Path, device: str = "cpu", dtype: str | None = None, threads: int | None = None
+    ) -> Potential:
         module, metadata = load_model_file(path, dtype=dtype, device=device)
-        return cls(module, metadata, device)
+        return cls(module, metadata, device, threads)
 
     @property
     def elements(self) -> list[str]:
@@ -121,6 +127,10 @@ class Potential:
         numbers = torch.tensor(numbers, dtype=torch.long, device=self.device)
         charge, multiplicity = integer_state(charge, "charge"), integer_state(multiplicity, "multiplicity")
         periodic = pbc is not None and bool(np.any(pbc))
+        with torch_threads(choose_threads(len(numbers), self.threads).count):
+            return self._evaluate(positions, numbers, charge, multiplicity, cell, pbc, periodic)
+
+    def _evaluate(self, positions, numbers, charge, multiplicity, cell, pbc, periodic: bool) -> Result:
         try:
             if self.is_local:
                 box = torch.as_tensor(np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64))
