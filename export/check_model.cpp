@@ -1,5 +1,7 @@
 // mdplugin_check: load an mdplugin export with libtorch alone (no Python), print its metadata,
-// and, given an XYZ file, its energy, forces and per-atom energies.
+// and, given an XYZ file, its energy, forces and per-atom energies. An extended XYZ comment line
+// with Lattice="ax ay az bx by bz cx cy cz" (and optionally pbc="T T T") makes the structure
+// periodic, which a local model (format 2) evaluates with that cell and a global model refuses.
 //
 //   mdplugin_check MODEL.pt [STRUCTURE.xyz] [--charge Q] [--multiplicity M] [--dtype float32|float64]
 //
@@ -9,6 +11,7 @@
 //   energy E                      (eV)
 //   force I SYMBOL FX FY FZ       (eV/Å, I counts from 0 in file order)
 //   per_atom_energy I SYMBOL E    (eV)
+//   virial XX XY XZ YX YY YZ ZX ZY ZZ   (eV; local models only: -dE/dstrain, SPEC.md)
 // Failures print "mdplugin_check: error: ..." on stderr and exit with status 1.
 
 #include "mdplugin_export.h"
@@ -46,7 +49,19 @@ struct Export {
 struct Structure {
   std::vector<std::string> symbols;
   std::vector<double> positions;    // [n*3] Å
+  std::vector<double> cell;         // [9] Å, rows are lattice vectors; empty: no cell
+  bool pbc[3] = {false, false, false};
 };
+
+// The value of key="..." in an extended XYZ comment line, or "" when absent.
+std::string quoted_value(const std::string &comment, const std::string &key)
+{
+  const auto start = comment.find(key + "=\"");
+  if (start == std::string::npos) return "";
+  const auto open = start + key.size() + 2;
+  const auto close = comment.find('"', open);
+  return close == std::string::npos ? "" : comment.substr(open, close - open);
+}
 
 [[noreturn]] void fail(const std::string &message)
 {
@@ -118,8 +133,18 @@ Structure read_xyz(const std::string &path)
   long count = -1;
   if (std::getline(file, line)) count = std::strtol(line.c_str(), nullptr, 10);
   if (count <= 0) fail("'" + path + "' does not start with a positive atom count (XYZ format)");
-  std::getline(file, line);    // comment
   Structure structure;
+  std::string comment;
+  std::getline(file, comment);
+  if (const auto lattice = quoted_value(comment, "Lattice"); !lattice.empty()) {
+    std::istringstream numbers(lattice);
+    for (double value; numbers >> value;) structure.cell.push_back(value);
+    if (structure.cell.size() != 9)
+      fail("'" + path + "': Lattice=\"" + lattice + "\" is not nine numbers (three lattice vectors)");
+    const auto pbc = split_words(quoted_value(comment, "pbc"));
+    for (int k = 0; k < 3; k++)    // extended XYZ: a Lattice without pbc is periodic
+      structure.pbc[k] = pbc.size() == 3 ? (pbc[k] == "T" || pbc[k] == "True") : true;
+  }
   for (long i = 0; i < count; i++) {
     std::string symbol;
     double x, y, z;
@@ -155,18 +180,29 @@ void evaluate_and_print(Export &model, const Structure &structure, const Options
           .to(dtype);
   auto number_tensor = torch::from_blob(numbers.data(), {n}, torch::kInt64).clone();
 
-  torch::Tensor energy, forces, per_atom_energy;
+  if (!model.metadata.local && (structure.pbc[0] || structure.pbc[1] || structure.pbc[2]))
+    fail("'" + options.structure_path + "' is periodic (Lattice=, pbc), but the model has global "
+         "attention (interaction_range=none) and supports isolated structures only; remove the "
+         "Lattice from the comment line, or use a local model");
+  torch::Tensor energy, forces, per_atom_energy, virial;
   try {
     std::vector<torch::jit::IValue> inputs{positions, number_tensor, options.charge,
                                            options.multiplicity};
-    if (model.metadata.local) {    // an isolated structure: no cell, no periodic direction
-      inputs.emplace_back(torch::zeros({3, 3}, positions.options()));
-      inputs.emplace_back(torch::zeros({3}, torch::kBool));
+    if (model.metadata.local) {    // no Lattice: an isolated structure (zero cell, no pbc)
+      auto cell = torch::zeros({3, 3}, torch::kFloat64);
+      if (!structure.cell.empty())
+        cell = torch::from_blob(const_cast<double *>(structure.cell.data()), {3, 3}, torch::kFloat64)
+                   .clone();
+      auto pbc = torch::tensor({structure.pbc[0], structure.pbc[1], structure.pbc[2]}, torch::kBool);
+      inputs.emplace_back(cell.to(dtype));
+      inputs.emplace_back(pbc);
     }
     const auto outputs = model.module.forward(inputs).toTuple();
     energy = outputs->elements().at(0).toTensor().to(torch::kFloat64);
     forces = outputs->elements().at(1).toTensor().to(torch::kFloat64).contiguous();
     per_atom_energy = outputs->elements().at(2).toTensor().to(torch::kFloat64).contiguous();
+    if (model.metadata.local)
+      virial = outputs->elements().at(3).toTensor().to(torch::kFloat64).contiguous();
   } catch (const std::exception &exception) {
     fail("the model failed on '" + options.structure_path + "': " + readable_error(exception));
   }
@@ -181,6 +217,11 @@ void evaluate_and_print(Export &model, const Structure &structure, const Options
   for (int64_t i = 0; i < n; i++)
     std::printf("per_atom_energy %lld %s %.17g\n", static_cast<long long>(i),
                 structure.symbols[i].c_str(), e[i]);
+  if (virial.defined()) {
+    std::printf("virial");
+    for (int64_t k = 0; k < 9; k++) std::printf(" %.17g", virial.data_ptr<double>()[k]);
+    std::printf("\n");
+  }
 }
 
 }    // namespace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,36 @@ def test_a_local_export_is_evaluated_as_an_isolated_structure(checker, tmp_path)
     # the same float64 graph in libtorch and in Python
     assert parsed["energy"] == pytest.approx(float(energy.detach()), rel=1e-12)
     np.testing.assert_allclose(parsed["forces"], forces.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def write_extxyz(path: Path, structure: dict) -> Path:
+    """Extended XYZ with every digit of the positions (the fixture file keeps 8 decimals)."""
+    cell = " ".join(repr(float(value)) for row in structure["cell"] for value in row)
+    pbc = " ".join("T" if periodic else "F" for periodic in structure["pbc"])
+    lines = [str(len(structure["symbols"])), f'Lattice="{cell}" Properties=species:S:1:pos:R:3 pbc="{pbc}"']
+    lines += [f"{s} {x!r} {y!r} {z!r}" for s, (x, y, z) in zip(structure["symbols"], structure["positions"])]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_local_export_on_a_periodic_box_reproduces_the_fixture(checker, tmp_path):
+    """The Lattice of an extended XYZ file reaches the local model's forward as its cell."""
+    reference = json.loads((FIXTURES / "expected-local.json").read_text())["water-box"]
+    result = run_checker(checker, FIXTURES / "tiny-local-float64.pt", write_extxyz(tmp_path / "box.xyz", reference))
+    assert result.returncode == 0, result.stderr
+    parsed = parse(result.stdout)
+    virial = [
+        float(v) for v in next(line for line in result.stdout.splitlines() if line.startswith("virial ")).split()[1:]
+    ]
+    # the same float64 graph as Python, on the same positions
+    assert parsed["energy"] == pytest.approx(reference["energy"], rel=1e-12)
+    scale = np.abs(reference["forces"]).max()
+    np.testing.assert_allclose(parsed["forces"], reference["forces"], rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(parsed["per_atom_energy"], reference["per_atom_energy"], rtol=1e-12)
+    np.testing.assert_allclose(np.reshape(virial, (3, 3)), reference["virial"], rtol=0, atol=1e-10)
+
+
+def test_a_periodic_structure_is_refused_for_a_global_model(checker):
+    result = run_checker(checker, FIXTURES / "tiny-float64.pt", FIXTURES / "water-box.extxyz")
+    assert result.returncode == 1
+    assert "is periodic" in result.stderr and "global attention" in result.stderr

@@ -8,6 +8,7 @@ refused with a clear error.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -184,6 +185,43 @@ def test_one_rank_equals_the_periodic_python_forward(local_export, tmp_path, til
     instance.close()
 
 
+FIXTURES = Path(__file__).resolve().parent.parent / "export" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def golden_box() -> dict:
+    """Twelve waters in a triclinic 7.4 Å cell and the tiny local model's numbers (export/make_fixtures.py)."""
+    structure = json.loads((FIXTURES / "expected-local.json").read_text())["water-box"]
+    structure["numbers"] = np.array([{"H": 1, "O": 8}[symbol] for symbol in structure["symbols"]])
+    return structure
+
+
+def test_the_golden_local_fixture(golden_box, tmp_path):
+    """The shared fixture every engine reproduces: a cell barely wider than the ghost range (7 Å)."""
+    cell = np.array(golden_box["cell"])
+    data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
+    instance = open_lammps(
+        setup_commands(data, FIXTURES / "tiny-local-float64.pt")
+        + [
+            "compute peatom all pe/atom",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*]",
+            "run 0",
+        ]
+    )
+    assert instance.get_thermo("pe") == pytest.approx(golden_box["energy"], rel=1e-12)
+    forces = np.array(golden_box["forces"])
+    np.testing.assert_allclose(
+        by_id(instance, instance.numpy.extract_atom("f")), forces, rtol=0, atol=1e-10 * np.abs(forces).max()
+    )
+    peatom = by_id(instance, instance.numpy.extract_compute("peatom", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_VECTOR))
+    np.testing.assert_allclose(peatom, golden_box["per_atom_energy"], rtol=1e-12)
+    pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+    expected = lammps_pressure_from_virial(np.array(golden_box["virial"]), cell, instance.extract_global("nktv2p"))
+    np.testing.assert_allclose(pressure, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    instance.close()
+
+
 # ---------------------------------------------------------------- MPI: the same numbers on any decomposition
 
 
@@ -260,6 +298,21 @@ def test_one_two_and_four_ranks_give_the_same_numbers(local_export, tmp_path):
         scale = np.abs(dump1).max(axis=0)  # each column against its own magnitude
         np.testing.assert_allclose(dump / scale, dump1 / scale, rtol=0, atol=1e-10, err_msg=ranks)
     assert np.abs(virial).max() > 0
+
+
+def test_four_ranks_on_a_box_thinner_than_the_ghost_range(golden_box, tmp_path):
+    """2 x 2 x 1 ranks on the 7.4 Å fixture cell: each subdomain is ~3.7 Å wide, the ghost range 7 Å, so
+    ghosts come through several exchanges and include images of the rank's own atoms."""
+    cell = np.array(golden_box["cell"])
+    data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
+    thermo, dump, output = run_ranks(
+        tmp_path / "np4", data, FIXTURES / "tiny-local-float64.pt", 4, processors="processors 2 2 1"
+    )
+    assert "2 by 2 by 1 MPI processor grid" in output
+    assert thermo[0, 1] == pytest.approx(golden_box["energy"], rel=1e-12)
+    forces = np.array(golden_box["forces"])
+    np.testing.assert_allclose(dump[: len(forces), 1:4], forces, rtol=0, atol=1e-10 * np.abs(forces).max())
+    np.testing.assert_allclose(dump[: len(forces), 4], golden_box["per_atom_energy"], rtol=1e-12)
 
 
 # ---------------------------------------------------------------- derivatives
