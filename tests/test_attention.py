@@ -90,3 +90,14 @@ def test_cli_refuses_an_export_with_a_clear_error(tmp_path):
     ]
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code != 0 and "training checkpoint" in result.output
+
+
+def test_cli_refuses_one_atom_and_local_models(tmp_path):
+    one_atom = tmp_path / "atom.xyz"
+    one_atom.write_text("1\n\nO 0.0 0.0 0.0\n")
+    base = ["analyze", "attention", "--model", str(FIXTURES / "tiny.pt"), "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, [*base[:2], str(one_atom), *base[2:]])
+    assert result.exit_code != 0 and "at least two" in result.output and "Traceback" not in result.output
+    local = ["analyze", "attention", str(FIXTURES / "water.xyz"), "--model", str(FIXTURES / "tiny-local.pt")]
+    result = CliRunner().invoke(main, [*local, "-o", str(tmp_path / "local")])
+    assert result.exit_code != 0 and "local model" in result.output

@@ -170,9 +170,17 @@ def read_frames(path: str | Path, max_structures: int) -> list:
     """Up to `max_structures` frames of a structure file or data set (any format ASE reads), evenly spaced."""
     import ase.io
 
-    frames = ase.io.read(path, index=":")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ase raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} as structures ({error}); give an extxyz, XYZ or PDB file") from None
     if not frames:
         raise ValueError(f"{path} holds no structures")
+    small = [index for index, atoms in enumerate(frames) if len(atoms) < 2]
+    if small:
+        raise ValueError(
+            f"{path}, frame {small[0]}: {len(frames[small[0]])} atom(s); attention between atoms needs at least two"
+        )
     if len(frames) > max_structures:
         frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_structures).round().astype(int)]
     return frames
@@ -188,6 +196,11 @@ def load_eager_model(checkpoint: str | Path) -> TransformerPotential:
         raise ValueError(
             f"{error}. The attention analysis needs the training checkpoint (e.g. md17.pt), not its TorchScript export"
         ) from None
+    if model.config.is_local:
+        raise ValueError(
+            f"{checkpoint} holds a local model; the attention analysis covers global-attention models "
+            "(a local model's attention is confined to its interaction range by construction)"
+        )
     return model.double().eval()
 
 
