@@ -203,3 +203,54 @@ def test_export_round_trip_keeps_the_periodic_energy(local_model, tmp_path):
     single = Potential.load(export(checkpoint, tmp_path / "local-float32.pt", dtype="float32"))
     far = single(positions.numpy() + 1e6, numbers.numpy(), cell=TRICLINIC, pbc=[True, True, True])
     np.testing.assert_allclose(far.forces, result.forces, atol=2e-4)
+
+
+def write_periodic_data(path, frames: int, seed: int):
+    """Strained, rattled copies of a copper crystal (16 atoms), labelled with EMT: energy, forces, stress."""
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    structures = []
+    for _ in range(frames):
+        atoms = base.copy()
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.02, (3, 3))), scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_stress()
+        structures.append(atoms)
+    ase.io.write(path, structures, format="extxyz")
+    return path
+
+
+def test_training_on_periodic_data_with_stress_labels(tmp_path):
+    """A local model trains on periodic frames with stress labels; its validation stress error drops."""
+    import ase.io
+
+    from mdplugin.model.checkpoint import load_model
+    from mdplugin.training.dataset import read_structures
+    from mdplugin.training.train import TrainingOptions, evaluate, train
+
+    data = write_periodic_data(tmp_path / "box.extxyz", frames=48, seed=0)
+    structures = read_structures(data)
+    assert structures[0].virial is not None and structures[0].cell is not None
+    options = TrainingOptions(
+        train_files=[str(data)], output=str(tmp_path / "box.pt"), epochs=40, batch_size=8, width=32, depth=2,
+        heads=4, interaction_range=3.0, learning_rate=2e-3, threads=1, progress=False, seed=1,
+    )  # fmt: skip
+    train(options)
+    history = torch.load(tmp_path / "box.pt", weights_only=True)["training"]["history"]
+    assert "stress_mae_gpa" in history[0]
+    # 240 steps of a tiny model: the errors fall to about a third (measured 2.7 -> 0.8 GPa, 640 -> 110 meV/Å)
+    assert history[-1]["stress_mae_gpa"] < 0.6 * history[0]["stress_mae_gpa"]
+    assert history[-1]["force_mae_mev_per_a"] < 0.6 * history[0]["force_mae_mev_per_a"]
+    # the trainer's stress is the export's: -virial / volume, symmetrised
+    model = load_model(tmp_path / "box.pt").double()
+    potential = Potential.load(tmp_path / "box.pt", dtype="float64")
+    atoms = ase.io.read(data, 0)
+    result = potential.evaluate_atoms(atoms)
+    predicted = -0.5 * (result.virial + result.virial.T) / atoms.get_volume()
+    error = np.abs(predicted + structures[0].virial / atoms.get_volume()).mean() * 160.21766208
+    assert error == pytest.approx(evaluate(model, structures[:1])["stress_mae_gpa"], rel=1e-6)

@@ -39,7 +39,7 @@ def rotation_spread(
     for structure in structures:
         batch = collate([structure] * rotations, model.species_of_atomic_number)
         batch["positions"] = batch["positions"] @ random_rotations(rotations, generator, batch["positions"].dtype)
-        energy, _ = energy_and_forces(model, batch, training=False)
+        energy, _, _ = energy_and_forces(model, batch, training=False)
         spreads.append(1000 * float((energy.max() - energy.min()).detach()) / len(structure.atomic_numbers))
     return float(np.mean(spreads))
 

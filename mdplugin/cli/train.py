@@ -70,6 +70,12 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option("--energy-weight", default=1.0, type=NON_NEGATIVE, help="Weight of the per-atom energy term of the loss.")
 @click.option("--force-weight", default=10.0, type=NON_NEGATIVE, help="Weight of the force term of the loss.")
+@click.option(
+    "--stress-weight",
+    default=10.0,
+    type=click.FloatRange(min=0),
+    help="Weight of the per-atom virial term, for periodic frames with a stress label (local models).",
+)
 @click.option("--gradient-clip", default=1.0, type=POSITIVE, help="Largest gradient norm before clipping.")
 @click.option(
     "--ema-decay",

@@ -25,6 +25,7 @@ class Structure:
     multiplicity: int = 1
     cell: np.ndarray | None = None  # [3, 3] Å, rows are lattice vectors; None: an isolated structure
     pbc: np.ndarray | None = None  # [3] bool
+    virial: np.ndarray | None = None  # [3, 3] eV, -stress x volume; only where the data has a stress label
 
 
 def read_structures(path: str | Path) -> list[Structure]:
@@ -61,12 +62,24 @@ def read_structures(path: str | Path) -> list[Structure]:
             multiplicity=int(atoms.info.get("multiplicity", atoms.info.get("spin", 1))),
             cell=np.asarray(atoms.cell.array, dtype=np.float64) if atoms.pbc.any() else None,
             pbc=np.asarray(atoms.pbc, dtype=bool) if atoms.pbc.any() else None,
+            virial=_virial_label(atoms),
         )
         _check_finite(structure, path, index)
         structures.append(structure)
     if not structures:
         raise ValueError(f"{path} holds no structures")
     return structures
+
+
+def _virial_label(atoms) -> np.ndarray | None:
+    """-stress x volume (eV) of a frame periodic in all directions that carries a stress, else None."""
+    if not atoms.pbc.all():
+        return None
+    try:
+        stress = atoms.get_stress(voigt=False)
+    except Exception:  # no stress in this frame: it trains on energy and forces only
+        return None
+    return -np.asarray(stress, dtype=np.float64) * atoms.get_volume()
 
 
 def _check_finite(structure: Structure, path: Path, index: int) -> None:
@@ -76,6 +89,8 @@ def _check_finite(structure: Structure, path: Path, index: int) -> None:
         problems.append(f"the energy is {structure.energy}")
     if structure.cell is not None and not np.isfinite(structure.cell).all():
         problems.append("the cell is not finite")
+    if structure.virial is not None and not np.isfinite(structure.virial).all():
+        problems.append("the stress is not finite")
     for name, values in (("forces", structure.forces), ("positions", structure.positions)):
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
@@ -183,10 +198,14 @@ def collate(
     mask = torch.zeros(batch, atoms, dtype=torch.bool)
     cell = torch.zeros(batch, 3, 3, dtype=dtype)
     pbc = torch.zeros(batch, 3, dtype=torch.bool)
+    virial = torch.zeros(batch, 3, 3, dtype=dtype)
+    has_virial = torch.zeros(batch, dtype=torch.bool)
     for i, s in enumerate(structures):
         n = len(s.atomic_numbers)
         if s.cell is not None:
             cell[i], pbc[i] = torch.from_numpy(s.cell), torch.from_numpy(s.pbc)
+        if s.virial is not None:
+            virial[i], has_virial[i] = torch.from_numpy(s.virial), True
         positions[i, :n] = torch.from_numpy(s.positions)
         forces[i, :n] = torch.from_numpy(s.forces)
         numbers[i, :n] = torch.from_numpy(s.atomic_numbers)
@@ -202,6 +221,8 @@ def collate(
         "atom_count": mask.sum(1).to(dtype),
         "cell": cell,  # zeros and pbc False for isolated structures
         "pbc": pbc,
+        "virial": virial,  # eV; zeros where has_virial is False
+        "has_virial": has_virial,
     }
 
 

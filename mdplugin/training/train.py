@@ -41,6 +41,9 @@ class TrainingDiverged(ValueError):
     """The loss, the gradients or the weights became NaN or infinite during training."""
 
 
+EV_PER_CUBIC_ANGSTROM_IN_GPA = 160.21766208
+
+
 @dataclass
 class TrainingOptions:
     train_files: list[str]
@@ -55,6 +58,7 @@ class TrainingOptions:
     warmup_fraction: float = 0.05
     energy_weight: float = 1.0
     force_weight: float = 10.0
+    stress_weight: float = 10.0  # per-atom virial term, for frames with a stress label
     gradient_clip: float = 1.0
     ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
     augment_rotations: bool = True
@@ -124,14 +128,30 @@ def random_rotations(count: int, generator: torch.Generator, dtype: torch.dtype)
     return q.to(dtype)
 
 
-def energy_and_forces(model: TransformerPotential, batch: dict, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Total energies [B] and conservative forces [B, N, 3] = -dE/dx."""
+def energy_and_forces(
+    model: TransformerPotential, batch: dict, training: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Total energies [B], conservative forces [B, N, 3] = -dE/dx and, where the batch has stress
+    labels, the virials [B, 3, 3] = -dE/dstrain (eV; None when no structure has a label)."""
     positions = batch["positions"].requires_grad_(True)
+    cell = batch["cell"]
+    strain = None
+    if bool(batch["has_virial"].any()):
+        # a homogeneous strain of positions and cell together; at zero strain dE/dx is unchanged
+        strain = torch.zeros_like(cell).requires_grad_(True)
+        deformation = torch.eye(3, dtype=cell.dtype) + strain
+        inputs = (positions @ deformation, cell @ deformation)
+    else:
+        inputs = (positions, cell)
     energy = model(
-        positions, batch["species"], batch["mask"], batch["charge"], batch["multiplicity"], batch["cell"], batch["pbc"]
+        inputs[0], batch["species"], batch["mask"], batch["charge"], batch["multiplicity"], inputs[1], batch["pbc"]
     ).sum(1)
-    (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
-    return energy, -gradient
+    if strain is None:
+        (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
+        return energy, -gradient, None
+    gradient, strain_gradient = torch.autograd.grad(energy.sum(), (positions, strain), create_graph=training)
+    virial = -0.5 * (strain_gradient + strain_gradient.transpose(1, 2))  # a stress label is symmetric
+    return energy, -gradient, virial
 
 
 def learning_rate_at(step: int, total_steps: int, options: TrainingOptions) -> float:
@@ -144,19 +164,28 @@ def learning_rate_at(step: int, total_steps: int, options: TrainingOptions) -> f
 
 
 def evaluate(model: TransformerPotential, structures: list[Structure], batch_size: int = 64) -> dict[str, float]:
-    """Energy MAE (meV/atom) and force MAE (meV/Å) over a set of structures."""
+    """Energy MAE (meV/atom), force MAE (meV/Å) and, where there are stress labels, stress MAE (GPa)."""
     model.eval()
-    energy_error, force_error, atoms = 0.0, 0.0, 0
+    energy_error, force_error, atoms, stress_error, stresses = 0.0, 0.0, 0, 0.0, 0
     for start in range(0, len(structures), batch_size):
         batch = collate(structures[start : start + batch_size], model.species_of_atomic_number)
-        energy, forces = energy_and_forces(model, batch, training=False)
+        energy, forces, virial = energy_and_forces(model, batch, training=False)
         energy_error += ((energy.detach() - batch["energy"]).abs() / batch["atom_count"]).sum().item()
         force_error += ((forces.detach() - batch["forces"]).abs().sum(-1) * batch["mask"]).sum().item() / 3
         atoms += int(batch["mask"].sum())
-    return {
+        if virial is not None:
+            labelled = batch["has_virial"]
+            volume = torch.linalg.det(batch["cell"][labelled]).abs()[:, None, None]
+            difference = (virial.detach()[labelled] - batch["virial"][labelled]) / volume
+            stress_error += difference.abs().mean((1, 2)).sum().item() * EV_PER_CUBIC_ANGSTROM_IN_GPA
+            stresses += int(labelled.sum())
+    metrics = {
         "energy_mae_mev_per_atom": 1000 * energy_error / len(structures),
         "force_mae_mev_per_a": 1000 * force_error / atoms,
     }
+    if stresses:
+        metrics["stress_mae_gpa"] = stress_error / stresses
+    return metrics
 
 
 def train(
@@ -263,14 +292,19 @@ def train(
                 batch["positions"] = batch["positions"] @ rotation
                 batch["forces"] = batch["forces"] @ rotation
                 batch["cell"] = batch["cell"] @ rotation  # rows are lattice vectors: they turn with the atoms
+                batch["virial"] = rotation.transpose(1, 2) @ batch["virial"] @ rotation  # sum of r (x) f turns twice
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, total_steps, options)
             # fused attention kernels have no double backward; the math kernel does
             with sdpa_kernel(SDPBackend.MATH):
-                energy, forces = energy_and_forces(model, batch, training=True)
+                energy, forces, virial = energy_and_forces(model, batch, training=True)
             energy_loss = (((energy - batch["energy"]) / batch["atom_count"] / scale) ** 2).mean()
             force_loss = (((forces - batch["forces"]) / scale) ** 2).sum(-1)[batch["mask"]].mean() / 3
             loss = options.energy_weight * energy_loss + options.force_weight * force_loss
+            if virial is not None:  # per-atom virial, like the per-atom energy
+                labelled = batch["has_virial"]
+                error = (virial[labelled] - batch["virial"][labelled]) / batch["atom_count"][labelled, None, None]
+                loss = loss + options.stress_weight * ((error / scale) ** 2).mean()
             if not torch.isfinite(loss):
                 progress.close()
                 raise _diverged(f"the loss became {loss.item()}", epoch, step, total_steps, options)
