@@ -849,10 +849,14 @@ std::string PairTransformer::model_name() const
   return "'" + model_path + "'";
 }
 
+// Default: float64 positions for a local model, which forms r_j - r_i in the input's precision
+// before casting to its own dtype (a float32 model keeps its digits far from the origin, in large
+// boxes); the export's dtype for a global one.
 torch::Dtype PairTransformer::input_dtype() const
 {
-  return (dtype_name.empty() ? metadata.dtype : dtype_name) == "float32" ? torch::kFloat32
-                                                                         : torch::kFloat64;
+  const std::string name =
+      !dtype_name.empty() ? dtype_name : (metadata.local ? std::string("float64") : metadata.dtype);
+  return name == "float32" ? torch::kFloat32 : torch::kFloat64;
 }
 
 void PairTransformer::check_box_and_units()

