@@ -237,6 +237,28 @@ def test_a_float32_local_export_keeps_its_digits_far_from_the_origin(golden_box,
     instance.close()
 
 
+def test_hybrid_overlay_evaluates_only_the_mapped_types(golden_box, tmp_path):
+    """NULL leaves hydrogen out of the model's input (pairs and ghosts included): the energy and forces
+    are those of the oxygen sublattice in the same cell."""
+    cell = np.array(golden_box["cell"])
+    data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
+    model = FIXTURES / "tiny-local-float64.pt"
+    instance = open_lammps(
+        setup_commands(data, model, "pair_style hybrid/overlay transformer zero 3.0")[:-1]
+        + [f"pair_coeff * * transformer {model} NULL C N O", "pair_coeff * * zero", "run 0"]
+    )
+    oxygen = golden_box["numbers"] == 8
+    energy, forces, _, _ = python_reference(
+        model, np.array(golden_box["positions"])[oxygen], golden_box["numbers"][oxygen], cell
+    )
+    assert energy != pytest.approx(golden_box["energy"], rel=1e-3)  # hydrogen really is left out
+    assert instance.get_thermo("pe") == pytest.approx(energy, rel=1e-12)
+    all_forces = by_id(instance, instance.numpy.extract_atom("f"))
+    np.testing.assert_allclose(all_forces[oxygen], forces, rtol=0, atol=1e-10 * np.abs(forces).max())
+    assert np.all(all_forces[~oxygen] == 0.0)
+    instance.close()
+
+
 # ---------------------------------------------------------------- MPI: the same numbers on any decomposition
 
 
