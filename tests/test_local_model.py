@@ -95,7 +95,9 @@ def test_forces_are_minus_the_energy_gradient(local_model):
         plus, minus = positions.clone(), positions.clone()
         plus[atom, axis] += step
         minus[atom, axis] -= step
-        numeric = -(evaluate(local_model, plus, numbers, TRICLINIC)[0] - evaluate(local_model, minus, numbers, TRICLINIC)[0]) / (2 * step)
+        numeric = -(
+            evaluate(local_model, plus, numbers, TRICLINIC)[0] - evaluate(local_model, minus, numbers, TRICLINIC)[0]
+        ) / (2 * step)
         assert abs(float(numeric - forces[atom, axis])) < 1e-7  # central difference error ~ step^2 * E'''
 
 
@@ -164,6 +166,14 @@ def test_neighbor_entry_point_with_ghost_atoms_equals_the_periodic_evaluation(lo
     # the virial from pair gradients: W = -sum_e d_e (x) g_e
     displacement = all_positions[pairs[1]] - all_positions[pairs[0]]
     torch.testing.assert_close(-(displacement.T @ result[3]), virial, atol=1e-9, rtol=0)
+    # ghosts are read, not updated: the last block updates only the local atoms, the first fewer than all
+    from mdplugin.model.transformer import neighbor_slots, rows_to_update
+
+    index, _, bias = neighbor_slots(
+        all_positions, pairs[0], pairs[1], torch.zeros(pairs.size(1), 3, dtype=torch.float64), RANGE
+    )
+    rows = rows_to_update(index, bias, len(positions), 2)
+    assert len(rows[1]) == len(positions) and len(positions) < len(rows[0]) < len(all_positions)
 
 
 def test_bad_cells_get_clear_errors(local_model):

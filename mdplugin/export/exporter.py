@@ -52,7 +52,9 @@ def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, e
     species = lookup[numbers]
     if bool((species < 0).any()):
         unknown = int(numbers[species < 0][0])
-        raise ValueError(f"atomic number {unknown} is not one of the model's elements {elements}; use a model trained on it")
+        raise ValueError(
+            f"atomic number {unknown} is not one of the model's elements {elements}; use a model trained on it"
+        )
     return species
 
 
@@ -186,7 +188,7 @@ class ExportedLocalPotential(nn.Module):
         shifts = torch.zeros(pairs.size(1), 3, dtype=positions.dtype, device=positions.device).requires_grad_(True)
         system_state = torch.tensor([charge, multiplicity], dtype=torch.long, device=positions.device)
         system = self.model.system_embedding(system_state[:1], system_state[1:]).expand(atoms, -1)
-        per_atom = self.model.local_energies(points, species, system, pairs[0], pairs[1], shifts)[:n_local]
+        per_atom = self.model.local_energies(points, species, system, pairs[0], pairs[1], shifts, n_local)
         energy = per_atom.sum()
         gradients = torch.autograd.grad([energy], [points, shifts], allow_unused=True)
         position_gradient, edge_gradient = gradients[0], gradients[1]
@@ -221,7 +223,11 @@ def script_model(model: TransformerPotential, dtype: str = "float32", device: st
 
 def check_finite_weights(model: TransformerPotential, source: str | Path) -> None:
     """A model with NaN or infinite weights gives NaN energies: refuse it before anyone simulates with it."""
-    broken = [name for name, value in model.state_dict().items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    broken = [
+        name
+        for name, value in model.state_dict().items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
     if broken:
         raise ExportError(
             f"{source} holds non-finite weights ({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}); "

@@ -40,7 +40,9 @@ def model_file_kind(path: str | Path) -> str:
     if any(name.endswith(f"extra/{METADATA_JSON}") for name in names):
         return "export"
     if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
-        raise ExportError(f"{path} is a TorchScript file without mdplugin metadata; export a checkpoint with `mdplugin export`")
+        raise ExportError(
+            f"{path} is a TorchScript file without mdplugin metadata; export a checkpoint with `mdplugin export`"
+        )
     return "checkpoint"
 
 
@@ -59,7 +61,9 @@ def load_model_file(
             module = torch.jit.load(str(path), map_location=device)
         except Exception as error:  # torch raises several kinds for a damaged archive
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ExportError(f"{path} has valid metadata but torch.jit.load cannot read its model ({first_line}); re-export it") from None
+            raise ExportError(
+                f"{path} has valid metadata but torch.jit.load cannot read its model ({first_line}); re-export it"
+            ) from None
         return module.eval(), metadata
     from mdplugin.export.exporter import check_finite_weights, export_metadata, file_sha256, script_model
     from mdplugin.model.checkpoint import model_from_checkpoint, read_checkpoint
@@ -92,9 +96,7 @@ class Result:
 class Potential:
     """An exported model (or a checkpoint, scripted in memory) as a callable for structures."""
 
-    def __init__(
-        self, module: torch.jit.ScriptModule, metadata: dict, device: str = "cpu", threads: int | None = None
-    ):
+    def __init__(self, module: torch.jit.ScriptModule, metadata: dict, device: str = "cpu", threads: int | None = None):
         self.module = module
         self.metadata = metadata
         self.device = torch.device(device)
@@ -134,7 +136,9 @@ class Potential:
         try:
             if self.is_local:
                 box = torch.as_tensor(np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64))
-                flags = torch.as_tensor(np.zeros(3, bool) if pbc is None else np.array(np.broadcast_to(np.asarray(pbc, bool), 3)))
+                flags = torch.as_tensor(
+                    np.zeros(3, bool) if pbc is None else np.array(np.broadcast_to(np.asarray(pbc, bool), 3))
+                )
                 energy, forces, per_atom, virial = self.module(
                     positions, numbers, charge, multiplicity, box.to(self.device), flags.to(self.device)
                 )
@@ -150,7 +154,10 @@ class Potential:
         except torch.jit.Error as error:
             raise ValueError(script_error_message(error)) from None
         return Result(
-            float(energy.detach()), forces.detach().cpu().double().numpy(), per_atom.detach().cpu().double().numpy(), virial
+            float(energy.detach()),
+            forces.detach().cpu().double().numpy(),
+            per_atom.detach().cpu().double().numpy(),
+            virial,
         )
 
     def evaluate_atoms(self, atoms) -> Result:

@@ -45,7 +45,9 @@ class ModelConfig:
     displacement_features: int = 16  # local model: width of the learned encoding of r_j - r_i
 
     def __post_init__(self) -> None:
-        if self.interaction_range is not None and not (math.isfinite(self.interaction_range) and self.interaction_range > 0):
+        if self.interaction_range is not None and not (
+            math.isfinite(self.interaction_range) and self.interaction_range > 0
+        ):
             raise ValueError(f"interaction_range must be a positive number of Å, not {self.interaction_range}")
 
     @property
@@ -140,11 +142,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
-        # x [B, N, width]; attention_bias [B, 1, 1, N] masks padding keys; neighbors and displacement are
-        # unused (every atom is a neighbour; geometry is already in the tokens)
-        batch, atoms, width = x.shape
-        q, k, v = self.qkv(x).view(batch, atoms, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+    def forward(
+        self, queries: Tensor, context: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
+    ) -> Tensor:
+        # queries and context are the same tokens [B, N, width]; attention_bias [B, 1, 1, N] masks padding
+        # keys; neighbors and displacement are unused (every atom is a neighbour; geometry is in the tokens)
+        batch, atoms, width = queries.shape
+        q, k, v = (
+            self.qkv(queries).view(batch, atoms, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        )
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias)
         return self.out(y.transpose(1, 2).reshape(batch, atoms, width))
 
@@ -193,14 +199,18 @@ class NeighbourAttention(nn.Module):
         self.value_displacement = nn.Linear(config.displacement_features, config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
-        # x [M, width]; neighbors [M, K] token indices; attention_bias [M, K] log f_c (-inf: empty slot);
-        # displacement [M, K, F] encoded r_j - r_i. Products are elementwise over [M, K, H, .]: on a CPU,
-        # millions of tiny per-atom matrix products (einsum -> bmm) cost several times more.
-        atoms, width = x.shape
+    def forward(
+        self, queries: Tensor, context: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
+    ) -> Tensor:
+        # queries [S, width]: the atoms being updated; context [M, width]: every atom; neighbors [S, K] indices
+        # into context; attention_bias [S, K] log f_c (-inf: empty slot); displacement [S, K, F] encoded r_j - r_i.
+        # Products are elementwise over [S, K, H, .]: on a CPU, millions of tiny per-atom matrix products
+        # (einsum -> bmm) cost more.
+        atoms, width = queries.shape
         slots = neighbors.size(1)
         head_width = width // self.heads
-        q, k, v = self.qkv(x).view(atoms, 3, self.heads, head_width).unbind(1)  # [M, H, D] each
+        q = F.linear(queries, self.qkv.weight[:width]).view(atoms, self.heads, head_width)
+        k, v = F.linear(context, self.qkv.weight[width:]).view(-1, 2, self.heads, head_width).unbind(1)
         flat = neighbors.flatten()
         keys = k.index_select(0, flat).view(atoms, slots, self.heads, head_width)
         values = v.index_select(0, flat).view(atoms, slots, self.heads, head_width)
@@ -209,10 +219,10 @@ class NeighbourAttention(nn.Module):
         # q.(A phi) = (A^T q).phi: project each query once rather than every neighbour's displacement
         query_geometry = torch.einsum("mhd,hdf->mhf", q, key_geometry)
         logits = (q.unsqueeze(1) * keys).sum(-1) + (query_geometry.unsqueeze(1) * displacement.unsqueeze(2)).sum(-1)
-        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(-1), dim=1)  # [M, K, H]
-        y = (weights.unsqueeze(-1) * values).sum(1)  # [M, H, D]
+        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(-1), dim=1)  # [S, K, H]
+        y = (weights.unsqueeze(-1) * values).sum(1)  # [S, H, D]
         # sum_j w_ij B phi_ij = B (sum_j w_ij phi_ij): pool the displacements first
-        pooled = (weights.unsqueeze(-1) * displacement.unsqueeze(2)).sum(1)  # [M, H, F]
+        pooled = (weights.unsqueeze(-1) * displacement.unsqueeze(2)).sum(1)  # [S, H, F]
         y = y + torch.einsum("mhf,hdf->mhd", pooled, value_geometry)
         return self.out(y.reshape(atoms, width))
 
@@ -237,8 +247,13 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.width)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor) -> Tensor:
-        x = x + self.attention(self.attention_norm(x), attention_bias, neighbors, displacement)
+    def forward(
+        self, x: Tensor, context: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
+    ) -> Tensor:
+        """x: the tokens to update; context: the tokens they attend to (the global model passes x twice)."""
+        x = x + self.attention(
+            self.attention_norm(x), self.attention_norm(context), attention_bias, neighbors, displacement
+        )
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -266,9 +281,25 @@ def neighbor_slots(
     occupied = torch.zeros(atoms, width, dtype=torch.bool, device=device)
     occupied[:, 0] = True
     occupied[centers, slot] = True
-    displacement = positions.index_select(0, index.flatten()).view(atoms, width, 3) - positions.unsqueeze(1) + shift_table
+    displacement = (
+        positions.index_select(0, index.flatten()).view(atoms, width, 3) - positions.unsqueeze(1) + shift_table
+    )
     bias = log_cutoff(displacement.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
     return index, displacement, bias
+
+
+def rows_to_update(index: Tensor, attention_bias: Tensor, wanted: int, depth: int) -> List[Tensor]:  # noqa: UP006
+    """For each block, the atoms whose new tokens a later block (or the energy of the first `wanted`
+    atoms) reads: those within depth - 1 - l neighbour hops of the wanted atoms, for block l."""
+    atoms = index.size(0)
+    far = depth + 1
+    hops = torch.full((atoms,), far, dtype=torch.long, device=index.device)
+    hops[:wanted] = 0
+    connected = attention_bias > float("-inf")
+    for _ in range(depth - 1):
+        through_neighbor = hops[index].masked_fill(~connected, far).min(1).values + 1
+        hops = torch.minimum(hops, through_neighbor)
+    return [torch.nonzero(hops <= depth - 1 - layer).squeeze(1) for layer in range(depth)]
 
 
 class TransformerPotential(nn.Module):
@@ -333,7 +364,7 @@ class TransformerPotential(nn.Module):
         x, attention_bias = self.embed(positions, species, mask, charge, multiplicity)
         empty = torch.empty(0, device=positions.device)
         for block in self.blocks:
-            x = block(x, attention_bias, empty, empty)
+            x = block(x, x, attention_bias, empty, empty)
         return self.readout(x, species) * mask.to(x.dtype)
 
     def system_embedding(self, charge: Tensor, multiplicity: Tensor) -> Tensor:
@@ -355,7 +386,11 @@ class TransformerPotential(nn.Module):
         return x, attention_bias
 
     def neighbor_pairs(
-        self, positions: Tensor, mask: Tensor, cell: Optional[Tensor], pbc: Optional[Tensor]  # noqa: UP045
+        self,
+        positions: Tensor,
+        mask: Tensor,
+        cell: Optional[Tensor],  # noqa: UP045
+        pbc: Optional[Tensor],  # noqa: UP045
     ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
         """Local model: pairs closer than the interaction range, flattened over the batch.
 
@@ -384,20 +419,38 @@ class TransformerPotential(nn.Module):
         return torch.cat(centers), torch.cat(neighbors), torch.cat(shifts)
 
     def local_energies(
-        self, positions: Tensor, species: Tensor, system: Tensor, centers: Tensor, neighbors: Tensor, shifts: Tensor
+        self,
+        positions: Tensor,
+        species: Tensor,
+        system: Tensor,
+        centers: Tensor,
+        neighbors: Tensor,
+        shifts: Tensor,
+        wanted: int = -1,
     ) -> Tensor:
-        """Local model: per-atom energies [M] (eV) of M atoms given their pairs within range.
+        """Local model: per-atom energies (eV) of M atoms given their pairs within range.
 
         Any pair list that holds every pair closer than R gives the same energies: the neighbour-list
         entry point of an export (LAMMPS ghosts) and the model's own search (periodic cells) meet here.
+        With `wanted` = n, only the first n atoms' energies [n] are computed, and block l updates only
+        the atoms within depth - 1 - l hops of them: the outer ghost shells are read, never updated.
         """
         index, displacement, attention_bias = neighbor_slots(positions, centers, neighbors, shifts, self.cutoff)
         dtype = self.reference_energies.dtype
         encoded = self.displacement_encoding(displacement.to(dtype))
+        attention_bias = attention_bias.to(dtype)
         x = self.species_embedding(species) + system.to(dtype)
-        for block in self.blocks:
-            x = block(x, attention_bias.to(dtype), index, encoded)
-        return self.readout(x, species)
+        atoms = x.size(0)
+        if wanted < 0 or wanted >= atoms:
+            for block in self.blocks:
+                x = block(x, x, attention_bias, index, encoded)
+            return self.readout(x, species)
+        layer_rows = rows_to_update(index, attention_bias, wanted, len(self.blocks))
+        for layer, block in enumerate(self.blocks):
+            rows = layer_rows[layer]
+            updated = block(x.index_select(0, rows), x, attention_bias[rows], index[rows], encoded[rows])
+            x = x.index_copy(0, rows, updated)
+        return self.readout(x[:wanted], species[:wanted])
 
     def readout(self, x: Tensor, species: Tensor) -> Tensor:
         """Per-atom energies (eV) from the final tokens."""
