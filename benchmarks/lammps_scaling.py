@@ -37,6 +37,7 @@ MASSES = {1: 1.008, 8: 15.999}
 TIMESTEP_FS = 0.5
 SKIN = 1.0  # Å: neighbor skin (LAMMPS's metal default is 2 Å; 1 Å keeps the ghost shell thinner)
 LOOP_TIME = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+CPU_USE = re.compile(r"([0-9.]+)% CPU use with (\d+) MPI tasks")
 
 
 def water_box(molecules_per_edge: int, seed: int = 0, spacing: float = 3.1) -> tuple[np.ndarray, np.ndarray, float]:
@@ -115,6 +116,10 @@ def run(directory: Path, model: Path, ranks: int, steps: int, repeats: int, warm
     if completed.returncode != 0 or not LOOP_TIME.search(log):
         raise RuntimeError(f"LAMMPS failed with {ranks} ranks:\n" + (log + completed.stdout + completed.stderr)[-3000:])
     loops = [float(m[1]) / int(m[3]) for m in LOOP_TIME.finditer(log)][1:]  # the warm-up run left out
+    # CPU time per rank (LAMMPS averages it over ranks): on a machine shared with other work the wall
+    # time says how much CPU the ranks got, the CPU time how much work each rank did
+    cpu_use = [float(m[1]) / 100.0 for m in CPU_USE.finditer(log)][1:]
+    cpu = [seconds * use for seconds, use in zip(loops, cpu_use)]
     local = [float(m[1]) for m in re.finditer(r"^Nlocal:\s+(\S+) ave", log, re.MULTILINE)]
     ghost = [float(m[1]) for m in re.finditer(r"^Nghost:\s+(\S+) ave", log, re.MULTILINE)]
     first_energy = re.search(r"^\s+0\s+(\S+)\s+\S+\s+\S+\s*$", log, re.MULTILINE)
@@ -122,6 +127,8 @@ def run(directory: Path, model: Path, ranks: int, steps: int, repeats: int, warm
         "ranks": ranks,
         "seconds_per_step": statistics.median(loops),
         "samples_seconds_per_step": loops,
+        "cpu_seconds_per_step_per_rank": statistics.median(cpu),
+        "samples_cpu_seconds_per_step_per_rank": cpu,
         "local_atoms_per_rank": local[-1],
         "ghost_atoms_per_rank": ghost[-1],
         "energy_step0_eV": float(first_energy.group(1)),
@@ -152,6 +159,7 @@ def measure(arguments: argparse.Namespace) -> dict:
             for entry in runs:
                 entry["speedup"] = runs[0]["seconds_per_step"] / entry["seconds_per_step"]
                 entry["efficiency"] = base / (entry["seconds_per_step"] * entry["ranks"])
+                entry["cpu_speedup"] = runs[0]["cpu_seconds_per_step_per_rank"] / entry["cpu_seconds_per_step_per_rank"]
                 entry["evaluated_over_owned"] = (entry["local_atoms_per_rank"] + entry["ghost_atoms_per_rank"]) / entry[
                     "local_atoms_per_rank"
                 ]
@@ -189,6 +197,8 @@ def markdown(data: dict) -> str:
                     f"{1e3 * entry['seconds_per_step']:.0f}",
                     f"{entry['speedup']:.2f}",
                     f"{entry['efficiency']:.2f}",
+                    f"{1e3 * entry['cpu_seconds_per_step_per_rank']:.0f}",
+                    f"{entry['cpu_speedup']:.2f}",
                     f"{entry['local_atoms_per_rank']:.0f}",
                     f"{entry['ghost_atoms_per_rank']:.0f}",
                     f"{entry['evaluated_over_owned']:.1f}",
@@ -202,6 +212,8 @@ def markdown(data: dict) -> str:
         "ms/step",
         "speed-up",
         "efficiency",
+        "CPU ms/step/rank",
+        "CPU speed-up",
         "owned/rank",
         "ghosts/rank",
         "evaluated/owned",
@@ -213,7 +225,10 @@ def markdown(data: dict) -> str:
         f"{data['dtype']}, NVE at {TIMESTEP_FS} fs, skin {data['skin_A']} Å, one libtorch thread per rank; "
         f"median of {len(data['results'][0]['runs'][0]['samples_seconds_per_step'])} samples of "
         f"{data['steps_per_sample']} steps. `evaluated/owned` is what each rank hands the model (owned + ghost "
-        "atoms) over what it owns: the ghost shell of receptive field + skin, which limits the speed-up.\n\n"
+        "atoms) over what it owns: the ghost shell of receptive field + skin, which limits the speed-up. "
+        "`CPU ms/step/rank` is the wall time times LAMMPS's `% CPU use` (the CPU time each rank spent): on a "
+        "machine shared with other work the wall-time speed-up says how much CPU the ranks were given, the "
+        "CPU speed-up how the work per rank shrank.\n\n"
         + report.markdown_table(header, rows)
         + "\n\n"
         + report.machine_markdown(data["machine"])
