@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from export_files import Payload, swapped_symbols, with_pickle, with_shortest_distances
+from export_files import Payload, swapped_symbols, with_metadata, with_pickle, with_shortest_distances
 
 from mdplugin.engines.lammps_plugin import build_plugin, plugin_directory, preload_mpi
 
@@ -574,6 +574,32 @@ def test_a_pickle_of_another_object_is_a_clear_error_not_an_internal_assert(wate
     message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O", "run 0"])
     assert "is not a valid TorchScript export (its pickled contents are not a TorchScript module)" in message
     assert "INTERNAL ASSERT" not in message
+
+
+def test_a_local_label_on_a_model_without_the_neighbor_entry_point_is_refused(water, tmp_path):
+    """format 2 metadata claiming a local model, on a global model's archive (no forward_neighbors)."""
+
+    def local(text: str) -> str:
+        text = text.replace("format_version=1", "format_version=2").replace("model_kind=global", "model_kind=local")
+        return text.replace("interaction_range=none", "interaction_range=2.5").replace(
+            "receptive_field=none", "receptive_field=5.0"
+        )
+
+    corrupt = with_metadata(MODEL, tmp_path / "relabelled.pt", local)
+    message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O"])
+    assert "says model_kind=local but has no forward_neighbors method" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("shortest_distance=H-O:0.95 HO:1.0", "'HO:1.0' that is not of the form H-O:0.95"),
+        ("shortest_distance=H-O:-1", "not a positive length"),
+    ],
+)
+def test_malformed_shortest_distances_are_refused(water, tmp_path, line, expected):
+    corrupt = with_metadata(MODEL, tmp_path / "malformed.pt", lambda text: text + line + "\n")
+    assert expected in lammps_error(water + ["pair_style transformer", f"pair_coeff * * {corrupt} H C N O"])
 
 
 # ---------------------------------------------------------------- warnings, threads, the closest approach
