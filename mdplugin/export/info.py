@@ -16,24 +16,19 @@ GLOBAL_ATTENTION_LIMITS = (
 
 def describe(path: str | Path) -> dict:
     """A readable summary of a checkpoint or an export; a clear error for anything else."""
-    from mdplugin.export.contract import ExportError, read_export_metadata
-    from mdplugin.model.checkpoint import CheckpointError, read_checkpoint
+    from mdplugin.export.contract import read_export_metadata
+    from mdplugin.export.loader import model_file_kind
+    from mdplugin.model.checkpoint import read_checkpoint
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
+    if model_file_kind(path) == "export":
         metadata = read_export_metadata(path)
         summary = {"kind": "export", "file": str(path), **metadata}
         summary["domain"] = _domain(metadata.get("domain"))
         if not _is_local(metadata.get("interaction_range", metadata.get("model_config", {}).get("interaction_range"))):
             summary["limits"] = GLOBAL_ATTENTION_LIMITS
         return summary
-    except ExportError as export_error:
-        try:
-            checkpoint = read_checkpoint(path)
-        except CheckpointError:
-            raise ValueError(f"{path} is neither an mdplugin checkpoint nor an export ({export_error})") from None
+    checkpoint = read_checkpoint(path)
     training = checkpoint.get("training", {})
     history = training.get("history", [])
     summary = {
