@@ -403,6 +403,31 @@ def test_example_input_runs(tmp_path):
     assert np.ptp(total) < 1e-3  # NVE at 0.5 fs: see test_nve_conserves_energy_with_verlet_scaling
 
 
+def test_water_example_runs_nvt_then_npt(tmp_path):
+    """examples/lammps/in.water with the model its input names, a few steps of each stage: NVT keeps the
+    box, NPT moves it (its conserved energy: test_lammps_local.py's fix npt test)."""
+    example = ROOT / "examples" / "lammps"
+    model = re.search(r"^variable model index (\S+)", (example / "in.water").read_text(), re.MULTILINE).group(1)
+    model = (example / model).resolve()  # the input's path is relative to its own directory
+    assert model.is_file(), model
+    stdout = run_example(
+        "in.water", tmp_path, "-var", "model", str(model), "-var", "data", str(example / "water.data"),
+        "-var", "nvt_steps", "10", "-var", "npt_steps", "10",
+    )  # fmt: skip
+    number = r"[-+0-9.eE]+|inf"
+    nvt = re.findall(rf"^\s+(\d+)\s+((?:(?:{number})\s+){{6}}(?:{number}))\s*$", stdout, re.MULTILINE)
+    npt = re.findall(rf"^\s+(\d+)\s+((?:(?:{number})\s+){{7}}(?:{number}))\s*$", stdout, re.MULTILINE)
+    nvt = np.array([[step, *row.split()] for step, row in nvt], dtype=float)
+    npt = np.array([[step, *row.split()] for step, row in npt], dtype=float)
+    assert len(nvt) == 2 and len(npt) == 2  # steps 0, 10 and 10, 20: the thermo lines of both stages
+    print(f"in.water ({model.name}): density {nvt[0, 5]:.4f} -> {npt[-1, 5]:.4f} g/cm^3")
+    # columns: step temp pe etotal press density vol closest-approach ratio (inf without training minima) econserve
+    assert np.all(np.isfinite(npt[:, [1, 2, 3, 4, 5, 6, 8]])) and np.all(np.isfinite(nvt[:, :7]))
+    assert nvt[0, 6] == nvt[-1, 6] and npt[-1, 6] != npt[0, 6]  # the volume: fixed in NVT, moved by NPT
+    assert 0.9 < npt[-1, 5] < 1.1  # g/cm^3, 10 steps from liquid density
+    assert (tmp_path / "water-npt.data").is_file()  # the input's last frame, written where LAMMPS runs
+
+
 SHIPPED = ROOT / "examples" / "models" / "md17-export.pt"
 
 
