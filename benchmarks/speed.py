@@ -337,8 +337,25 @@ def scaling(rows: list[dict]) -> dict:
 def write_results(results: dict, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     report.write_json(results, output / "speed.json")
-    (output / "speed.md").write_text(markdown(results))
+    (output / "speed.md").write_text(markdown(results) + water_section(output))
     plot(results, output)
+
+
+def water_section(output: Path) -> str:
+    """The periodic-water comparison (local model, global model, MACE) of `speed_local.py`, when it has run."""
+    path = output / "speed-local.json"
+    if not path.is_file():
+        return ""
+    from benchmarks import speed_local
+
+    return "\n" + speed_local.markdown(json.loads(path.read_text()), heading="##")
+
+
+def rewrite_markdown(output: Path) -> None:
+    """Rebuild speed.md from speed.json and the latest water results (after `speed_local.py` ran)."""
+    path = output / "speed.json"
+    if path.is_file():
+        (output / "speed.md").write_text(markdown(json.loads(path.read_text())) + water_section(output))
 
 
 def markdown(results: dict) -> str:

@@ -1,4 +1,4 @@
-"""`mdplugin bench speed --quick` runs end to end on the fixture model and writes well-formed results.
+"""`mdplugin bench speed|speed-local --quick` and `bench accuracy --compare` run end to end and write well-formed results.
 
 A smoke test of the pipeline, not a measurement: timings here are never asserted beyond being positive.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import ase.io
 from click.testing import CliRunner
 from conftest import FIXTURES
 
@@ -44,3 +45,55 @@ def test_bench_speed_quick_writes_json_markdown_and_plot(tmp_path):
         assert positive(row["flops"]["gflop"]) and positive(row["flops"]["efficiency"])
         assert positive(row["memory"]["peak_rss_mb"])
     assert results["scaling"]["raw"]["exponent_all"] is not None
+
+
+def test_bench_speed_local_quick_measures_a_periodic_water_box(tmp_path):
+    arguments = ["bench", "speed-local", "--quick", "--edges", "3", "--repeats", "2", "-o", str(tmp_path)]
+    arguments += [
+        "--model",
+        str(FIXTURES / "tiny-local-float32.pt"),
+        "--global-model",
+        str(FIXTURES / "tiny-float32.pt"),
+    ]
+    arguments += ["--engines", "local,global,openmm-cpu"]  # MACE runs the same timing code as in `bench speed`
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "speed-local.json").read_text())
+    assert (tmp_path / "speed-local.md").read_text().startswith("# Periodic water")
+    assert (tmp_path / "speed-local.png").stat().st_size > 0
+    (row,) = results["rows"]
+    assert row["atoms"] == 81 and not row["errors"], row["errors"]
+    # liquid density, and no two molecules overlapping: the box is built, not random positions
+    assert abs(row["density_g_per_cm3"] - 1.0) < 0.01
+    assert row["closest_intermolecular_angstrom"] >= 1.5
+    for name in ("local", "global", "openmm-cpu"):
+        assert positive(row["engines"][name]["ms_per_step"]) and positive(row["engines"][name]["ms_per_atom"])
+    assert positive(row["memory"]["local"]["peak_rss_mb"])
+    assert "crossover" in results["summary"]
+
+
+def test_accuracy_compare_puts_a_trained_mace_beside_transformers(tmp_path, toy_data):
+    from benchmarks import mace_train
+    from benchmarks.accuracy import parse_comparison
+
+    train = tmp_path / "train.extxyz"
+    ase.io.write(train, ase.io.read(toy_data, index=":20"), format="extxyz")
+    summary = mace_train.train_mace([train], [train], tmp_path / "mace", minutes=0.02, eval_every_s=1e9)
+    assert summary["steps"] >= 1 and positive(summary["training_time_s"]) and positive(summary["cpu_time_s"])
+    compare = [
+        f"global={FIXTURES / 'tiny.pt'}",
+        f"local={FIXTURES / 'tiny-local.pt'}",
+        f"MACE={tmp_path / 'mace/mace.pt'}",
+    ]
+    assert [label for label, _ in parse_comparison(compare)] == ["global", "local", "MACE"]
+    arguments = ["bench", "accuracy", "--test-data", str(train), "-o", str(tmp_path), "--report-name", "compare"]
+    arguments += [item for value in compare for item in ("--compare", value)]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "compare.json").read_text())
+    (row,) = report["rows"]
+    assert set(row["models"]) == {"global", "local", "MACE"}
+    assert all(positive(model["force_mae_mev_per_a"]) for model in row["models"].values())
+    assert report["target"]["local"] == "local" and report["target"]["mace"] == "MACE"
+    assert positive(report["target"]["largest_ratio"])
+    assert "Target" in (tmp_path / "compare.md").read_text()

@@ -14,6 +14,16 @@ from mdplugin.model.transformer import TransformerPotential, count_parameters
 from mdplugin.training.dataset import Structure, read_structures
 from mdplugin.training.train import energy_and_forces, evaluate, random_rotations
 
+NO_TEMPERATURE = float("nan")  # one object: NaN keys of a dict match only by identity
+
+
+def frame_label(atoms, path: str | Path) -> tuple[str, float]:
+    """(molecule, temperature in K) of a frame, from its info (the file name and NaN where absent)."""
+    temperature = atoms.info.get("temperature_K")
+    return str(atoms.info.get("molecule", Path(path).stem)), NO_TEMPERATURE if temperature is None else float(
+        temperature
+    )
+
 
 def group_by_label(path: str | Path) -> dict[tuple[str, float], list[Structure]]:
     """Structures of a file keyed by (molecule, temperature in K) from each frame's info."""
@@ -23,9 +33,23 @@ def group_by_label(path: str | Path) -> dict[tuple[str, float], list[Structure]]
     structures = read_structures(path)
     groups: dict[tuple[str, float], list[Structure]] = defaultdict(list)
     for atoms, structure in zip(frames, structures):
-        key = (str(atoms.info.get("molecule", Path(path).stem)), float(atoms.info.get("temperature_K", float("nan"))))
-        groups[key].append(structure)
+        groups[frame_label(atoms, path)].append(structure)
     return groups
+
+
+def frames_by_label(path: str | Path) -> dict[tuple[str, float], list]:
+    """The ASE frames of a file keyed like `group_by_label` (for models that take ase.Atoms)."""
+    import ase.io
+
+    groups: dict[tuple[str, float], list] = defaultdict(list)
+    for atoms in ase.io.read(path, index=":"):
+        groups[frame_label(atoms, path)].append(atoms)
+    return groups
+
+
+def zero_force_mae(structures: list[Structure]) -> float:
+    """meV/Å: the force MAE of a model that predicts no force at all, the scale a force MAE is read against."""
+    return 1000 * float(np.mean(np.abs(np.concatenate([x.forces for x in structures]))))
 
 
 def rotation_spread(
@@ -63,9 +87,7 @@ def accuracy_report(
                     "temperature_K": temperature,
                     "frames": len(structures),
                     **metrics,
-                    # the MAE a model predicting zero force would have: the scale the force MAE is read against
-                    "zero_force_mae_mev_per_a": 1000
-                    * float(np.mean(np.abs(np.concatenate([x.forces for x in structures])))),
+                    "zero_force_mae_mev_per_a": zero_force_mae(structures),
                     "rotation_spread_mev_per_atom": rotation_spread(model, structures[:rotation_samples]),
                 }
             )

@@ -14,6 +14,7 @@ import click
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("speed", "stability", "accuracy")
+EXTRA_BENCHMARKS = ("speed-local",)  # run only when named: not part of `all`
 
 
 def benchmark_module(name: str):
@@ -48,7 +49,7 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("which", type=click.Choice([*BENCHMARKS, "all"]), default="all")
+@click.argument("which", type=click.Choice([*BENCHMARKS, *EXTRA_BENCHMARKS, "all"]), default="all")
 @click.option(
     "-o",
     "--output",
@@ -60,7 +61,8 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
     "--model",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="Export to measure [default: examples/models/md17-export.pt, else the tiny fixture].",
+    help="Export to measure [default: examples/models/md17-export.pt, else the tiny fixture; "
+    "speed-local: a random-weight local model of the shipped size].",
 )
 @click.option(
     "--checkpoint",
@@ -73,6 +75,29 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
     help="Test file for the accuracy benchmark (repeatable) [default: data/md17/test.extxyz].",
+)
+@click.option(
+    "--compare",
+    multiple=True,
+    metavar="LABEL=PATH",
+    help="Accuracy: models side by side on the same --test-data (repeatable): Transformer checkpoints, a MACE "
+    "from benchmarks/mace_train.py, or a recorded accuracy JSON. Writes REPORT-NAME.json/.md.",
+)
+@click.option(
+    "--report-name", default="accuracy-local", help="Accuracy with --compare: file stem of the JSON and Markdown."
+)
+@click.option("--note", multiple=True, help="Accuracy with --compare: a line added under the table (repeatable).")
+@click.option(
+    "--global-model",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="speed-local: the global export run on the same atoms [default: examples/models/md17-export.pt].",
+)
+@click.option(
+    "--edges",
+    default=None,
+    help="speed-local: water molecules per box edge, comma-separated (N = 3 x edge^3) "
+    "[default: 4,5,6,8,10,13,16,19,22; quick: 3,4].",
 )
 @click.option(
     "--sizes",
@@ -88,7 +113,8 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
 @click.option(
     "--engines",
     default=None,
-    help="Speed: comma-separated subset of raw,openmm-reference,openmm-cpu,lammps-1,lammps-2,mace.",
+    help="Speed: comma-separated subset of raw,openmm-reference,openmm-cpu,lammps-1,lammps-2,mace "
+    "(speed-local: local,global,mace,openmm-cpu).",
 )
 @click.option("--threads", default=None, type=click.IntRange(1), help="Speed: torch threads [default: torch's choice].")
 @click.option("--memory/--no-memory", default=True, help="Speed: measure peak memory (a subprocess per size).")
@@ -113,6 +139,11 @@ def bench(
     model,
     checkpoint,
     test_data,
+    compare,
+    report_name,
+    note,
+    global_model,
+    edges,
     sizes,
     repeats,
     engines,
@@ -123,9 +154,13 @@ def bench(
     timesteps_fs,
     quick,
 ) -> None:
-    """Measure speed and scaling, NVE stability and accuracy; write tables and plots to --output."""
+    """Measure speed and scaling, NVE stability and accuracy; write tables and plots to --output.
+
+    speed-local: the local model on periodic water boxes (about 200 to 32,000 atoms) against the
+    global model on the same atoms and MACE, one thread; its summary also goes into speed.md."""
     chosen = BENCHMARKS if which == "all" else (which,)
     atom_counts = _numbers(sizes, int, "--sizes", 1)  # checked before any benchmark starts
+    box_edges = _numbers(edges, int, "--edges", 2)
     timesteps = _numbers(timesteps_fs, float, "--timesteps-fs", 0, open_below=True)
     try:
         if "speed" in chosen:
@@ -133,14 +168,30 @@ def bench(
             engine_names = engines.split(",") if engines else None
             speed.run_speed(model, output, atom_counts, repeats, quick, engine_names, threads, memory)
             click.echo(f"wrote {Path(output) / 'speed.md'}")
+        if "speed-local" in chosen:
+            speed_local = benchmark_module("speed_local")
+            engine_names = engines.split(",") if engines else None
+            speed_local.run_speed_local(
+                model, global_model, output, box_edges, repeats, quick, engine_names, memory=memory
+            )
+            click.echo(f"wrote {Path(output) / 'speed-local.md'} and its section of {Path(output) / 'speed.md'}")
         if "stability" in chosen:
             stability = benchmark_module("stability")
             names = molecules.split(",") if molecules else None
             stability.run_stability(model, output, names, duration_ps, timesteps, quick=quick)
             click.echo(f"wrote {Path(output) / 'stability.md'}")
-        if "accuracy" in chosen:
+        if "accuracy" in chosen and compare:
+            accuracy = benchmark_module("accuracy")
+            models = accuracy.parse_comparison(list(compare))
+            accuracy.run_comparison(models, list(test_data), output, report_name, list(note))
+            click.echo(f"wrote {Path(output) / (report_name + '.md')}")
+        elif "accuracy" in chosen:
             _accuracy(checkpoint, list(test_data), output, quick, required=which == "accuracy")
     except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    except RuntimeError as error:
+        if type(error).__name__ != "NothingToMeasure":
+            raise
         raise click.ClickException(str(error)) from None
 
 
