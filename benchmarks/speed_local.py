@@ -149,13 +149,37 @@ def global_call(module, atoms: ase.Atoms, dtype: torch.dtype):
     return lambda: module(positions, numbers, 0, 1)
 
 
-def timed(function, atoms: int, repeats: int, warmup: int) -> dict:
-    median, samples = engines.median_seconds(function, repeats, warmup)
+def wall_and_cpu_seconds(function, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds (this process, all threads) of each timed call after `warmup` calls.
+
+    With one thread the CPU time is the wall time on an idle core; on a machine shared with other jobs
+    the wall time also counts the time the scheduler gave to them, the CPU time does not.
+    """
+    for _ in range(warmup):
+        function()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start = time.perf_counter(), time.process_time()
+        function()
+        wall.append(time.perf_counter() - start[0])
+        cpu.append(time.process_time() - start[1])
+    return wall, cpu
+
+
+def timed(function, atoms: int, repeats: int, warmup: int, steps: int = 1) -> dict:
+    """Medians per step (a call runs `steps` MD steps): wall-clock ms, CPU ms, and both per atom."""
+    wall, cpu = wall_and_cpu_seconds(function, repeats, warmup)
+    wall = [seconds / steps for seconds in wall]
+    cpu = [seconds / steps for seconds in cpu]
+    median, cpu_median = float(np.median(wall)), float(np.median(cpu))
     return {
         "ms_per_step": 1e3 * median,
         "ms_per_atom": 1e3 * median / atoms,
-        "min_ms_per_step": 1e3 * min(samples),
-        "samples_ms": [1e3 * s for s in samples],
+        "cpu_ms_per_step": 1e3 * cpu_median,
+        "cpu_ms_per_atom": 1e3 * cpu_median / atoms,
+        "min_ms_per_step": 1e3 * min(wall),
+        "samples_ms": [1e3 * s for s in wall],
+        "cpu_samples_ms": [1e3 * s for s in cpu],
         "repeats": repeats,
         "warmup": warmup,
     }
@@ -193,15 +217,9 @@ def time_openmm(model: Path, atoms: ase.Atoms, repeats: int, estimate_s: float) 
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
     context.setPositions(atoms.positions / 10.0)
     steps = int(max(1, min(20, round(0.5 / max(estimate_s, 1e-6)))))
-    median, samples = engines.median_seconds(lambda: integrator.step(steps), repeats, warmup=2)
+    result = timed(lambda: integrator.step(steps), len(atoms), repeats, warmup=2 if estimate_s < 5 else 1, steps=steps)
     del context
-    return {
-        "ms_per_step": 1e3 * median / steps,
-        "ms_per_atom": 1e3 * median / steps / len(atoms),
-        "samples_ms": [1e3 * s / steps for s in samples],
-        "steps_per_sample": steps,
-        "repeats": repeats,
-    }
+    return {**result, "steps_per_sample": steps}
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -300,9 +318,8 @@ def measure_size(edge: int, context: dict, settings: dict, last: dict) -> dict:
         try:
             row["engines"][name] = measure(repeats, warmup)
             last[name] = {"atoms": count, "ms_per_step": row["engines"][name]["ms_per_step"]}
-            progress(
-                f"N={count} {name}: {row['engines'][name]['ms_per_step']:.4g} ms, {row['engines'][name]['ms_per_atom']:.4g} ms/atom"
-            )
+            entry = row["engines"][name]
+            progress(f"N={count} {name}: {entry['ms_per_step']:.4g} ms ({entry['cpu_ms_per_step']:.4g} ms CPU)")
         except Exception as error:  # one engine failing at one size must not lose the others
             row["errors"][name] = f"{type(error).__name__}: {str(error).strip()[-400:]}"
             progress(f"N={count} {name}: failed, {row['errors'][name]}")
@@ -315,7 +332,7 @@ def measure_size(edge: int, context: dict, settings: dict, last: dict) -> dict:
             row["engines"]["openmm-cpu"]["relative_to_local"] = (
                 row["engines"]["openmm-cpu"]["ms_per_step"] / row["engines"]["local"]["ms_per_step"]
             )
-            progress(f"N={count} openmm-cpu: {row['engines']['openmm-cpu']['ms_per_step']:.4g} ms")
+            progress(f"N={count} openmm-cpu: {row['engines']['openmm-cpu']['ms_per_step']:.4g} ms per step")
         except Exception as error:
             row["errors"]["openmm-cpu"] = f"{type(error).__name__}: {str(error).strip()[-400:]}"
             progress(f"N={count} openmm-cpu: failed, {row['errors']['openmm-cpu']}")
@@ -457,10 +474,15 @@ def fit_exponent(points: list[tuple[int, float]]) -> float | None:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
-def crossover(rows: list[dict]) -> dict:
-    """Where the local model's time per step falls below the global one's, and how it was found."""
+def crossover(rows: list[dict], metric: str = "ms_per_step") -> dict:
+    """Where the local model's time per step falls below the global one's, and how it was found.
+
+    Between two measured sizes: log-log interpolation of the time ratio. Past the largest size the
+    global model ran: extrapolated, the global time ∝ N^k fitted over its three largest sizes and
+    the local time ∝ N fitted likewise.
+    """
     pairs = [
-        (row["atoms"], row["engines"]["local"]["ms_per_step"], row["engines"]["global"]["ms_per_step"])
+        (row["atoms"], row["engines"]["local"][metric], row["engines"]["global"][metric])
         for row in rows
         if "local" in row["engines"] and "global" in row["engines"]
     ]
@@ -477,18 +499,35 @@ def crossover(rows: list[dict]) -> dict:
         if r0 >= 1 > r1:  # log-log interpolation of the ratio between the two sizes
             t = np.log(r0) / (np.log(r0) - np.log(r1))
             size = float(np.exp(np.log(n0) + t * (np.log(n1) - np.log(n0))))
-            return {"atoms": size, "how": f"interpolated between N={n0} and N={n1}", "ratios": ratios}
+            return {"atoms": size, "how": f"interpolated between N={n0:,} and N={n1:,}", "ratios": ratios}
+    if len(pairs) >= 2:
+        tail = pairs[-3:]
+        sizes = np.log([n for n, _, _ in tail])
+        global_fit = np.polyfit(sizes, np.log([g for _, _, g in tail]), 1)
+        local_fit = np.polyfit(sizes, np.log([local for _, local, _ in tail]), 1)
+        if global_fit[0] > local_fit[0]:
+            size = float(np.exp((local_fit[1] - global_fit[1]) / (global_fit[0] - local_fit[0])))
+            return {
+                "atoms": size,
+                "how": f"extrapolated past N={pairs[-1][0]:,} (global ∝ N^{global_fit[0]:.2f}, local ∝ N^{local_fit[0]:.2f} "
+                f"over N={tail[0][0]:,}-{tail[-1][0]:,})",
+                "extrapolated": True,
+                "ratios": ratios,
+            }
     return {
         "atoms": None,
-        "how": f"the global model is faster at every size measured (up to N={ratios[-1][0]})",
+        "how": f"the global model is faster at every size measured (up to N={ratios[-1][0]:,})",
         "ratios": ratios,
     }
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Flatness of the local model's time per atom, memory growth, MACE ratio, crossover."""
-    summary: dict = {"crossover": crossover(rows)}
-    per_atom = [(row["atoms"], row["engines"]["local"]["ms_per_atom"]) for row in rows if "local" in row["engines"]]
+def timing_summary(rows: list[dict], metric: str) -> dict:
+    """For one timing metric (wall-clock `ms_per_step` or `cpu_ms_per_step`): flatness of the local
+    model's time per atom over N >= FLAT_FROM_ATOMS, exponents, the ratio to MACE, the crossover."""
+    summary: dict = {"metric": metric, "crossover": crossover(rows, metric)}
+    per_atom = [
+        (row["atoms"], row["engines"]["local"][metric] / row["atoms"]) for row in rows if "local" in row["engines"]
+    ]
     flat = [(n, t) for n, t in per_atom if n >= FLAT_FROM_ATOMS]
     if flat:
         median = float(np.median([t for _, t in flat]))
@@ -501,22 +540,11 @@ def summarise(rows: list[dict]) -> dict:
             "within_25_percent": all(abs(d) <= 0.25 for d in deviations),
         }
     for name in ("local", "global", "mace"):
-        points = [(row["atoms"], row["engines"][name]["ms_per_step"]) for row in rows if name in row["engines"]]
-        large = [(n, t) for n, t in points if n >= FLAT_FROM_ATOMS]
-        memory = [(row["atoms"], row["memory"][name]["evaluation_mb"]) for row in rows if name in row["memory"]]
-        memory_large = [(n, m) for n, m in memory if n >= FLAT_FROM_ATOMS and m > 0]
-        summary[name] = {
-            "time_exponent": fit_exponent(points),
-            "time_exponent_large": fit_exponent(large),
-            "memory_exponent_large": fit_exponent(memory_large),
-            "evaluation_mb_per_1000_atoms": (
-                float(np.polyfit([n for n, _ in memory_large], [m for _, m in memory_large], 1)[0] * 1000)
-                if len(memory_large) >= 2
-                else None
-            ),
-        }
+        points = [(row["atoms"], row["engines"][name][metric]) for row in rows if name in row["engines"]]
+        summary[f"{name}_time_exponent"] = fit_exponent(points)
+        summary[f"{name}_time_exponent_large"] = fit_exponent([(n, t) for n, t in points if n >= FLAT_FROM_ATOMS])
     ratios = [
-        (row["atoms"], row["engines"]["local"]["ms_per_atom"] / row["engines"]["mace"]["ms_per_atom"])
+        (row["atoms"], row["engines"]["local"][metric] / row["engines"]["mace"][metric])
         for row in rows
         if "local" in row["engines"] and "mace" in row["engines"]
     ]
@@ -525,6 +553,23 @@ def summarise(rows: list[dict]) -> dict:
         "largest": max((r for _, r in ratios), default=None),
         "at_most_one_tenth": bool(ratios) and all(r <= 0.1 for _, r in ratios),
     }
+    return summary
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Timing targets by wall-clock and by CPU time, and the growth of each model's memory."""
+    summary: dict = {"wall": timing_summary(rows, "ms_per_step"), "cpu": timing_summary(rows, "cpu_ms_per_step")}
+    for name in ("local", "global", "mace"):
+        memory = [(row["atoms"], row["memory"][name]["evaluation_mb"]) for row in rows if name in row["memory"]]
+        large = [(n, m) for n, m in memory if n >= FLAT_FROM_ATOMS and m > 0]
+        summary[f"{name}_memory"] = {
+            "exponent_large": fit_exponent(large),
+            "evaluation_mb_per_1000_atoms": (
+                float(np.polyfit([n for n, _ in large], [m for _, m in large], 1)[0] * 1000)
+                if len(large) >= 2
+                else None
+            ),
+        }
     return summary
 
 
@@ -547,15 +592,25 @@ def percent(value: float | None) -> str | None:
 
 def markdown(results: dict, heading: str = "#") -> str:
     rows, fmt = results["rows"], report.number
+
+    def both(entry: dict | None, key: str, scale: float = 1.0) -> str | None:
+        """wall-clock (CPU time) of one entry."""
+        if entry is None:
+            return None
+        return (
+            f"{fmt(entry[key] / scale)} ({fmt(entry['cpu_' + key] / scale)})"
+            if f"cpu_{key}" in entry
+            else fmt(entry[key] / scale)
+        )
+
     table = []
     for row in rows:
         cells = [row["atoms"], row["structure"]]
-        for name in ("local", "global", "mace"):
-            entry = row["engines"].get(name)
-            cells += [fmt(entry["ms_per_step"]) if entry else None, fmt(entry["ms_per_atom"]) if entry else None]
         local, global_, mace = (row["engines"].get(name) for name in ("local", "global", "mace"))
+        for entry in (local, global_, mace):
+            cells += [fmt(entry["ms_per_step"]) if entry else None, both(entry, "ms_per_atom")]
         cells.append(f"{global_['ms_per_step'] / local['ms_per_step']:.2f}" if local and global_ else None)
-        cells.append(f"{local['ms_per_atom'] / mace['ms_per_atom']:.3f}" if local and mace else None)
+        cells.append(f"{local['cpu_ms_per_atom'] / mace['cpu_ms_per_atom']:.3f}" if local and mace else None)
         table.append(cells)
     local_model, global_model, mace = results["local_model"], results["global_model"], results["mace"]
     mace_text = (
@@ -573,8 +628,10 @@ def markdown(results: dict, heading: str = "#") -> str:
         f"interaction range {local_model['interaction_range']} Å), called with the cell and pbc. Global model: "
         f"`{global_model['path']}` ({(global_model['parameters'] or 0):,} parameters) on the same atoms as a "
         f"non-periodic cluster. {mace_text} One torch thread; medians of up to {results['settings']['repeats']} timed "
-        "calls after warm-up (3 for calls over 5 s); one call = energy + forces. Boxes: liquid water at 1 g/cm³, "
-        f"waters on a jittered grid with random orientations (no intermolecular contact under {CLOSEST_CONTACT} Å).",
+        "calls after warm-up (3 for calls over 5 s); one call = energy + forces. ms/atom columns: wall-clock "
+        "(CPU time of the process in parentheses: on a machine shared with other jobs the wall-clock also counts "
+        "their turns on the core, the CPU time does not). Boxes: liquid water at 1 g/cm³, waters on a jittered "
+        f"grid with random orientations (no intermolecular contact under {CLOSEST_CONTACT} Å).",
         "",
         report.markdown_table(
             [
@@ -586,8 +643,8 @@ def markdown(results: dict, heading: str = "#") -> str:
                 "global ms/atom",
                 "MACE ms",
                 "MACE ms/atom",
-                "global / local",
-                "local / MACE per atom",
+                "global / local (wall)",
+                "local / MACE (CPU)",
             ],
             table,
             text_columns=2,
@@ -602,38 +659,45 @@ def markdown(results: dict, heading: str = "#") -> str:
 def summary_markdown(results: dict, heading: str) -> list[str]:
     summary, fmt = results["summary"], report.number
     lines = [f"{heading}# Targets", ""]
-    flat = summary.get("flatness")
-    if flat:
-        verdict = "met" if flat["within_25_percent"] else "not met"
+    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+        timing = summary[clock]
+        flat = timing.get("flatness")
+        if flat:
+            verdict = "met" if flat["within_25_percent"] else "not met"
+            lines.append(
+                f"- **Time per atom flat within ±25% from {min(flat['sizes']):,} to {max(flat['sizes']):,} atoms, "
+                f"by {label}: {verdict}.** Median {fmt(flat['median_ms_per_atom'])} ms/atom; largest deviation "
+                f"{percent(flat['largest_deviation'])}; slowest / fastest {flat['max_over_min']:.2f}; "
+                f"time ∝ N^{fmt(timing['local_time_exponent_large'])} over that range."
+            )
+    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+        ratio = summary[clock]["local_over_mace"]
+        if ratio["per_size"]:
+            verdict = "met" if ratio["at_most_one_tenth"] else "not met"
+            lines.append(
+                f"- **At most 1/10 of MACE's time per atom, by {label}: {verdict}.** Local / MACE: "
+                + ", ".join(f"{r:.3f} at N={n:,}" for n, r in ratio["per_size"])
+                + "."
+            )
+    for name in ("local", "global", "mace"):
+        memory = summary[f"{name}_memory"]
+        if memory["exponent_large"] is not None:
+            lines.append(
+                f"- **Memory, {name}:** evaluation memory ∝ N^{fmt(memory['exponent_large'])} from {FLAT_FROM_ATOMS:,} atoms "
+                f"up, {fmt(memory['evaluation_mb_per_1000_atoms'])} MB per 1,000 atoms (slope of a straight-line fit)."
+            )
+    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+        cross = summary[clock]["crossover"]
+        size = f"**about {cross['atoms']:,.0f} atoms** ({cross['how']})" if cross["atoms"] else cross["how"]
         lines.append(
-            f"- **Time per atom flat within ±25% from {min(flat['sizes']):,} to {max(flat['sizes']):,} atoms: {verdict}.** "
-            f"Median {fmt(flat['median_ms_per_atom'])} ms/atom; largest deviation from it {percent(flat['largest_deviation'])}; "
-            f"slowest / fastest {flat['max_over_min']:.2f}; time ∝ N^{fmt(summary['local']['time_exponent_large'])} over that range."
+            f"- **Crossover** (the local model becomes faster per step than the global one), by {label}: {size}."
         )
-    ratio = summary["local_over_mace"]
-    if ratio["per_size"]:
-        verdict = "met" if ratio["at_most_one_tenth"] else "not met"
-        lines.append(
-            f"- **At most 1/10 of MACE's time per atom: {verdict}.** Local / MACE per atom: "
-            + ", ".join(f"{r:.3f} at N={n:,}" for n, r in ratio["per_size"])
-            + "."
-        )
-    memory = summary["local"]
-    if memory["memory_exponent_large"] is not None:
-        lines.append(
-            f"- **Memory:** the local model's evaluation memory grows as N^{fmt(memory['memory_exponent_large'])} "
-            f"above {FLAT_FROM_ATOMS:,} atoms, {fmt(memory['evaluation_mb_per_1000_atoms'])} MB per 1,000 atoms "
-            "(linear fit of the evaluation MB)."
-        )
-    cross = summary["crossover"]
-    size = f"**about {cross['atoms']:,.0f} atoms** ({cross['how']})" if cross["atoms"] else cross["how"]
-    lines.append(f"- **Crossover** (the local model becomes faster per step than the global one): {size}.")
     exponents = ", ".join(
-        f"{name} N^{fmt(summary[name]['time_exponent'])}"
+        f"{name} N^{fmt(summary['cpu'][f'{name}_time_exponent'])}"
         for name in ("local", "global", "mace")
-        if summary[name]["time_exponent"] is not None
+        if summary["cpu"][f"{name}_time_exponent"] is not None
     )
-    lines += [f"- Time per step over all sizes measured: {exponents}.", ""]
+    lines += [f"- CPU time per step over all sizes measured: {exponents}.", ""]
     return lines
 
 
@@ -699,12 +763,13 @@ def plot(results: dict, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for name in ("local", "global", "mace", "openmm-cpu"):
-        points = [
-            (row["atoms"], row["engines"][name]["ms_per_atom"]) for row in results["rows"] if name in row["engines"]
-        ]
-        if points:
-            time_axes.loglog(*zip(*points), "o-", label=name)
+    for index, name in enumerate(("local", "global", "mace", "openmm-cpu")):
+        entries = [(row["atoms"], row["engines"][name]) for row in results["rows"] if name in row["engines"]]
+        if entries:
+            sizes, colour = [n for n, _ in entries], f"C{index}"
+            time_axes.loglog(sizes, [e["ms_per_atom"] for _, e in entries], "o-", color=colour, label=f"{name} (wall)")
+            cpu = [e["cpu_ms_per_atom"] for _, e in entries]
+            time_axes.loglog(sizes, cpu, "s--", color=colour, label=f"{name} (CPU)")
     time_axes.set(
         xlabel="atoms N (periodic water)", ylabel="ms per atom per step (energy + forces)", title="Cost per atom"
     )
@@ -746,7 +811,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument(
-        "--global-limit-s", type=float, default=20.0, help="skip the global model past this predicted call time"
+        "--global-limit-s", type=float, default=60.0, help="skip the global model past this predicted call time"
     )
     parser.add_argument("--mace-limit-s", type=float, default=60.0, help="skip MACE past this predicted call time")
     parser.add_argument("--mace-max-atoms", type=int, default=MACE_MAX_ATOMS, help="largest box MACE runs (memory)")

@@ -69,7 +69,8 @@ def test_bench_speed_local_quick_measures_a_periodic_water_box(tmp_path):
     for name in ("local", "global", "openmm-cpu"):
         assert positive(row["engines"][name]["ms_per_step"]) and positive(row["engines"][name]["ms_per_atom"])
     assert positive(row["memory"]["local"]["peak_rss_mb"])
-    assert "crossover" in results["summary"]
+    assert "crossover" in results["summary"]["wall"] and "crossover" in results["summary"]["cpu"]
+    assert positive(row["engines"]["local"]["cpu_ms_per_atom"])
 
 
 def test_accuracy_compare_puts_a_trained_mace_beside_transformers(tmp_path, toy_data):
