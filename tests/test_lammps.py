@@ -403,15 +403,28 @@ def test_example_input_runs(tmp_path):
     assert np.ptp(total) < 1e-3  # NVE at 0.5 fs: see test_nve_conserves_energy_with_verlet_scaling
 
 
-def test_water_example_runs_nvt_then_npt(tmp_path):
-    """examples/lammps/in.water with the model its input names, a few steps of each stage: NVT keeps the
-    box, NPT moves it (its conserved energy: test_lammps_local.py's fix npt test)."""
-    example = ROOT / "examples" / "lammps"
-    model = re.search(r"^variable model index (\S+)", (example / "in.water").read_text(), re.MULTILINE).group(1)
-    model = (example / model).resolve()  # the input's path is relative to its own directory
-    assert model.is_file(), model
+WATER_EXAMPLE = ROOT / "examples" / "lammps" / "in.water"
+WATER_MODEL = (  # the model in.water names, relative to its directory
+    WATER_EXAMPLE.parent / re.search(r"^variable model index (\S+)", WATER_EXAMPLE.read_text(), re.MULTILINE).group(1)
+).resolve()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(FIXTURES / "tiny-local-float64.pt", id="tiny-local-fixture"),
+        pytest.param(
+            WATER_MODEL,
+            id="model-named-by-the-input",
+            marks=pytest.mark.skipif(not WATER_MODEL.is_file(), reason=f"{WATER_MODEL} is not in this checkout"),
+        ),
+    ],
+)
+def test_water_example_runs_nvt_then_npt(tmp_path, model):
+    """examples/lammps/in.water, a few steps of each stage: NVT keeps the box, NPT moves it (its conserved
+    energy: test_lammps_local.py's fix npt test)."""
     stdout = run_example(
-        "in.water", tmp_path, "-var", "model", str(model), "-var", "data", str(example / "water.data"),
+        "in.water", tmp_path, "-var", "model", str(model), "-var", "data", str(WATER_EXAMPLE.parent / "water.data"),
         "-var", "nvt_steps", "10", "-var", "npt_steps", "10",
     )  # fmt: skip
     number = r"[-+0-9.eE]+|inf"
