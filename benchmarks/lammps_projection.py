@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=64, help="features per atom")
     parser.add_argument("--skin", type=float, default=1.0, help="neighbour skin (Å)")
     parser.add_argument(
-        "--check-models", default="3.0x2,4.0x3", help="RANGExLAYERS of lammps_scaling's models, to check against"
+        "--check-models", default="3.0x2,3.0x4,4.0x3", help="RANGExLAYERS of lammps_scaling's models, to check against"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     arguments = parser.parse_args(argv)

@@ -15,7 +15,7 @@ Each run records the cores other processes kept busy just before it (the machine
 CPU time per rank (wall time x LAMMPS's `% CPU use`) says how the work per rank changed whatever
 CPU the ranks were given.
 
-    python -m benchmarks.lammps_scaling [--molecules-per-edge 10] [--models 3.0x2,4.0x3] [--ranks 1,2]
+    python -m benchmarks.lammps_scaling [--molecules-per-edge 10] [--models 3.0x2,3.0x4,4.0x3] [--ranks 1,2]
                                         [--weak-ranks 2]
 """
 
@@ -338,7 +338,9 @@ def markdown(data: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--molecules-per-edge", type=int, default=10, help="water molecules per box edge (3 n^3 atoms)")
-    parser.add_argument("--models", default="3.0x2,4.0x3", help="local models as RANGExLAYERS, comma-separated")
+    parser.add_argument(
+        "--models", default="3.0x2,3.0x4,4.0x3", help="local models as RANGExLAYERS (3.0x4: the shipped water models)"
+    )
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--ranks", type=lambda text: [int(r) for r in text.split(",")], default=[1, 2])
