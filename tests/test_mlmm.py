@@ -25,6 +25,7 @@ DIPEPTIDE = ROOT / "examples" / "mlmm" / "alanine-dipeptide.pdb"
 TRAINED = ROOT / "examples" / "models" / "dipeptide-export.pt"
 FORCE_UNIT = KJ_PER_MOL_PER_EV * 10.0  # eV/Å -> kJ/mol/nm
 ML_ATOMS = list(range(22))  # ACE-ALA-NME comes first in the solvated topology
+NPT_STEPS = 5_000  # 5 ps of 1 fs steps: about 35 s here; the 100 ps run is benchmarks/mlmm.py
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -200,3 +201,35 @@ def test_a_global_model_for_the_whole_periodic_system_is_refused(solvated):
     _, _, topology, _, _ = solvated
     with pytest.raises(ValueError, match="cannot compute the whole periodic system.*ML/MM"):
         MLPotential("transformer", modelPath=str(FLOAT64)).createSystem(topology)
+
+
+# ------------------------------------------------------------------------------------------ dynamics
+
+
+def test_npt_keeps_the_ml_molecule_intact(tmp_path):
+    """NPT of the solvated dipeptide with the shipped dipeptide model (`mdplugin run --solvate`): the
+    barostat changes the box, the density stays near water's, and every bond of the dipeptide stays
+    within 20% of its starting length, with no bond split across the box in the trajectory (OpenMM
+    wraps it as one molecule). 5 ps, to keep the suite short; the 100 ps run (the same check of every
+    bond, and phi/psi) is benchmarks/results/mlmm."""
+    import mdtraj
+
+    from mdplugin.engines.simulate import RunOptions, read_state_data, simulate
+
+    prefix = tmp_path / "npt"
+    summary = simulate(
+        RunOptions(structure=str(DIPEPTIDE), model=str(TRAINED), output=str(prefix), ensemble="npt", steps=NPT_STEPS,
+                   timestep_fs=1.0, solvate_nm=1.0, nonbonded_cutoff_nm=0.9, barostat_interval=10,
+                   report_interval=100, checkpoint_interval=NPT_STEPS, seed=5, threads=1, progress=False)
+    )  # fmt: skip
+    assert summary.status == "completed" and summary.ml_atoms == 22
+    data = read_state_data(Path(f"{prefix}.csv"))
+    assert len(set(data["Box Volume (nm^3)"])) > 1  # volume moves were accepted
+    assert 0.85 < summary.mean_density_g_per_ml < 1.05
+    assert 250 < summary.mean_temperature_k < 350
+    trajectory = mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb")
+    bonds = np.array([[b.atom1.index, b.atom2.index] for b in trajectory.topology.bonds if b.atom1.index < 22])
+    lengths = mdtraj.compute_distances(trajectory, bonds, periodic=True)
+    assert np.all((lengths > 0.8 * lengths[0]) & (lengths < 1.2 * lengths[0]))
+    unwrapped = mdtraj.compute_distances(trajectory, bonds, periodic=False)
+    assert np.allclose(unwrapped, lengths, atol=1e-4)  # whole in every frame
