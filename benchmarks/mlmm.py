@@ -134,6 +134,15 @@ def analyse(prefix: Path, skip_fraction: float) -> dict:
                       if b.atom1.index in dipeptide and b.atom2.index in dipeptide])  # fmt: skip
     lengths = mdtraj.compute_distances(trajectory, bonds, periodic=True)  # nm
     stretch = lengths / lengths[0]
+    # heavy atoms more than two bonds apart: a close contact there is a collapsed molecule, not a bond
+    heavy = [i for i in dipeptide if trajectory.topology.atom(i).element.symbol != "H"]
+    bonded: dict[int, set[int]] = {int(i): set() for i in dipeptide}
+    for i, j in bonds.tolist():
+        bonded[i].add(j)
+        bonded[j].add(i)
+    near = {(i, j) for i in bonded for j in bonded[i] | {k for m in bonded[i] for k in bonded[m]}}
+    apart = [(i, j) for n, i in enumerate(heavy) for j in heavy[n + 1 :] if (i, j) not in near]
+    contacts = mdtraj.compute_distances(trajectory, apart, periodic=True).min(axis=1) * 10.0  # Å
     populations = {name: float(np.mean(inside(phi[frames], psi[frames]))) for name, inside in BASINS.items()}
     return {
         "time_ps": time_ps,
@@ -151,6 +160,9 @@ def analyse(prefix: Path, skip_fraction: float) -> dict:
         "frames_analysed": int(frames.sum()),
         "bond_stretch_range": [float(stretch.min()), float(stretch.max())],
         "longest_bond_nm": float(lengths.max()),
+        "closest_nonbonded_heavy_atoms_angstrom": contacts,
+        "closest_contact_median_angstrom": float(np.median(contacts[frames])),
+        "frames_with_contact_below_2_angstrom": float(np.mean(contacts[frames] < 2.0)),
     }
 
 
@@ -194,9 +206,11 @@ def markdown(results: dict) -> str:
             f"{run['temperature_k']:.1f} ± {run['temperature_std']:.1f}",
             *(f"{100 * p:.1f}%" for p in run["basin_populations"].values()),
             f"{run['bond_stretch_range'][0]:.2f}–{run['bond_stretch_range'][1]:.2f}",
+            f"{run['closest_contact_median_angstrom']:.2f} ({100 * run['frames_with_contact_below_2_angstrom']:.0f}%)",
         ])  # fmt: skip
     header = ["run", "atoms", "model atoms", "ns/day", "density (g/mL)", "T (K)",
-              *(name.split(" (")[0] for name in BASINS), "dipeptide bond length / start"]  # fmt: skip
+              *(name.split(" (")[0] for name in BASINS), "dipeptide bond length / start",
+              "closest non-bonded heavy atoms, median Å (frames < 2 Å)"]  # fmt: skip
     settings = results["settings"]
     return "\n\n".join([
         "# ML/MM: alanine dipeptide in TIP3P water, NPT",
@@ -208,7 +222,9 @@ def markdown(results: dict) -> str:
         f"({runs[next(iter(runs))]['frames_analysed']} frames, one every {settings['report_interval']} steps).",
         report.markdown_table(header, rows),
         "Basins: beta/PPII = phi < 0 and psi > 50° or psi < -120°; alpha_R = phi < 0, -120° ≤ psi ≤ 50°; "
-        "alpha_L/C7ax = phi > 0. The ML/MM dipeptide is flexible (openmm-ml frees the ML region's "
+        "alpha_L/C7ax = phi > 0. The last column is the shortest distance between heavy atoms of the "
+        "dipeptide more than two bonds apart (its two carbonyl oxygens are about 3 Å apart or more in a "
+        "sound molecule): below 2 Å the molecule has collapsed. The ML/MM dipeptide is flexible (openmm-ml frees the ML region's "
         "constraints), the all-MM one has its bonds to hydrogen constrained; the water is rigid in both.",
         "![Ramachandran](ramachandran.png)\n\n![energy, density, temperature](energy-density-temperature.png)",
         "Where each run ran: " + "; ".join(
