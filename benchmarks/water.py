@@ -1,0 +1,847 @@
+"""Liquid water: a local model's MD against the MD of its reference potential, and its test errors.
+
+The reference is the classical SPC/Fw model of `mdplugin data water --labels classical` (PME, cutoff
+5.5 Å), whose own MD is cheap; the model was trained on frames labelled by it. Both run the same
+protocol in OpenMM from the same box (`examples/water/water.pdb`, 64 waters):
+
+1. NPT at 300 K and 1 bar (LangevinMiddleIntegrator, friction 1/ps; MonteCarloBarostat every 25 steps):
+   the density trace, g_OO(r) and g_OH(r) (intermolecular) from its frames, and a self-diffusion
+   coefficient from the unwrapped oxygen MSD (Langevin friction 1/ps slows diffusion slightly; both
+   runs have it).
+2. NVE from the last NPT state (VerletIntegrator): the total-energy drift in meV/atom/ps (linear fit).
+
+Every run is bounded by wall-clock time as well as by length; the JSON says exactly what ran.
+Uncertainties: the density's standard error from block averages (4 blocks after the first fifth),
+the diffusion coefficient's from the spread of the slopes of the blocks' MSDs, and the g(r) noise
+floor from the integrated difference between the two halves of the reference run.
+
+    python benchmarks/water.py md classical --name classical --npt-ps 100 --nve-ps 20
+    python benchmarks/water.py md examples/models/water-classical-export.pt --name model --npt-ps 20 --minutes 40
+    python benchmarks/water.py evaluate examples/models/water-xtb.pt data/water-xtb/test.extxyz --name xtb
+    python benchmarks/water.py report --reference classical --model model --xtb xtb-npt
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "water"
+RESULTS = ROOT / "benchmarks" / "results" / "water"
+START = ROOT / "examples" / "water" / "water.pdb"
+KJ_PER_MOL_IN_EV = 1 / 96.48533212
+GPA_PER_EV_A3 = 160.21766
+
+
+# ---------------------------------------------------------------------------- MD
+
+
+def build_simulation(potential: str, pdb_path: Path, integrator, threads: int):
+    """An OpenMM Simulation of the box in `pdb_path` with the classical model or a model file."""
+    import torch
+    from openmm import Platform, app
+
+    from mdplugin.training.periodic_data import classical_system
+
+    pdb = app.PDBFile(str(pdb_path))
+    if potential == "classical":
+        system = classical_system(pdb.topology)
+    else:
+        from mdplugin.engines.openmm_force import create_system
+
+        torch.set_num_threads(threads)
+        system = create_system(potential, pdb.topology, device="cpu")
+    return pdb, system, integrator, Platform.getPlatformByName("CPU"), {"Threads": str(threads)}
+
+
+def run_md(args: argparse.Namespace) -> None:
+    """NPT then NVE, each stopped at its length or at the wall-clock budget, whichever comes first."""
+    import openmm
+    from openmm import app, unit
+
+    out = RUNS / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.minutes
+    machine = report.machine_info()
+    npt_integrator = openmm.LangevinMiddleIntegrator(
+        300 * unit.kelvin, 1 / unit.picosecond, args.npt_timestep_fs * unit.femtosecond
+    )
+    npt_integrator.setRandomNumberSeed(args.seed)
+    pdb, system, _, platform, properties = build_simulation(
+        args.potential, Path(args.structure), npt_integrator, args.threads
+    )
+    system.addForce(openmm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 25))
+    simulation = app.Simulation(pdb.topology, system, npt_integrator, platform, properties)
+    simulation.context.setPositions(pdb.positions)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, args.seed)
+    record = {
+        "potential": args.potential,
+        "structure": str(args.structure),
+        "atoms": system.getNumParticles(),
+        "seed": args.seed,
+    }
+    record["npt"] = segment(simulation, out / "npt", args.npt_ps, args.npt_timestep_fs, args.npt_report_steps, deadline)
+    # NVE from the last NPT state: same box, positions and velocities
+    record["nve"] = {
+        "kind": "nve",
+        "requested_ps": args.nve_ps,
+        "ran_ps": 0.0,
+        "steps": 0,
+        "failed": False,
+        "timestep_fs": args.nve_timestep_fs,
+        "report_steps": args.nve_report_steps,
+    }
+    if not record["npt"]["failed"] and args.nve_ps > 0:
+        state = simulation.context.getState(getPositions=True, getVelocities=True)
+        nve_system = build_simulation(args.potential, Path(args.structure), None, args.threads)[1]
+        nve_system.setDefaultPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+        nve_integrator = openmm.VerletIntegrator(args.nve_timestep_fs * unit.femtosecond)
+        nve = app.Simulation(pdb.topology, nve_system, nve_integrator, platform, properties)
+        nve.context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
+        nve.context.setPositions(state.getPositions())
+        nve.context.setVelocities(state.getVelocities())
+        nve_deadline = time.time() + 60 * args.nve_minutes
+        record["nve"] = segment(
+            nve, out / "nve", args.nve_ps, args.nve_timestep_fs, args.nve_report_steps, nve_deadline
+        )
+    record["machine"] = report.finish(machine)
+    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=2, default=str))
+
+
+def segment(
+    simulation,
+    prefix: Path,
+    length_ps: float,
+    timestep_fs: float,
+    report_steps: int,
+    deadline: float,
+) -> dict:
+    """Run up to `length_ps` in chunks of `report_steps`, writing a CSV row and a DCD frame (unwrapped
+    positions, with the box) each chunk; stops early at `deadline`."""
+    from openmm import app, unit
+
+    total_steps = int(round(1000 * length_ps / timestep_fs))
+    atoms = simulation.system.getNumParticles()
+    waters = atoms // 3
+    from mdplugin.training.periodic_data import density_g_cm3
+
+    simulation.reporters.append(app.DCDReporter(str(prefix) + ".dcd", report_steps, enforcePeriodicBox=False))
+    rows, started, steps, failure = [], time.time(), 0, None
+    with open(str(prefix) + ".csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K", "volume_A3", "density_g_cm3"]
+        )
+        while steps < total_steps and time.time() < deadline:
+            try:
+                simulation.step(report_steps)
+            except Exception as error:  # OpenMM stops on NaN coordinates: the run failed, record where
+                failure = f"{type(error).__name__}: {error}"
+                break
+            steps += report_steps
+            state = simulation.context.getState(getEnergy=True)
+            potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV
+            volume = state.getPeriodicBoxVolume().value_in_unit(unit.angstrom**3)
+            # 3N - 3 degrees of freedom (CMMotionRemover); kB in eV/K
+            temperature = 2 * kinetic / ((3 * atoms - 3) * 8.617333262e-5)
+            row = [
+                steps * timestep_fs / 1000,
+                potential,
+                kinetic,
+                potential + kinetic,
+                temperature,
+                volume,
+                density_g_cm3(waters, volume),
+            ]
+            writer.writerow(row)
+            handle.flush()
+            rows.append(row)
+            if not np.isfinite(row[3]) or temperature > 3000:
+                break
+    seconds = time.time() - started
+    simulation.reporters.clear()
+    done_ps = steps * timestep_fs / 1000
+    return {
+        "kind": prefix.name,
+        "requested_ps": length_ps,
+        "ran_ps": done_ps,
+        "steps": steps,
+        "timestep_fs": timestep_fs,
+        "report_steps": report_steps,
+        "wall_s": seconds,
+        "ms_per_step": 1000 * seconds / max(steps, 1),
+        "stopped_by_wall_clock": steps < total_steps and time.time() >= deadline,
+        "failed": failure is not None or (bool(rows) and (not np.isfinite(rows[-1][3]) or rows[-1][4] > 3000)),
+        "failure": failure,
+    }
+
+
+LAMMPS_INPUT = """# NPT of water with pair_style transformer (written by benchmarks/water.py)
+units           metal
+boundary        p p p
+atom_style      atomic
+read_data       {data}
+mass            1 1.008
+mass            2 15.999
+pair_style      transformer threads 1
+pair_coeff      * * {model} H O
+velocity        all create 300.0 {seed} mom yes rot no dist gaussian
+timestep        {timestep_ps}
+fix             integrate all npt temp 300.0 300.0 0.1 iso 1.0 1.0 1.0
+thermo_style    custom step time temp pe ke etotal vol density press
+thermo_modify   format float %.10g
+thermo          {report_steps}
+dump            trajectory all custom {report_steps} {dump} id type xu yu zu
+dump_modify     trajectory sort id
+run             {steps}
+"""
+
+
+def run_lammps(args: argparse.Namespace) -> None:
+    """NPT (Nose-Hoover, 300 K, 1 bar) of the box in LAMMPS with a model export; thermo and an unwrapped dump."""
+    import subprocess
+
+    import ase.io
+
+    out = RUNS / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    machine = report.machine_info()
+    atoms = ase.io.read(args.structure)
+    ase.io.write(out / "water.data", atoms, format="lammps-data", specorder=["H", "O"], atom_style="atomic")
+    steps = int(round(1000 * args.npt_ps / args.npt_timestep_fs))
+    text = LAMMPS_INPUT.format(
+        data=(out / "water.data").resolve(), model=Path(args.model).resolve(), seed=args.seed,
+        timestep_ps=args.npt_timestep_fs / 1000, report_steps=args.npt_report_steps, dump=(out / "npt.lammpstrj").resolve(),
+        steps=steps,
+    )  # fmt: skip
+    (out / "in.water").write_text(text)
+    started = time.time()
+    completed = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "mdplugin"), "lammps", "run", str(out / "in.water"), "--", "-log", str(out / "log.lammps")],
+        capture_output=True, text=True, timeout=60 * args.minutes, cwd=out,
+    )  # fmt: skip
+    seconds = time.time() - started
+    record = {
+        "engine": "lammps",
+        "potential": args.model,
+        "structure": str(args.structure),
+        "atoms": len(atoms),
+        "seed": args.seed,
+        "npt": {
+            "kind": "npt", "thermostat": "Nose-Hoover npt, Tdamp 0.1 ps, Pdamp 1 ps", "requested_ps": args.npt_ps,
+            "timestep_fs": args.npt_timestep_fs, "report_steps": args.npt_report_steps, "wall_s": seconds,
+            "ms_per_step": 1000 * seconds / max(steps, 1), "failed": completed.returncode != 0,
+            "ran_ps": args.npt_ps if completed.returncode == 0 else 0.0, "steps": steps if completed.returncode == 0 else 0,
+        },
+        "returncode": completed.returncode,
+        "stderr_tail": completed.stderr[-2000:],
+        "machine": report.finish(machine),
+    }  # fmt: skip
+    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(completed.stdout[-3000:], completed.stderr[-2000:])
+
+
+def lammps_thermo(path: Path) -> dict[str, np.ndarray]:
+    """The thermo table of a LAMMPS log (the last run)."""
+    lines = path.read_text().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.split()[:2] == ["Step", "Time"])
+    header = lines[start].split()
+    rows = []
+    for line in lines[start + 1 :]:
+        parts = line.split()
+        if len(parts) != len(header):
+            break
+        try:
+            rows.append([float(p) for p in parts])
+        except ValueError:
+            break
+    table = np.array(rows)
+    return {name: table[:, i] for i, name in enumerate(header)}
+
+
+def analyze_lammps(name: str) -> dict:
+    import mdtraj
+
+    record = json.loads((RUNS / name / "run.json").read_text())
+    thermo = lammps_thermo(RUNS / name / "log.lammps")
+    time_ps = thermo["Time"]
+    keep = time_ps > 0.2 * time_ps[-1]
+    import ase.io
+
+    ase_frames = ase.io.read(RUNS / name / "npt.lammpstrj", ":", format="lammps-dump-text")
+    pdb = mdtraj.load(record["structure"])
+    xyz = np.array([f.positions for f in ase_frames]) / 10
+    # LAMMPS sorts types H=1, O=2 and the dump by id: ids follow the data file, which follows the PDB order
+    cells = np.array([f.cell.lengths() for f in ase_frames]) / 10
+    frames = mdtraj.Trajectory(xyz, pdb.topology, unitcell_lengths=cells, unitcell_angles=np.full_like(cells, 90.0))
+    first = int(0.2 * len(frames))
+    g = rdfs(frames[first:])
+    return {
+        "name": name,
+        "engine": "lammps",
+        "run": record,
+        "density_g_cm3": float(thermo["Density"][keep].mean()),
+        "density_standard_error": block_error(thermo["Density"][keep]),
+        "temperature_K": float(thermo["Temp"][keep].mean()),
+        "rdf": {key: value.tolist() for key, value in g.items()},
+        "time_ps": time_ps.tolist(),
+        "density_trace": thermo["Density"].tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------- test errors
+
+
+def evaluate_model(args: argparse.Namespace) -> None:
+    """Energy (meV/atom), force (meV/Å) and stress (meV/Å^3) MAEs of a model on a periodic test file."""
+    import ase.io
+    import torch
+
+    from mdplugin.engines.ase_calculator import TransformerCalculator
+
+    torch.set_num_threads(args.threads)
+    frames = ase.io.read(args.test_file, ":")
+    calculator = TransformerCalculator(args.model)
+    energy, forces, stress, label_forces, label_stress, pressure = [], [], [], [], [], []
+    for atoms in frames:
+        reference = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+        label_forces.append(np.abs(reference[1]).ravel())
+        label_stress.append(np.abs(reference[2]))
+        atoms.calc = calculator
+        energy.append(abs(atoms.get_potential_energy() - reference[0]) / len(atoms))
+        forces.append(np.abs(atoms.get_forces() - reference[1]).ravel())
+        stress.append(np.abs(atoms.get_stress() - reference[2]))
+        pressure.append(abs(atoms.get_stress()[:3].mean() - reference[2][:3].mean()))  # P = -trace/3
+    forces_all, stress_all = np.concatenate(forces), np.concatenate(stress)
+    result = {
+        "model": str(args.model),
+        "test_file": str(args.test_file),
+        "frames": len(frames),
+        "atoms_per_frame": len(frames[0]),
+        "energy_mae_meV_per_atom": 1000 * float(np.mean(energy)),
+        "force_mae_meV_per_A": 1000 * float(forces_all.mean()),
+        "stress_mae_meV_per_A3": 1000 * float(stress_all.mean()),
+        "stress_mae_GPa": GPA_PER_EV_A3 * float(stress_all.mean()),
+        "pressure_mae_GPa": GPA_PER_EV_A3 * float(np.mean(pressure)),
+        # the errors of predicting zero: what the MAEs compare with
+        "force_labels_mean_abs_meV_per_A": 1000 * float(np.concatenate(label_forces).mean()),
+        "stress_labels_mean_abs_meV_per_A3": 1000 * float(np.concatenate(label_stress).mean()),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"evaluate-{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]} if rows else {}
+
+
+def block_error(values: np.ndarray, blocks: int = 4) -> float:
+    """Standard error of the mean from `blocks` block averages."""
+    if len(values) < blocks:
+        return float("nan")
+    means = [part.mean() for part in np.array_split(values, blocks)]
+    return float(np.std(means, ddof=1) / np.sqrt(blocks))
+
+
+def load_trajectory(name: str, kind: str):
+    import mdtraj
+
+    structure = json.loads((RUNS / name / "run.json").read_text())["structure"]
+    return mdtraj.load_dcd(str(RUNS / name / f"{kind}.dcd"), top=structure)
+
+
+def rdfs(trajectory, r_max_nm: float = 0.6, bins: int = 120) -> dict[str, np.ndarray]:
+    """g_OO(r) and intermolecular g_OH(r) (r in Å)."""
+    import mdtraj
+
+    topology = trajectory.topology
+    oxygens = topology.select("element O")
+    hydrogens = topology.select("element H")
+    residue = np.array([atom.residue.index for atom in topology.atoms])
+    oo = np.array([(a, b) for i, a in enumerate(oxygens) for b in oxygens[i + 1 :]])
+    oh = np.array([(a, b) for a in oxygens for b in hydrogens if residue[a] != residue[b]])
+    r, g_oo = mdtraj.compute_rdf(trajectory, oo, r_range=(0, r_max_nm), n_bins=bins)
+    _, g_oh = mdtraj.compute_rdf(trajectory, oh, r_range=(0, r_max_nm), n_bins=bins)
+    return {"r_A": 10 * r, "g_OO": g_oo, "g_OH": g_oh}
+
+
+def integrated_difference(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """∫ |a - b| dr over the grid (Å)."""
+    return float(np.sum(np.abs(a - b)) * (r[1] - r[0]))
+
+
+def diffusion(trajectory, frame_ps: float, skip_fraction: float = 0.2, blocks: int = 2) -> dict:
+    """Self-diffusion coefficient of oxygen (1e-5 cm^2/s) from the slope of the MSD between 1 ps (or a tenth
+    of the window) and half of the window, averaged over time origins; the error from `blocks` blocks."""
+    oxygens = trajectory.topology.select("element O")
+    positions = 10 * trajectory.xyz[:, oxygens]  # Å, unwrapped (the DCD holds unwrapped positions)
+    positions = positions[int(skip_fraction * len(positions)) :]
+    # remove the drift of the oxygens' centre (the whole box's centre of mass is fixed; this is the solvent frame)
+    positions = positions - positions.mean(axis=1, keepdims=True)
+
+    def slope(window: np.ndarray) -> float:
+        frames = len(window)
+        lags = np.arange(1, frames // 2)
+        msd = np.array([np.mean(np.sum((window[lag:] - window[:-lag]) ** 2, axis=-1)) for lag in lags])
+        times = lags * frame_ps
+        fit = times >= min(1.0, times[-1] / 5)
+        return float(np.polyfit(times[fit], msd[fit], 1)[0])  # Å^2/ps
+
+    to_units = 1e-4 / 6 / 1e-5  # Å^2/ps -> cm^2/s is 1e-4; /6 in 3D; in units of 1e-5 cm^2/s
+    whole = slope(positions) * to_units
+    parts = (
+        [slope(part) * to_units for part in np.array_split(positions, blocks)] if len(positions) >= 40 * blocks else []
+    )
+    error = float(np.std(parts, ddof=1) / np.sqrt(len(parts))) if len(parts) > 1 else float("nan")
+    return {
+        "D_1e-5_cm2_s": whole,
+        "standard_error": error,
+        "block_values": parts,
+        "window_ps": len(positions) * frame_ps,
+    }
+
+
+def closest_hydrogens(trajectory, frame_ps: float) -> dict:
+    """The closest approach of two hydrogens (Å) per frame, within a molecule (the H-O-H angle) or between
+    two: in the training data it stays above ~1.3 Å; a model without short-range repulsion can let it
+    collapse (the angle closes, H2 forms)."""
+    import mdtraj
+
+    topology = trajectory.topology
+    hydrogens = topology.select("element H")
+    pairs = np.array([(a, b) for i, a in enumerate(hydrogens) for b in hydrogens[i + 1 :]])
+    closest = 10 * mdtraj.compute_distances(trajectory, pairs, periodic=True).min(axis=1)
+    below = np.nonzero(closest < 1.0)[0]
+    return {
+        "closest_A_first_last": [float(closest[0]), float(closest[-1])],
+        "closest_A_min": float(closest.min()),
+        "first_time_below_1A_ps": float((below[0] + 1) * frame_ps) if len(below) else None,
+    }
+
+
+def analyze_run(name: str) -> dict:
+    record = json.loads((RUNS / name / "run.json").read_text())
+    npt = read_csv(RUNS / name / "npt.csv")
+    result: dict = {"name": name, "potential": record["potential"], "atoms": record["atoms"], "run": record}
+    frame_ps = record["npt"]["report_steps"] * record["npt"]["timestep_fs"] / 1000
+    if record["npt"]["failed"]:
+        # analyse the stretch before the blow-up only (temperature below 1000 K); not an equilibrium average
+        sane = npt["temperature_K"] < 1000
+        end = int(np.argmin(sane)) if not sane.all() else len(sane)
+        npt = {key: value[:end] for key, value in npt.items()}
+        result["analysed_before_failure_ps"] = float(npt["time_ps"][-1]) if end else 0.0
+        record = {**record, "npt": {**record["npt"], "ran_ps": result["analysed_before_failure_ps"]}}
+    ran = record["npt"]["ran_ps"]
+    skip = npt["time_ps"] > 0.2 * ran  # the first fifth equilibrates
+    result["density_g_cm3"] = float(npt["density_g_cm3"][skip].mean())
+    result["density_standard_error"] = block_error(npt["density_g_cm3"][skip])
+    result["temperature_K"] = float(npt["temperature_K"][skip].mean())
+    fifth = max(1, len(npt["density_g_cm3"]) // 5)  # a drifting density shows in its first and last fifths
+    result["density_first_last_fifth_g_cm3"] = [
+        float(npt["density_g_cm3"][:fifth].mean()),
+        float(npt["density_g_cm3"][-fifth:].mean()),
+    ]
+    trajectory = load_trajectory(name, "npt")[: len(npt["time_ps"])]
+    result["closest_hydrogens"] = closest_hydrogens(trajectory, frame_ps)
+    first = int(0.2 * len(trajectory))
+    g = rdfs(trajectory[first:])
+    half = first + (len(trajectory) - first) // 2
+    g1, g2 = rdfs(trajectory[first:half]), rdfs(trajectory[half:])
+    result["rdf"] = {key: value.tolist() for key, value in g.items()}
+    result["rdf_halves_difference"] = {
+        key: integrated_difference(g["r_A"], g1[key], g2[key]) for key in ("g_OO", "g_OH")
+    }
+    result["diffusion_npt"] = diffusion(trajectory, frame_ps)
+    if record.get("nve", {}).get("steps"):
+        nve = read_csv(RUNS / name / "nve.csv")
+        time_ps, total = nve["time_ps"], nve["total_eV"]
+        slope = np.polyfit(time_ps, total, 1)[0] if len(time_ps) > 2 else float("nan")
+        result["nve_drift_meV_per_atom_per_ps"] = float(1000 * slope / record["atoms"])
+        result["nve_total_energy_std_meV_per_atom"] = float(1000 * total.std() / record["atoms"])
+        result["nve_temperature_K"] = float(nve["temperature_K"].mean())
+        nve_trajectory = load_trajectory(name, "nve")
+        if len(nve_trajectory) >= 40:
+            nve_frame = record["nve"]["report_steps"] * record["nve"]["timestep_fs"] / 1000
+            result["diffusion_nve"] = diffusion(nve_trajectory, nve_frame, skip_fraction=0.0)
+    return result
+
+
+def _atoms_in_dcd(name: str) -> int:
+    import mdtraj
+
+    with mdtraj.formats.DCDTrajectoryFile(str(RUNS / name / "npt.dcd")) as handle:
+        return handle.read(n_frames=1)[0].shape[1]
+
+
+def write_report(args: argparse.Namespace) -> None:
+    """Compare the model run with the reference run; add the xTB model's NPT run and the test errors."""
+    machine = report.machine_info()
+    reference, model = analyze_run(args.reference), analyze_run(args.model)
+    comparison = {
+        "density_relative_difference": model["density_g_cm3"] / reference["density_g_cm3"] - 1,
+        "density_target": 0.02,
+        "diffusion_npt_relative_difference": model["diffusion_npt"]["D_1e-5_cm2_s"]
+        / reference["diffusion_npt"]["D_1e-5_cm2_s"]
+        - 1,
+        "diffusion_target": 0.20,
+        "g_OO_integrated_abs_difference_A": integrated_difference(
+            np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"]["g_OO"]), np.array(model["rdf"]["g_OO"])
+        ),
+        "g_OH_integrated_abs_difference_A": integrated_difference(
+            np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"]["g_OH"]), np.array(model["rdf"]["g_OH"])
+        ),
+    }
+    if "diffusion_nve" in model and "diffusion_nve" in reference:
+        comparison["diffusion_nve_relative_difference"] = (
+            model["diffusion_nve"]["D_1e-5_cm2_s"] / reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
+        )
+    xtb = analyze_run(args.xtb) if args.xtb and (RUNS / args.xtb / "run.json").exists() else None
+    lammps = analyze_lammps(args.lammps) if args.lammps and (RUNS / args.lammps / "run.json").exists() else None
+    if lammps is not None:
+        lammps["density_relative_difference"] = lammps["density_g_cm3"] / reference["density_g_cm3"] - 1
+        for key in ("g_OO", "g_OH"):
+            lammps[key + "_integrated_abs_difference_A"] = integrated_difference(
+                np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"][key]), np.array(lammps["rdf"][key])
+            )
+    stopped = {}
+    for name in args.stopped:  # runs stopped by hand (no run.json): what their state data show
+        npt = read_csv(RUNS / name / "npt.csv")
+        stopped[name] = {
+            "ran_ps": float(npt["time_ps"][-1]),
+            "density_first_last_g_cm3": [float(npt["density_g_cm3"][0]), float(npt["density_g_cm3"][-1])],
+            "temperature_K": float(npt["temperature_K"].mean()),
+        }
+        import mdtraj
+
+        for structure in (START, START.with_name("water32.pdb")):
+            topology = mdtraj.load(str(structure)).topology
+            trajectory = (
+                mdtraj.load_dcd(str(RUNS / name / "npt.dcd"), top=topology)
+                if _atoms_in_dcd(name) == topology.n_atoms
+                else None
+            )
+            if trajectory is not None:
+                frame_ps = float(npt["time_ps"][0])
+                stopped[name]["closest_hydrogens"] = closest_hydrogens(trajectory, frame_ps)
+                stopped[name]["structure"] = str(structure)
+                break
+    evaluations = {
+        path.stem.removeprefix("evaluate-"): json.loads(path.read_text())
+        for path in sorted(RESULTS.glob("evaluate-*.json"))
+    }
+    results = {
+        "reference": reference,
+        "model": model,
+        "comparison": comparison,
+        "xtb_model": xtb,
+        "lammps": lammps,
+        "stopped_runs": stopped,
+        "test_errors": evaluations,
+        "machine": report.finish(machine),
+        "note": args.note,
+    }
+    report.write_json(results, RESULTS / "water.json")
+    plot(reference, model, xtb, lammps, list(stopped))
+    (RESULTS / "water.md").write_text(markdown(results))
+    print((RESULTS / "water.md").read_text())
+
+
+def plot(reference: dict, model: dict, xtb: dict | None, lammps: dict | None, stopped: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key in zip(axes, ("g_OO", "g_OH")):
+        runs = ((reference, "k-"), (model, "C0--")) + (((xtb, "C3:"),) if xtb else ())
+        for run, style in runs + (((lammps, "C2-."),) if lammps else ()):
+            axis.plot(run["rdf"]["r_A"], run["rdf"][key], style, label=run["name"])
+        axis.set_xlabel("r (Å)")
+        axis.set_ylabel(key.replace("_", "$_{") + "}$(r)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(RESULTS / "rdf.png", dpi=110)
+    plt.close(figure)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for run, color in ((reference, "k"), (model, "C0")) + (((xtb, "C3"),) if xtb else ()):
+        npt = read_csv(RUNS / run["name"] / "npt.csv")
+        axes[0].plot(npt["time_ps"], npt["density_g_cm3"], color=color, lw=0.8, label=run["name"])
+        if (RUNS / run["name"] / "nve.csv").exists() and run["run"]["nve"]["steps"]:
+            nve = read_csv(RUNS / run["name"] / "nve.csv")
+            per_atom = 1000 * (nve["total_eV"] - nve["total_eV"][0]) / run["atoms"]
+            axes[1].plot(nve["time_ps"], per_atom, color=color, lw=0.8, label=run["name"])
+    if lammps is not None:
+        axes[0].plot(lammps["time_ps"], lammps["density_trace"], color="C2", lw=0.8, label=lammps["name"] + " (LAMMPS)")
+    for name in stopped:
+        npt = read_csv(RUNS / name / "npt.csv")
+        axes[0].plot(npt["time_ps"], npt["density_g_cm3"], color="0.6", lw=0.8, label=name + " (stopped)")
+    axes[0].set_xlabel("NPT time (ps)")
+    axes[0].set_ylabel("density (g/cm³)")
+    axes[1].set_xlabel("NVE time (ps)")
+    axes[1].set_ylabel("total energy − E(0) (meV/atom)")
+    for axis in axes:
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(RESULTS / "traces.png", dpi=110)
+    plt.close(figure)
+
+
+def markdown(results: dict) -> str:
+    reference, model, comparison, xtb = (
+        results["reference"],
+        results["model"],
+        results["comparison"],
+        results["xtb_model"],
+    )
+
+    def met(value: float, target: float) -> str:
+        return "yes" if abs(value) <= target else "no"
+
+    def length(run: dict) -> str:
+        npt, nve = run["run"]["npt"], run["run"]["nve"]
+        return f"NPT {npt['ran_ps']:.1f} ps ({npt['timestep_fs']:g} fs), NVE {nve['ran_ps']:.1f} ps ({nve['timestep_fs']:g} fs)"
+
+    rows = [
+        [
+            "density at 300 K, 1 bar (g/cm³)",
+            f"{reference['density_g_cm3']:.4f} ± {reference['density_standard_error']:.4f}",
+            f"{model['density_g_cm3']:.4f} ± {model['density_standard_error']:.4f}",
+            f"{100 * comparison['density_relative_difference']:+.2f} %",
+            "within 2 %",
+            met(comparison["density_relative_difference"], 0.02),
+        ],
+        [
+            "D, NPT/Langevin (1e-5 cm²/s)",
+            f"{reference['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {reference['diffusion_npt']['standard_error']:.2f}",
+            f"{model['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {model['diffusion_npt']['standard_error']:.2f}",
+            f"{100 * comparison['diffusion_npt_relative_difference']:+.1f} %",
+            "within 20 %",
+            met(comparison["diffusion_npt_relative_difference"], 0.2),
+        ],
+    ]
+    if "diffusion_nve_relative_difference" in comparison:
+        rows.append(
+            [
+                "D, NVE (1e-5 cm²/s)",
+                f"{reference['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± {reference['diffusion_nve']['standard_error']:.2f}",
+                f"{model['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± {model['diffusion_nve']['standard_error']:.2f}",
+                f"{100 * comparison['diffusion_nve_relative_difference']:+.1f} %",
+                "within 20 %",
+                met(comparison["diffusion_nve_relative_difference"], 0.2),
+            ]
+        )
+    for key in ("g_OO", "g_OH"):
+        rows.append(
+            [
+                f"∫ abs(Δ{key}) dr, 0–6 Å (Å)",
+                f"noise floor {reference['rdf_halves_difference'][key]:.3f} (halves of the reference)",
+                f"model halves {model['rdf_halves_difference'][key]:.3f}",
+                f"{comparison[key + '_integrated_abs_difference_A']:.3f}",
+                "–",
+                "–",
+            ]
+        )
+    rows.append(
+        [
+            "NVE drift (meV/atom/ps)",
+            report.number(reference.get("nve_drift_meV_per_atom_per_ps")),
+            report.number(model.get("nve_drift_meV_per_atom_per_ps")),
+            "–",
+            "–",
+            "–",
+        ]
+    )
+    lines = [
+        "# Liquid water: local model MD against its reference potential's MD",
+        "",
+        "Reference: SPC/Fw (PME, real-space cutoff 5.5 Å, Lennard-Jones switched from 4.5 Å, no dispersion correction), "
+        f"the potential the model was trained on. {reference['atoms'] // 3} waters, OpenMM CPU platform, one thread. "
+        "Generated by `python benchmarks/water.py report`; the runs by `python benchmarks/water.py md` (commands in the JSON).",
+        "",
+        f"Reference run ({reference['potential']}): {length(reference)}. Model run ({model['potential']}): {length(model)}.",
+        "Averages leave out the first fifth of each NPT run; ± is one standard error (block averages).",
+        ""
+        if "analysed_before_failure_ps" not in model
+        else f"**The model run failed** (blew up: temperature above 1000 K after {model['run']['npt']['steps'] * model['run']['npt']['timestep_fs'] / 1000:.2f} ps); "
+        f"its numbers below come from the {model['analysed_before_failure_ps']:.2f} ps before that: a window, not an equilibrium average, so no "
+        "target is met.",
+        "",
+        report.markdown_table(["observable", "reference", "model", "difference", "target", "met"], rows),
+        "",
+        "![g(r)](rdf.png) ![traces](traces.png)",
+        "",
+    ]
+    if xtb is not None:
+        lines += [
+            "## GFN1-xTB water model",
+            "",
+            f"{xtb['potential']}: {length(xtb)}, failed: {xtb['run']['npt']['failed'] or xtb['run']['nve'].get('failed', False)}. "
+            f"Density {xtb['density_g_cm3']:.4f} ± {xtb['density_standard_error']:.4f} g/cm³ at {xtb['temperature_K']:.0f} K "
+            f"(no xTB MD to compare with: GFN1-xTB MD of this box is too slow here). "
+            f"D (NPT/Langevin) {xtb['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {xtb['diffusion_npt']['standard_error']:.2f} × 1e-5 cm²/s. g(r) in rdf.png.",
+            "",
+        ]
+    lines += [
+        "Density in the first and last fifth of each NPT run (g/cm³): "
+        + "; ".join(
+            f"{run['name']} {run['density_first_last_fifth_g_cm3'][0]:.3f} -> {run['density_first_last_fifth_g_cm3'][1]:.3f}"
+            for run in (reference, model) + ((xtb,) if xtb else ())
+        )
+        + ". Closest approach of any two hydrogens (Å; above ~1.3 in the training data), first / last "
+        + "analysed frame, and when it first fell below 1 Å: "
+        + "; ".join(
+            f"{run['name']} {run['closest_hydrogens']['closest_A_first_last'][0]:.2f} / "
+            f"{run['closest_hydrogens']['closest_A_first_last'][1]:.2f}, "
+            f"{'never' if run['closest_hydrogens']['first_time_below_1A_ps'] is None else str(run['closest_hydrogens']['first_time_below_1A_ps']) + ' ps'}"
+            for run in (reference, model) + ((xtb,) if xtb else ())
+        )
+        + ". Cost per step: "
+        + "; ".join(
+            f"{run['name']} NPT {run['run']['npt']['ms_per_step']:.0f} ms"
+            for run in (reference, model) + ((xtb,) if xtb else ())
+        )
+        + ".",
+        "",
+    ]
+    lammps = results.get("lammps")
+    if lammps is not None:
+        npt = lammps["run"]["npt"]
+        lines += [
+            "## LAMMPS",
+            "",
+            f"`pair_style transformer` with {lammps['run']['potential']}, the same box: NPT (Nose-Hoover, 300 K, 1 bar) "
+            f"for {npt['ran_ps']:.2f} ps at {npt['timestep_fs']:g} fs, {npt['ms_per_step']:.0f} ms per step (one rank, one "
+            "thread; every rank evaluates its atoms plus a ghost shell of receptive field + skin, here ~6,500 ghosts for "
+            f"192 atoms), failed: {npt['failed']}. Density {lammps['density_g_cm3']:.4f} g/cm³ "
+            f"({100 * lammps['density_relative_difference']:+.1f} % from the reference), temperature "
+            f"{lammps['temperature_K']:.0f} K; ∫|Δg_OO| dr {lammps['g_OO_integrated_abs_difference_A']:.3f} Å, "
+            f"∫|Δg_OH| dr {lammps['g_OH_integrated_abs_difference_A']:.3f} Å. Too short for density or diffusion "
+            "statistics: it shows the model runs in LAMMPS's NPT, not what its liquid does.",
+            "",
+        ]
+    for name, stopped in results.get("stopped_runs", {}).items():
+        lines += [
+            f"Run `{name}` (stopped by hand after {stopped['ran_ps']:.2f} ps NPT): density "
+            f"{stopped['density_first_last_g_cm3'][0]:.3f} -> {stopped['density_first_last_g_cm3'][1]:.3f} g/cm³, "
+            f"mean temperature {stopped['temperature_K']:.0f} K"
+            + (
+                f"; closest H–H {stopped['closest_hydrogens']['closest_A_min']:.2f} Å, first below "
+                f"1 Å at {stopped['closest_hydrogens']['first_time_below_1A_ps']} ps."
+                if "closest_hydrogens" in stopped
+                else "."
+            ),
+            "",
+        ]
+    if results["test_errors"]:
+        rows = [
+            [
+                name,
+                e["frames"],
+                e["atoms_per_frame"],
+                f"{e['energy_mae_meV_per_atom']:.2f}",
+                f"{e['force_mae_meV_per_A']:.1f}",
+                f"{e['stress_mae_meV_per_A3']:.3f}",
+                f"{e['stress_mae_GPa']:.3f}",
+                f"{e.get('pressure_mae_GPa', float('nan')):.3f}",
+                f"{e.get('force_labels_mean_abs_meV_per_A', float('nan')):.0f}",
+                f"{e.get('stress_labels_mean_abs_meV_per_A3', float('nan')):.2f}",
+            ]
+            for name, e in results["test_errors"].items()
+        ]
+        lines += [
+            "## Test errors",
+            "",
+            report.markdown_table(
+                [
+                    "model",
+                    "test frames",
+                    "atoms",
+                    "energy MAE (meV/atom)",
+                    "force MAE (meV/Å)",
+                    "stress MAE (meV/Å³)",
+                    "stress MAE (GPa)",
+                    "pressure MAE (GPa)",
+                    "mean abs force label (meV/Å)",
+                    "mean abs stress label (meV/Å³)",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    if results.get("note"):
+        lines += [results["note"], ""]
+    lines += [report.machine_markdown(results["machine"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    md = commands.add_parser("md", help="NPT then NVE of one potential")
+    md.add_argument("potential", help="'classical' or a model file (export or checkpoint)")
+    md.add_argument("--name", required=True)
+    md.add_argument("--structure", default=str(START))
+    md.add_argument("--npt-ps", type=float, default=100.0)
+    md.add_argument("--nve-ps", type=float, default=20.0)
+    md.add_argument("--npt-timestep-fs", type=float, default=1.0)
+    md.add_argument("--nve-timestep-fs", type=float, default=0.5)
+    md.add_argument("--npt-report-steps", type=int, default=50)
+    md.add_argument("--nve-report-steps", type=int, default=20)
+    md.add_argument("--minutes", type=float, default=600.0, help="wall-clock budget of the NPT segment")
+    md.add_argument("--nve-minutes", type=float, default=600.0, help="wall-clock budget of the NVE segment")
+    md.add_argument("--threads", type=int, default=1)
+    md.add_argument("--seed", type=int, default=1)
+    md.set_defaults(function=run_md)
+    evaluate = commands.add_parser("evaluate", help="test MAEs of a model")
+    evaluate.add_argument("model")
+    evaluate.add_argument("test_file")
+    evaluate.add_argument("--name", required=True)
+    evaluate.add_argument("--threads", type=int, default=1)
+    evaluate.set_defaults(function=evaluate_model)
+    lammps = commands.add_parser("lammps", help="NPT of a model export in LAMMPS")
+    lammps.add_argument("model")
+    lammps.add_argument("--name", required=True)
+    lammps.add_argument("--structure", default=str(START))
+    lammps.add_argument("--npt-ps", type=float, default=2.0)
+    lammps.add_argument("--npt-timestep-fs", type=float, default=1.0)
+    lammps.add_argument("--npt-report-steps", type=int, default=50)
+    lammps.add_argument("--minutes", type=float, default=30.0)
+    lammps.add_argument("--seed", type=int, default=4928459)
+    lammps.set_defaults(function=run_lammps)
+    summary = commands.add_parser("report", help="analyse the runs, write JSON, Markdown and plots")
+    summary.add_argument("--reference", default="classical")
+    summary.add_argument("--model", default="model")
+    summary.add_argument("--xtb", default=None)
+    summary.add_argument("--lammps", default=None)
+    summary.add_argument("--stopped", nargs="*", default=[], help="runs stopped by hand: summarised from their CSV")
+    summary.add_argument("--note", default="")
+    summary.set_defaults(function=write_report)
+    args = parser.parse_args()
+    args.function(args)
+
+
+if __name__ == "__main__":
+    main()
