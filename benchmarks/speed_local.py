@@ -11,6 +11,8 @@ periodic boxes from about 200 to 32,000 atoms. For each size, in one process wit
 - mace: a random-weight MACE of about the local model's parameter count (cutoff 5 Å, periodic), the
   model call with compute_force=True; its neighbour list is timed apart; up to `--mace-max-atoms`
   (its memory grows by about 3 MB per atom) and stopped like the global model beyond `--mace-limit-s`;
+- local-retained: the local model again, timed in a fresh process whose glibc malloc keeps freed
+  memory (RETAINED_HEAP), so large calls stop paying page faults for their activations;
 - openmm-cpu (at `--openmm-sizes` only): `VerletIntegrator.step(k) / k` of an OpenMM Context on the
   CPU platform (1 thread) whose only force is the local model's periodic `TorchForce`.
 
@@ -56,7 +58,12 @@ OPENMM_EDGES = (8, 13)  # 1,536 and 6,591 atoms
 FLAT_FROM_ATOMS = 1500  # the flatness target covers 1,500 to 32,000 atoms
 WATER_SPACING = 3.104  # Å: (18.015 g/mol / 1 g/cm³ / N_A)^(1/3), one molecule per grid cell
 CLOSEST_CONTACT = 1.5  # Å: no two atoms of different molecules closer than this
-ENGINES = ("local", "global", "mace", "openmm-cpu")
+ENGINES = ("local", "global", "mace", "openmm-cpu", "local-retained")
+# glibc malloc returns every buffer above its mmap threshold (at most 32 MB) to the kernel when it is
+# freed, so each call of a large system page-faults its activations in again (system time that grows
+# faster than N here). These variables keep freed memory in the process: `local-retained` is the local
+# model timed in a subprocess started with them (what jemalloc or tcmalloc via LD_PRELOAD also give).
+RETAINED_HEAP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_TOP_PAD_": str(1 << 29)}
 # MACE's evaluation needs about 3 MB per atom here (64 channels, ~50 neighbours within 5 Å in water):
 # 1,536 atoms take ~5 GB, 32,000 would take ~100 GB. Its time per atom is flat, so a few sizes suffice.
 MACE_MAX_ATOMS = 1600
@@ -265,6 +272,30 @@ def memory_probe(kind: str, structure: Path, model: str) -> dict:
     return {"rss_baseline_mb": baseline, "peak_rss_mb": peak, "evaluation_mb": peak - baseline}
 
 
+def retained_timing(model: str, atoms: ase.Atoms, repeats: int, warmup: int) -> dict:
+    """The local model timed in a fresh process with RETAINED_HEAP in its environment."""
+    with tempfile.TemporaryDirectory(prefix="mdplugin-timing-") as directory:
+        path = Path(directory) / "structure.extxyz"
+        ase.io.write(path, atoms, format="extxyz")
+        command = [sys.executable, str(Path(__file__).resolve()), "--timing-probe", str(path), "--model", model]
+        command += ["--repeats", str(repeats), "--warmup", str(warmup)]
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=3600, env={**os.environ, **RETAINED_HEAP}
+        )
+    if completed.returncode != 0:
+        lines = completed.stderr.strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"timing probe failed (exit {completed.returncode})")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def timing_probe(structure: Path, model: str, repeats: int, warmup: int) -> dict:
+    torch.set_num_threads(1)
+    atoms = ase.io.read(structure)
+    module, metadata = engines.load_module(model)
+    result = timed(local_call(module, atoms, getattr(torch, metadata["dtype"])), len(atoms), repeats, warmup)
+    return {**result, "environment": {key: os.environ.get(key) for key in RETAINED_HEAP}}
+
+
 # ------------------------------------------------------------------------------------------- driver
 
 
@@ -302,6 +333,7 @@ def measure_size(edge: int, context: dict, settings: dict, last: dict) -> dict:
             lambda r, w: timed(global_call(context["global"], atoms, context["global_dtype"]), count, r, w),
         ),
         "mace": (1.0, settings["mace_limit_s"], lambda r, w: time_mace(context["mace"], atoms, r, w)),
+        "local-retained": (1.0, None, lambda r, w: retained_timing(str(context["local_path"]), atoms, r, w)),
     }
     for name, (exponent, limit, measure) in plans.items():
         if name not in settings["engines"] or name in context["skipped"]:
@@ -395,6 +427,7 @@ def run_speed_local(
     global_limit_s: float = 60.0,
     mace_limit_s: float = 60.0,
     mace_max_atoms: int = MACE_MAX_ATOMS,
+    merge: bool = False,
 ) -> dict:
     """Measure, then write speed-local.json/.md/.png and the water section of speed.md; returns the results."""
     torch.set_num_threads(1)
@@ -447,8 +480,27 @@ def run_speed_local(
         "rows": rows,
         "summary": summarise(rows),
     }
+    if merge and (Path(output) / "speed-local.json").is_file():
+        results = merged(json.loads((Path(output) / "speed-local.json").read_text()), results)
     write_results(results, Path(output))
     return results
+
+
+def merged(earlier: dict, later: dict) -> dict:
+    """The earlier results with the later run's engines added to the rows of the same box edge."""
+    rows = {row["edge"]: row for row in earlier["rows"]}
+    for row in later["rows"]:
+        if row["edge"] not in rows:
+            rows[row["edge"]] = row
+            continue
+        target = rows[row["edge"]]
+        for key in ("engines", "skipped", "errors", "memory"):
+            target[key].update(row[key])
+        target.setdefault("load_average_merged", row["load_average"])
+    earlier["rows"] = [rows[edge] for edge in sorted(rows)]
+    earlier.setdefault("merged_runs", []).append({"machine": later["machine"], "engines": later["settings"]["engines"]})
+    earlier["summary"] = summarise(earlier["rows"])
+    return earlier
 
 
 def mace_description(context: dict) -> dict:
@@ -521,10 +573,16 @@ def crossover(rows: list[dict], metric: str = "ms_per_step") -> dict:
     }
 
 
-def timing_summary(rows: list[dict], metric: str) -> dict:
+def timing_summary(rows: list[dict], metric: str, local: str = "local") -> dict:
     """For one timing metric (wall-clock `ms_per_step` or `cpu_ms_per_step`): flatness of the local
     model's time per atom over N >= FLAT_FROM_ATOMS, exponents, the ratio to MACE, the crossover."""
-    summary: dict = {"metric": metric, "crossover": crossover(rows, metric)}
+    if local != "local":  # the same summary for another measurement of the local model
+        rows = [
+            {**row, "engines": {**row["engines"], "local": row["engines"][local]}}
+            for row in rows
+            if local in row["engines"]
+        ]
+    summary: dict = {"metric": metric, "local": local, "crossover": crossover(rows, metric)}
     per_atom = [
         (row["atoms"], row["engines"]["local"][metric] / row["atoms"]) for row in rows if "local" in row["engines"]
     ]
@@ -559,6 +617,9 @@ def timing_summary(rows: list[dict], metric: str) -> dict:
 def summarise(rows: list[dict]) -> dict:
     """Timing targets by wall-clock and by CPU time, and the growth of each model's memory."""
     summary: dict = {"wall": timing_summary(rows, "ms_per_step"), "cpu": timing_summary(rows, "cpu_ms_per_step")}
+    if any("local-retained" in row["engines"] for row in rows):
+        summary["wall_retained"] = timing_summary(rows, "ms_per_step", "local-retained")
+        summary["cpu_retained"] = timing_summary(rows, "cpu_ms_per_step", "local-retained")
     for name in ("local", "global", "mace"):
         memory = [(row["atoms"], row["memory"][name]["evaluation_mb"]) for row in rows if name in row["memory"]]
         large = [(n, m) for n, m in memory if n >= FLAT_FROM_ATOMS and m > 0]
@@ -609,6 +670,7 @@ def markdown(results: dict, heading: str = "#") -> str:
         local, global_, mace = (row["engines"].get(name) for name in ("local", "global", "mace"))
         for entry in (local, global_, mace):
             cells += [fmt(entry["ms_per_step"]) if entry else None, both(entry, "ms_per_atom")]
+        cells.append(both(row["engines"].get("local-retained"), "ms_per_atom"))
         cells.append(f"{global_['ms_per_step'] / local['ms_per_step']:.2f}" if local and global_ else None)
         cells.append(f"{local['cpu_ms_per_atom'] / mace['cpu_ms_per_atom']:.3f}" if local and mace else None)
         table.append(cells)
@@ -643,6 +705,7 @@ def markdown(results: dict, heading: str = "#") -> str:
                 "global ms/atom",
                 "MACE ms",
                 "MACE ms/atom",
+                "local, retained heap: ms/atom",
                 "global / local (wall)",
                 "local / MACE (CPU)",
             ],
@@ -659,7 +722,9 @@ def markdown(results: dict, heading: str = "#") -> str:
 def summary_markdown(results: dict, heading: str) -> list[str]:
     summary, fmt = results["summary"], report.number
     lines = [f"{heading}# Targets", ""]
-    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+    clocks = [("wall", "wall-clock"), ("cpu", "CPU time")]
+    clocks += [(f"{c}_retained", f"{label}, retained heap") for c, label in clocks if f"{c}_retained" in summary]
+    for clock, label in clocks:
         timing = summary[clock]
         flat = timing.get("flatness")
         if flat:
@@ -670,7 +735,7 @@ def summary_markdown(results: dict, heading: str) -> list[str]:
                 f"{percent(flat['largest_deviation'])}; slowest / fastest {flat['max_over_min']:.2f}; "
                 f"time ∝ N^{fmt(timing['local_time_exponent_large'])} over that range."
             )
-    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+    for clock, label in clocks:
         ratio = summary[clock]["local_over_mace"]
         if ratio["per_size"]:
             verdict = "met" if ratio["at_most_one_tenth"] else "not met"
@@ -686,7 +751,7 @@ def summary_markdown(results: dict, heading: str) -> list[str]:
                 f"- **Memory, {name}:** evaluation memory ∝ N^{fmt(memory['exponent_large'])} from {FLAT_FROM_ATOMS:,} atoms "
                 f"up, {fmt(memory['evaluation_mb_per_1000_atoms'])} MB per 1,000 atoms (slope of a straight-line fit)."
             )
-    for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+    for clock, label in clocks:
         cross = summary[clock]["crossover"]
         size = f"**about {cross['atoms']:,.0f} atoms** ({cross['how']})" if cross["atoms"] else cross["how"]
         lines.append(
@@ -763,7 +828,7 @@ def plot(results: dict, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for index, name in enumerate(("local", "global", "mace", "openmm-cpu")):
+    for index, name in enumerate(("local", "global", "mace", "openmm-cpu", "local-retained")):
         entries = [(row["atoms"], row["engines"][name]) for row in results["rows"] if name in row["engines"]]
         if entries:
             sizes, colour = [n for n, _ in entries], f"C{index}"
@@ -817,8 +882,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mace-max-atoms", type=int, default=MACE_MAX_ATOMS, help="largest box MACE runs (memory)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--merge", action="store_true", help="add these engines to the existing results in --output")
     parser.add_argument("--memory-probe", nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-probe", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.timing_probe is not None:
+        print(json.dumps(timing_probe(args.timing_probe, str(args.model), args.repeats or 5, args.warmup)))
+        return
     if args.memory_probe is not None:
         kind, structure = args.memory_probe
         print(json.dumps(memory_probe(kind, Path(structure), str(args.model))))
@@ -836,6 +907,7 @@ def main(argv: list[str] | None = None) -> None:
         args.global_limit_s,
         args.mace_limit_s,
         args.mace_max_atoms,
+        args.merge,
     )
     print((Path(args.output) / "speed-local.md").read_text())
 

@@ -114,7 +114,7 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
     "--engines",
     default=None,
     help="Speed: comma-separated subset of raw,openmm-reference,openmm-cpu,lammps-1,lammps-2,mace "
-    "(speed-local: local,global,mace,openmm-cpu).",
+    "(speed-local: local,global,mace,openmm-cpu,local-retained).",
 )
 @click.option("--threads", default=None, type=click.IntRange(1), help="Speed: torch threads [default: torch's choice].")
 @click.option("--memory/--no-memory", default=True, help="Speed: measure peak memory (a subprocess per size).")
