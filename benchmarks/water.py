@@ -2,23 +2,37 @@
 
 The reference is the classical SPC/Fw model of `mdplugin data water --labels classical` (PME, cutoff
 5.5 Å), whose own MD is cheap; the model was trained on frames labelled by it. Both run the same
-protocol in OpenMM from the same box (`examples/water/water.pdb`, 64 waters):
+protocol in OpenMM (CPU platform, one thread) from the same 64-water box:
 
-1. NPT at 300 K and 1 bar (LangevinMiddleIntegrator, friction 1/ps; MonteCarloBarostat every 25 steps):
-   the density trace, g_OO(r) and g_OH(r) (intermolecular) from its frames, and a self-diffusion
-   coefficient from the unwrapped oxygen MSD (Langevin friction 1/ps slows diffusion slightly; both
-   runs have it).
-2. NVE from the last NPT state (VerletIntegrator): the total-energy drift in meV/atom/ps (linear fit).
+1. NPT at 300 K and 1 bar (LangevinMiddleIntegrator, friction 1/ps, 1 fs; MonteCarloBarostat every 25
+   steps): the density. With `--no-barostat` the same segment is NVT in the box of `--structure` (the
+   report's structure and diffusion comparison uses NVT at the reference's mean NPT density, so that
+   a model's pressure error does not hide its structure and dynamics).
+   g_OO(r) and intermolecular g_OH(r) come from this segment's frames, and a self-diffusion coefficient
+   from the unwrapped oxygen MSD (Langevin friction 1/ps slows diffusion a little; both runs have it).
+2. NVE from the last state of segment 1 (VerletIntegrator, 0.5 fs): the total-energy drift in
+   meV/atom/ps (linear fit) and a second diffusion coefficient.
 
-Every run is bounded by wall-clock time as well as by length; the JSON says exactly what ran.
+Every run is bounded by wall-clock time as well as by length; run.json says exactly what ran.
 Uncertainties: the density's standard error from block averages (4 blocks after the first fifth),
-the diffusion coefficient's from the spread of the slopes of the blocks' MSDs, and the g(r) noise
-floor from the integrated difference between the two halves of the reference run.
+the diffusion coefficient's from the spread of the slopes of two blocks' MSDs, and the g(r) noise
+floor from the integrated difference between the two halves of the reference run. A model run that
+blows up (temperature above 1000 K) is analysed up to that point and marked failed.
 
-    python benchmarks/water.py md classical --name classical --npt-ps 100 --nve-ps 20
-    python benchmarks/water.py md examples/models/water-classical-export.pt --name model --npt-ps 20 --minutes 40
-    python benchmarks/water.py evaluate examples/models/water-xtb.pt data/water-xtb/test.extxyz --name xtb
-    python benchmarks/water.py report --reference classical --model model --xtb xtb-npt
+    python benchmarks/water.py md classical --name classical --npt-ps 100 --nve-ps 50
+    python benchmarks/water.py md classical --name classical-nvt --structure runs/water/reference-density.pdb \
+        --no-barostat --npt-ps 40 --nve-ps 10
+    python benchmarks/water.py md examples/models/water-classical-export.pt --name model-nvt \
+        --structure runs/water/reference-density.pdb --no-barostat --npt-ps 20 --minutes 13 --nve-ps 10 --nve-minutes 6
+    python benchmarks/water.py md examples/models/water-xtb-export.pt --name xtb-round1-long \
+        --structure examples/water/water32.pdb --npt-ps 100 --minutes 21 --nve-ps 5 --nve-minutes 4 --seed 2
+    python benchmarks/water.py lammps examples/models/water-classical-export.pt --name lammps-model-round1 --npt-ps 1
+    python benchmarks/water.py evaluate examples/models/water-xtb.pt data/water-xtb/test.extxyz --name water-xtb-round1
+    python benchmarks/water.py report --reference classical-nvt --model model-nvt --npt-reference classical \
+        --npt-models model --xtb xtb-round1-long --lammps lammps-model-round1 --stopped ...
+
+`runs/water/reference-density.pdb` (a copy: `benchmarks/results/water/reference-density.pdb`) is the
+frame of the reference's NPT run whose density is closest to its mean (0.9745 g/cm³).
 """
 
 from __future__ import annotations
@@ -681,6 +695,16 @@ def markdown(results: dict) -> str:
         )
     rows.append(
         [
+            "mean temperature, segment 1 / NVE (K)",
+            f"{reference['temperature_K']:.0f} / {reference.get('nve_temperature_K', float('nan')):.0f}",
+            f"{model['temperature_K']:.0f} / {model.get('nve_temperature_K', float('nan')):.0f}",
+            "–",
+            "300 (thermostat)",
+            "–",
+        ]
+    )
+    rows.append(
+        [
             "NVE drift (meV/atom/ps)",
             report.number(reference.get("nve_drift_meV_per_atom_per_ps")),
             report.number(model.get("nve_drift_meV_per_atom_per_ps")),
@@ -739,7 +763,9 @@ def markdown(results: dict) -> str:
             f"{xtb['potential']}: {length(xtb)}, failed: {xtb['run']['npt']['failed'] or xtb['run']['nve'].get('failed', False)}. "
             f"Density {xtb['density_g_cm3']:.4f} ± {xtb['density_standard_error']:.4f} g/cm³ at {xtb['temperature_K']:.0f} K "
             f"(no xTB MD to compare with: GFN1-xTB MD of this box is too slow here). "
-            f"D (NPT/Langevin) {xtb['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {xtb['diffusion_npt']['standard_error']:.2f} × 1e-5 cm²/s. g(r) in rdf.png.",
+            f"D (NPT/Langevin) {xtb['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {xtb['diffusion_npt']['standard_error']:.2f} × 1e-5 cm²/s "
+            "(in an expanding box: not a liquid's). "
+            f"NVE drift {report.number(xtb.get('nve_drift_meV_per_atom_per_ps'))} meV/atom/ps. g(r) in rdf.png.",
             "",
         ]
     lines += [
@@ -782,7 +808,7 @@ def markdown(results: dict) -> str:
         ]
     for name, stopped in results.get("stopped_runs", {}).items():
         lines += [
-            f"Run `{name}` (stopped by hand after {stopped['ran_ps']:.2f} ps NPT): density "
+            f"Run `{name}` ({stopped['ran_ps']:.2f} ps NPT, summarised from its state data): density "
             f"{stopped['density_first_last_g_cm3'][0]:.3f} -> {stopped['density_first_last_g_cm3'][1]:.3f} g/cm³, "
             f"mean temperature {stopped['temperature_K']:.0f} K"
             + (
