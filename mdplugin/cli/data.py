@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 LAYOUT = """
@@ -170,7 +168,6 @@ def _run(
     overwrite,
     quiet,
 ) -> None:
-    from tqdm import tqdm
 
     from mdplugin.training import reference_data as rd
 
@@ -183,23 +180,10 @@ def _run(
     )
     try:
         trajectories = rd.plan(molecules, temperatures, out_dir, frames, test_frames, seed, settings)
-        outputs = [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures))
-        rd.check_outputs(outputs, resume, overwrite)
-        total = rd.frames_to_do(trajectories, resume, overwrite)
-        click.echo(
-            f"{len(trajectories)} trajectories ({len(molecules)} molecule(s) x {len(temperatures)} temperature(s)), "
-            f"{total} frames to compute, {jobs} processes, into {out_dir}"
-        )
-        with tqdm(total=total, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
-            results = rd.run_trajectories(trajectories, jobs, resume, overwrite, on_frame=bar.update)
-        combined = rd.write_combined(trajectories, out_dir, temperatures)
-    except (ValueError, FileExistsError, RuntimeError) as error:
+    except ValueError as error:
         raise click.ClickException(str(error)) from None
-    for result in results:
-        if result.message:
-            click.echo(result.message)
-    written = sum(r.written for r in results)
-    click.echo(f"wrote {written} frames; combined files: {', '.join(str(Path(p)) for p in combined)}")
+    description = f"{len(molecules)} molecule(s) x {len(temperatures)} temperature(s)"
+    _generate(trajectories, rd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
 
 
 WATER_LAYOUT = """
@@ -288,10 +272,8 @@ def water(
 ) -> None:
     """Periodic boxes of liquid water: frames of classical flexible-water (SPC/Fw) MD in OpenMM, labelled with
     periodic GFN1-xTB or with the classical model itself (energy, forces, stress)."""
-    from tqdm import tqdm
 
     from mdplugin.training import periodic_data as pd
-    from mdplugin.training import reference_data as rd
 
     settings = pd.BoxSettings(
         waters=waters,
@@ -303,16 +285,32 @@ def water(
     )
     try:
         trajectories = pd.plan(labels, temperatures, densities, out_dir, frames, test_frames, seed, settings)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    description = (
+        f"{len(temperatures)} temperature(s) x {len(densities)} density(ies), {waters} waters, {labels} labels"
+    )
+    _generate(trajectories, pd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
+
+
+def _generate(
+    trajectories, run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet
+) -> None:
+    """Check the outputs, run the planned trajectories with a progress bar, write and report the combined files."""
+    from tqdm import tqdm
+
+    from mdplugin.training import reference_data as rd
+
+    try:
         rd.check_outputs(
             [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures)), resume, overwrite
         )
         total = rd.frames_to_do(trajectories, resume, overwrite)
         click.echo(
-            f"{len(trajectories)} trajectories ({len(temperatures)} temperature(s) x {len(densities)} density(ies)), "
-            f"{waters} waters, {labels} labels, {total} frames to compute, {jobs} processes, into {out_dir}"
+            f"{len(trajectories)} trajectories ({description}), {total} frames to compute, {jobs} processes, into {out_dir}"
         )
         with tqdm(total=total, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
-            results = pd.run_trajectories(trajectories, jobs, resume, overwrite, on_frame=bar.update)
+            results = run_trajectories(trajectories, jobs, resume, overwrite, on_frame=bar.update)
         combined = rd.write_combined(trajectories, out_dir, temperatures)
     except (ValueError, FileExistsError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
