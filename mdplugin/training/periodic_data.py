@@ -553,28 +553,6 @@ def run_trajectories(
     return results
 
 
-def generate(
-    labels: str,
-    temperatures_K: Sequence[float],
-    densities_g_cm3: Sequence[float],
-    out_dir: str | Path,
-    frames: int,
-    test_frames: int,
-    seed: int = 0,
-    settings: BoxSettings = BoxSettings(),
-    jobs: int = 2,
-    resume: bool = False,
-    force: bool = False,
-    on_frame: Callable[[], None] | None = None,
-) -> tuple[list[rd.TrajectoryResult], list[Path]]:
-    """Plan, check the outputs, run every trajectory and write the combined files (train.extxyz, test.extxyz,
-    test_<T>K.extxyz, as `reference_data.combined_paths`)."""
-    trajectories = plan(labels, temperatures_K, densities_g_cm3, out_dir, frames, test_frames, seed, settings)
-    rd.check_outputs([t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures_K)), resume, force)
-    results = run_trajectories(trajectories, jobs, resume, force, on_frame)
-    return results, rd.write_combined(trajectories, out_dir, temperatures_K)
-
-
 def write_pdb(
     path: str | Path,
     waters: int,
