@@ -195,3 +195,12 @@ def test_python_api_chooses_and_restores_threads(monkeypatch):
     Potential(Spy(), metadata)([[0.0, 0.0, 0.0]], [1])
     Potential(Spy(), metadata, threads=2)([[0.0, 0.0, 0.0]], [1])
     assert seen == [1, 2] and torch.get_num_threads() == before
+
+
+def test_a_cell_without_pbc_is_an_error_not_an_isolated_structure():
+    case = json.loads((FIXTURES / "expected-local.json").read_text())["water-box"]
+    model = mdplugin.load(FIXTURES / "tiny-local-float64.pt")
+    with pytest.raises(ValueError, match="without pbc"):
+        model(case["positions"], case["symbols"], cell=case["cell"])
+    periodic = model(case["positions"], case["symbols"], cell=case["cell"], pbc=[True] * 3)
+    assert periodic.energy == pytest.approx(case["energy"], abs=1e-9)

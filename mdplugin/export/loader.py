@@ -129,6 +129,8 @@ class Potential:
         numbers = torch.tensor(numbers, dtype=torch.long, device=self.device)
         charge, multiplicity = integer_state(charge, "charge"), integer_state(multiplicity, "multiplicity")
         periodic = pbc is not None and bool(np.any(pbc))
+        if cell is not None and pbc is None:
+            raise ValueError("a cell was given without pbc: pass pbc=[True, True, True] for a periodic box, or no cell")
         with torch_threads(choose_threads(len(numbers), self.threads).count):
             return self._evaluate(positions, numbers, charge, multiplicity, cell, pbc, periodic)
 
