@@ -147,3 +147,139 @@ def test_cli_writes_combined_files_and_refuses_to_overwrite(tmp_path):
     assert again.exit_code != 0 and "--resume" in again.output
     bad = CliRunner().invoke(main, arguments[:-2] + ["--densities", "1.0,-1", "-o", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "positive" in bad.output
+
+
+# ---------------------------------------------------------------------------- a solute in water
+
+# ethanol spans 3.6 Å, so 12 waters (a 7.7 Å box) are the fewest that keep 2 Å of water between it and its image
+SOLVATED = pd.BoxSettings(waters=12, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
+
+
+@pytest.fixture(scope="module")
+def ethanol():
+    return pd.solute_from_input("ethanol")
+
+
+@pytest.fixture(scope="module")
+def solvated(tmp_path_factory, ethanol):
+    """Two GFN1-xTB frames of ethanol in 12 waters (~1 s of xTB on one thread)."""
+    path = tmp_path_factory.mktemp("solvated")
+    trajectory = pd.plan("gfn1-xtb", [300], [1.0], path, 2, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
+    pd.run_trajectory(trajectory)
+    return trajectory, ase.io.read(trajectory.path, ":")
+
+
+def test_a_solvated_frame_holds_the_whole_molecule_clear_of_the_water(solvated, ethanol):
+    trajectory, frames = solvated
+    waters = 3 * SOLVATED.waters
+    input_distances = np.linalg.norm(ethanol.positions[:, None] - ethanol.positions[None], axis=-1)
+    bonded = (input_distances < 1.6) & ~np.eye(len(ethanol.numbers), dtype=bool)
+    length = pd.box_length_angstrom(SOLVATED.waters, 1.0, ethanol)
+    for atoms in frames:
+        assert atoms.pbc.all() and np.allclose(atoms.cell.array, np.diag([length] * 3))
+        np.testing.assert_array_equal(atoms.numbers, np.concatenate([np.tile([8, 1, 1], 12), ethanol.numbers]))
+        distances = atoms.get_all_distances(mic=True)
+        solute = distances[waters:, waters:]
+        # a 300 K molecule: bonds stretch by a few hundredths of an Å, no bond breaks or forms
+        assert solute[bonded].max() < 1.7 and solute[~bonded & ~np.eye(len(solute), dtype=bool)].min() > 1.6
+        # the Lennard-Jones wall keeps water out of the molecule (closest contacts are H...H or H...O, ~2 Å)
+        assert distances[:waters, waters:].min() > 1.5
+        masses = atoms.get_masses()[waters:]
+        centre = masses @ atoms.positions[waters:] / masses.sum()
+        np.testing.assert_allclose(centre, np.full(3, length / 2), atol=1e-5)  # the text holds 8 decimals
+        info = atoms.info
+        assert info["solute"] == "ethanol" and info["solute_atoms"] == 9 and info["system"] == "ethanol_in_water"
+        assert info["method"] == "GFN1-xTB" and "GFN2-xTB" in info["solute_sampler"] and info["waters"] == 12
+        assert "no charges" in info["solute_water_interaction"] and info["solute_source"] == "smiles:CCO"
+    # the box holds the waters at 1 g/cm^3 plus about ethanol's partial molar volume in water (91 Å^3)
+    assert frames[0].get_volume() - pd.box_length_angstrom(12, 1.0) ** 3 == pytest.approx(91, rel=0.1)
+    # the molecule's internal geometry moves between frames (its own MD), not only the water
+    first, second = (a.get_all_distances()[waters:, waters:] for a in frames)
+    assert np.abs(first - second).max() > 0.01
+
+
+def test_solvated_gfn1_labels_are_finite_and_forces_are_the_energy_gradient(solvated):
+    _, frames = solvated
+    atoms = frames[0]
+    energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    assert np.isfinite(energy) and forces.shape == (45, 3) and np.isfinite(forces).all()
+    assert stress.shape == (6,) and np.isfinite(stress).all() and np.abs(stress).max() > 0
+    assert np.abs(forces.sum(axis=0)).max() < 1e-3  # periodic: no net force (SCF tolerance ~1e-5 eV/Å)
+    # -dE/dx of the solute's oxygen (atom 36 + 2): the SCF converges the energy to ~1e-6 eV, so a 2e-3 Å central
+    # difference is good to ~1e-3 eV/Å, and its O(h^2) error is smaller still
+    step, atom, axis = 1e-3, 38, 0
+    energies = []
+    for sign in (1, -1):
+        positions = atoms.positions.copy()
+        positions[atom, axis] += sign * step
+        energies.append(pd.XTBLabeller()(positions, atoms.cell.array, atoms.numbers)[0])
+    assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(forces[atom, axis], abs=5e-3)
+
+
+def test_a_resumed_solvated_run_equals_an_uninterrupted_one(tmp_path, solvated, ethanol):
+    """The solute's own MD continues from the momenta written with the frame."""
+    _, whole = solvated
+    trajectory = pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
+    pd.run_trajectory(trajectory)
+    longer = pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 2, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
+    assert pd.run_trajectory(longer, resume=True).written == 1
+    for a, b in zip(ase.io.read(longer.path, ":"), whole):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.get_momenta(), b.get_momenta())
+
+
+def test_solute_errors_name_the_problem_and_the_fix(tmp_path, ethanol):
+    with pytest.raises(ValueError, match="unknown solute 'ethnol'.*ethanol"):
+        pd.solute_from_input("ethnol")
+    with pytest.raises(ValueError, match="does not exist"):
+        pd.solute_from_input(str(tmp_path / "missing.xyz"))
+    broken = tmp_path / "broken.xyz"
+    broken.write_text("three\nnot an xyz file\nC 0 0\n")
+    with pytest.raises(ValueError, match="cannot read"):
+        pd.solute_from_input(str(broken))
+    with pytest.raises(ValueError, match="--labels gfn1-xtb"):
+        pd.plan("classical", [300], [1.0], tmp_path, 1, 0, settings=SOLVATED, solute=ethanol)
+    # too few waters: the message names the fewest that fit, and that many do fit
+    small = pd.BoxSettings(waters=4, water_model=pd.WaterModel(2.4, 2.0))
+    with pytest.raises(ValueError, match=r"use --waters (\d+) or more") as error:
+        pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=small, solute=ethanol)
+    needed = int(error.value.args[0].split("--waters ")[1].split()[0])
+    settings = pd.BoxSettings(waters=needed, water_model=pd.WaterModel(2.4, 2.0))
+    assert pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=settings, solute=ethanol)
+    settings = pd.BoxSettings(waters=needed - 1, water_model=pd.WaterModel(2.4, 2.0))
+    with pytest.raises(ValueError, match="periodic image"):
+        pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=settings, solute=ethanol)
+
+
+def test_cli_reports_a_bad_solute(tmp_path):
+    arguments = ["data", "water", "--solute", "ethnol", "-o", str(tmp_path)]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code != 0 and "unknown solute" in result.output
+    result = CliRunner().invoke(
+        main, ["data", "water", "--solute", "ethanol", "--labels", "classical", "-o", str(tmp_path)]
+    )
+    assert result.exit_code != 0 and "--labels gfn1-xtb" in result.output
+
+
+def test_the_solute_is_held_fixed_and_repels_water(ethanol):
+    """In the sampling MD the solute's atoms do not move, and a water oxygen meets a Lennard-Jones wall there."""
+    import openmm
+    from openmm import unit
+
+    cell = np.diag([10.0] * 3)
+    system = pd.solvated_system(pd.water_topology(1, cell), ethanol.numbers, pd.WaterModel(3.0, 2.5))
+    context = pd._context(system, openmm.LangevinMiddleIntegrator(300, 1, 0.0005), "Reference")
+    solute = ethanol.positions - ethanol.positions.mean(axis=0) + 5.0
+    carbon = solute[0]
+
+    def energy(distance: float) -> float:
+        water = pd.water_lattice(1, 10.0, 0) - pd.water_lattice(1, 10.0, 0)[0] + carbon + [0, 0, distance]
+        context.setPositions(np.concatenate([water, solute]) * 0.1)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    # UFF carbon with SPC/Fw oxygen: sigma 3.3 Å, so at 2 Å the repulsion is ~(3.3/2)^12 epsilon, hundreds of kJ/mol
+    assert energy(2.0) - energy(5.0) > 100
+    context.setVelocitiesToTemperature(300, 1)
+    context.getIntegrator().step(50)
+    moved = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)[3:]
+    np.testing.assert_allclose(moved, solute, rtol=0, atol=1e-12)  # only the nm <-> Å rounding

@@ -1,4 +1,5 @@
-"""`mdplugin data`: make GFN2-xTB reference data (energies and forces) by Langevin MD with tblite."""
+"""`mdplugin data`: make reference data: GFN2-xTB energies and forces of molecules (Langevin MD with tblite),
+and periodic boxes of water, pure or around one solute molecule (energy, forces and stress)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ def run_options(default_output: str):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 def data() -> None:
-    """Make reference data: GFN2-xTB (tblite) energies and forces on Langevin MD frames, as extxyz."""
+    """Make reference data as extxyz: GFN2-xTB (tblite) energies and forces of molecules on Langevin MD frames
+    (generate, md17), and periodic boxes of liquid water, pure or with one solute molecule, labelled with
+    GFN1-xTB energy, forces and stress (water)."""
 
 
 @data.command(epilog=LAYOUT)
@@ -188,14 +191,25 @@ def _run(
 
 WATER_LAYOUT = """
 \b
-Output layout (OUT is -o):
-  OUT/water/water_<T>K_<rho>gcm3_train.extxyz   training frames at T kelvin and density rho
-  OUT/water/water_<T>K_<rho>gcm3_test.extxyz    test frames: a separate trajectory, another seed
+Output layout (OUT is -o; SYSTEM is water, or <solute>_in_water with --solute):
+  OUT/SYSTEM/SYSTEM_<T>K_<rho>gcm3_train.extxyz   training frames at T kelvin and density rho
+  OUT/SYSTEM/SYSTEM_<T>K_<rho>gcm3_test.extxyz    test frames: a separate trajectory, another seed
   OUT/train.extxyz, OUT/test.extxyz, OUT/test_<T>K.extxyz   this run's frames, combined
-Each frame holds the cell and pbc, positions (Å, whole molecules wrapped into the box), momenta, energy
-(eV), forces (eV/Å) and stress (eV/Å^3, ASE's sign and Voigt order), and info keys waters, split,
-temperature_K, density_g_cm3, trajectory_seed, charge, multiplicity, frame, time_fs and the
-provenance (method, sampler, cutoffs, versions, timestep, stride, friction, date).
+Each frame holds the cell and pbc, positions (Å, whole molecules wrapped into the box; the waters first,
+then the solute), momenta, energy (eV), forces (eV/Å) and stress (eV/Å^3, ASE's sign and Voigt order),
+and info keys system, waters, split, temperature_K, density_g_cm3 (of the water), trajectory_seed, charge,
+multiplicity, frame, time_fs and the provenance (method, sampler, cutoffs, versions, timestep, stride,
+friction, date; with a solute also solute, solute_atoms, solute_source, solute_sampler,
+solute_water_interaction, solute_clearance_angstrom, solute_volume_angstrom3).
+
+\b
+With --solute, the molecule sits in the box centre: waters with an atom within 2 Å of it are not placed,
+and the box grows by the molecule's volume so the water keeps about the requested density. Its geometry
+follows its own GFN2-xTB Langevin MD in vacuum at the box temperature (the MD of `mdplugin data md17`,
+same timestep and stride), placed each frame with its centre of mass in the box centre and rotated onto
+the last frame; while the waters move it is held fixed and meets them through UFF Lennard-Jones alone (no
+charges, so no hydrogen bonds to it are favoured in the sampling; the GFN1-xTB labels of the whole box
+are exact for every geometry written). Classical labels are refused with a solute.
 """
 
 
@@ -208,6 +222,14 @@ provenance (method, sampler, cutoffs, versions, timestep, stride, friction, date
     "(its own MD is the reference for MD observables).",
 )
 @click.option("--waters", default=32, type=click.IntRange(1), help="Water molecules per box.")
+@click.option(
+    "--solute",
+    metavar="NAME_OR_FILE",
+    default=None,
+    help="One molecule in the box centre: an MD17 name (aspirin, benzene, ethanol, malonaldehyde, naphthalene, "
+    "salicylic_acid, toluene, uracil) or an .xyz file (its first structure; neutral, closed-shell). "
+    "Needs --labels gfn1-xtb.",
+)
 @click.option(
     "--densities",
     default="0.9,1.0,1.1",
@@ -227,7 +249,12 @@ provenance (method, sampler, cutoffs, versions, timestep, stride, friction, date
     help="Distance where the Lennard-Jones switching starts.",
 )
 @click.option(
-    "-o", "--output", "out_dir", default="data/water", type=click.Path(file_okay=False), help="Output directory."
+    "-o",
+    "--output",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output directory.  [default: data/water, or data/<solute>_in_water]",
 )
 @click.option(
     "--temperatures",
@@ -253,6 +280,7 @@ provenance (method, sampler, cutoffs, versions, timestep, stride, friction, date
 def water(
     labels,
     waters,
+    solute,
     densities,
     cutoff_angstrom,
     switch_angstrom,
@@ -270,10 +298,17 @@ def water(
     overwrite,
     quiet,
 ) -> None:
-    """Periodic boxes of liquid water: frames of classical flexible-water (SPC/Fw) MD in OpenMM, labelled with
-    periodic GFN1-xTB or with the classical model itself (energy, forces, stress)."""
+    """Periodic boxes of liquid water, pure or around one solute molecule (--solute ethanol): frames of
+    classical flexible-water (SPC/Fw) MD in OpenMM, labelled with periodic GFN1-xTB or, for pure water, with
+    the classical model itself (energy, forces, stress)."""
 
     from mdplugin.training import periodic_data as pd
+
+    try:
+        molecule = None if solute is None else pd.solute_from_input(solute, seed)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    out_dir = out_dir or f"data/{pd.system_name(molecule)}"
 
     settings = pd.BoxSettings(
         waters=waters,
@@ -284,11 +319,12 @@ def water(
         water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
     )
     try:
-        trajectories = pd.plan(labels, temperatures, densities, out_dir, frames, test_frames, seed, settings)
+        trajectories = pd.plan(labels, temperatures, densities, out_dir, frames, test_frames, seed, settings, molecule)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    around = "" if molecule is None else f" around {molecule.name}"
     description = (
-        f"{len(temperatures)} temperature(s) x {len(densities)} density(ies), {waters} waters, {labels} labels"
+        f"{len(temperatures)} temperature(s) x {len(densities)} density(ies), {waters} waters{around}, {labels} labels"
     )
     _generate(trajectories, pd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
 
