@@ -253,7 +253,8 @@ def test_training_on_periodic_data_with_stress_labels(tmp_path):
     train(options)
     history = torch.load(tmp_path / "box.pt", weights_only=True)["training"]["history"]
     assert "stress_mae_gpa" in history[0]
-    # 240 steps of a tiny model: the errors fall to about a third (measured 2.7 -> 0.8 GPa, 640 -> 110 meV/Å)
+    # 240 steps of a tiny model: the errors fall several-fold (measured 2.6 -> 0.37 GPa, 610 -> 48 meV/Å;
+    # 0.8 GPa and 110 meV/Å without the radial Gaussians)
     assert history[-1]["stress_mae_gpa"] < 0.6 * history[0]["stress_mae_gpa"]
     assert history[-1]["force_mae_mev_per_a"] < 0.6 * history[0]["force_mae_mev_per_a"]
     # the trainer's stress is the export's: -virial / volume, symmetrised
@@ -263,4 +264,5 @@ def test_training_on_periodic_data_with_stress_labels(tmp_path):
     result = potential.evaluate_atoms(atoms)
     predicted = -0.5 * (result.virial + result.virial.T) / atoms.get_volume()
     error = np.abs(predicted + structures[0].virial / atoms.get_volume()).mean() * 160.21766208
-    assert error == pytest.approx(evaluate(model, structures[:1])["stress_mae_gpa"], rel=1e-6)
+    # evaluate() reads float32 frames: agreement to float32 rounding (a sign, volume or unit slip is >= 0.1 GPa)
+    assert error == pytest.approx(evaluate(model, structures[:1])["stress_mae_gpa"], abs=1e-5)

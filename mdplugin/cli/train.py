@@ -141,6 +141,13 @@ NON_NEGATIVE = click.FloatRange(min=0)
     help="Local model: width of the learned encoding of r_j - r_i.",
 )
 @click.option(
+    "--radial-features",
+    default=16,
+    type=click.IntRange(min=0),
+    help="Local model: Gaussians of |r_j - r_i|, centred evenly on [0, range], in the displacement encoding's "
+    "input (0: the displacement and its square only).",
+)
+@click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
 )
 @click.option(

@@ -43,6 +43,7 @@ class ModelConfig:
     max_multiplicity: int = 6  # spin multiplicity embedding covers 1..max_multiplicity
     interaction_range: float | None = None  # Å; None: global attention; R: attention within R in every block
     displacement_features: int = 16  # local model: width of the learned encoding of r_j - r_i
+    radial_features: int = 16  # local model: Gaussians of |r_j - r_i| fed to that encoding (0: x, y, z, r^2 only)
 
     def __post_init__(self) -> None:
         if self.interaction_range is not None and not (
@@ -68,7 +69,11 @@ class ModelConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; is this file from a newer mdplugin?")
-        return cls(**values)
+        return cls(**{**FILES_BEFORE, **values})
+
+
+# what a file written before a config key existed meant by leaving it out
+FILES_BEFORE = {"radial_features": 0}
 
 
 class RMSNorm(nn.Module):
@@ -166,18 +171,33 @@ def log_cutoff(squared_distance: Tensor, cutoff: float) -> Tensor:
 
 
 class DisplacementEncoding(nn.Module):
-    """A learned smooth function of the displacement r_j - r_i (Å), shared by all blocks."""
+    """A learned smooth function of the displacement r_j - r_i (Å), shared by all blocks.
+
+    Its input is r/R and r^2/R^2 and, with radial_features = n, n Gaussians of |r| centred evenly on
+    [0, R]: a fine radial resolution from the first step (bond lengths and contact distances differ by
+    tenths of an Å), which an MLP of (x, y, z, r^2) alone has to learn slowly.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         assert config.interaction_range is not None
         self.inverse_range = 1.0 / config.interaction_range
+        radial = config.radial_features
+        centres = torch.linspace(0.0, 1.0, radial) if radial > 0 else torch.zeros(0)
+        self.register_buffer("radial_centres", centres, persistent=False)  # fixed by the config, not saved
+        self.radial_sharpness = float(radial * radial) / 2.0  # Gaussian width: the spacing 1 / n of the centres
         features = config.displacement_features
-        self.mlp = nn.Sequential(nn.Linear(4, features), nn.SiLU(), nn.Linear(features, features))
+        self.mlp = nn.Sequential(nn.Linear(4 + radial, features), nn.SiLU(), nn.Linear(features, features))
 
     def forward(self, displacement: Tensor) -> Tensor:
         scaled = displacement * self.inverse_range
-        return self.mlp(torch.cat([scaled, scaled.pow(2).sum(-1, keepdim=True)], dim=-1))
+        squared = scaled.pow(2).sum(-1, keepdim=True)
+        inputs = [scaled, squared]
+        if self.radial_centres.numel() > 0:
+            # sqrt(r^2 + eps): |r| with a finite gradient at r = 0 (the self slot)
+            distance = (squared + 1e-12).sqrt()
+            inputs.append(torch.exp(-self.radial_sharpness * (distance - self.radial_centres.to(scaled.dtype)).pow(2)))
+        return self.mlp(torch.cat(inputs, dim=-1))
 
 
 class NeighbourAttention(nn.Module):
