@@ -8,7 +8,9 @@
    - local attention: collect this rank's atoms, its ghosts and the pairs closer than the
      interaction range from a full neighbor list, run the model, scatter forces onto local and
      ghost atoms (reverse communication sums the ghosts' into their owners), tally the energies
-     of local atoms and the virial of every pair.
+     of local atoms and the virial of every pair. On one rank in a box periodic in x, y and z,
+     the export's periodic forward takes the owned atoms and the cell instead (each atom computed
+     once, periodic images folded into cell shifts), except on steps that need per-atom virials.
 ------------------------------------------------------------------------- */
 
 #include "pair_transformer.h"
@@ -19,6 +21,7 @@
 #include "error.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
@@ -86,7 +89,8 @@ torch::Tensor host_double(const torch::Tensor &tensor)
 
 PairTransformer::PairTransformer(LAMMPS *lmp) :
     Pair(lmp), model_loaded(false), device(torch::kCPU), charge(0), multiplicity(1), threads(1),
-    domain_warn(0.0), domain_stop(0.0), below_warn(false)
+    domain_warn(0.0), domain_stop(0.0), below_warn(false), periodic_mode(PERIODIC_AUTO),
+    periodic_forward(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -116,10 +120,12 @@ PairTransformer::~PairTransformer()
 void PairTransformer::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (metadata.local)
-    compute_local();
-  else
+  if (!metadata.local)
     compute_global();
+  else if (periodic_forward && !vflag_atom && !cvflag_atom)    // no per-atom virial from forward
+    compute_periodic();
+  else
+    compute_local();
 }
 
 /* ----------------------------------------------------------------------
@@ -519,6 +525,134 @@ void PairTransformer::tally_local_energy_and_virial(const Neighborhood &neighbor
 }
 
 /* ----------------------------------------------------------------------
+   local attention, one rank, periodic in x, y and z: the export's periodic forward on the owned
+   atoms and the cell. It folds periodic images into cell shifts, so each atom is computed once,
+   where the ghost path computes every ghost within receptive_field + skin too (in a small box
+   many times the owned atoms). Positions need not be wrapped: atoms that drifted out of the box
+   since the last reneighbouring are fine. Forces land on owned atoms only.
+   The export's virial V is -dE/de for r -> r (1 + e) with r a row vector, the transpose of
+   LAMMPS's x_a -> x_a + e_ab x_b: W_ab = V_ba. It has no per-atom split, so compute() takes the
+   ghost path on steps that need per-atom virials. The ghost range and the neighbor list stay as
+   they are, for those steps and for the closest-approach check.
+------------------------------------------------------------------------- */
+
+void PairTransformer::compute_periodic()
+{
+  const int *type = atom->type;
+  double **x = atom->x;
+  std::vector<int> owned;    // the LAMMPS index of each model atom
+  std::vector<int64_t> atomic_numbers;
+  std::vector<double> positions;
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (!is_mapped(type[i])) continue;
+    owned.push_back(i);
+    atomic_numbers.push_back(type_to_atomic_number[type[i]]);
+    positions.insert(positions.end(), x[i], x[i] + 3);
+  }
+  if (owned.empty()) return;
+  if (!inverse_shortest_squared.empty()) monitor_local_pairs();
+
+  // rows a, b, c of LAMMPS's upper-triangular h = (xprd, yprd, zprd, yz, xz, xy)
+  const double *h = domain->h;
+  double cell[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
+  const int64_t n = static_cast<int64_t>(owned.size());
+  torch::Tensor forces, per_atom_energy, virial_tensor;
+  std::string failure;
+  try {
+    auto as_input = [&](double *data, torch::IntArrayRef shape) {
+      return torch::from_blob(data, shape, torch::kFloat64).to(device, input_dtype(), false, true);
+    };
+    auto numbers = torch::from_blob(atomic_numbers.data(), {n}, torch::kInt64)
+                       .to(device, torch::kInt64, false, true);
+    auto pbc = torch::ones({3}, torch::TensorOptions().dtype(torch::kBool).device(device));
+    std::vector<torch::jit::IValue> inputs{as_input(positions.data(), {n, 3}),
+                                           numbers,
+                                           static_cast<int64_t>(charge),
+                                           static_cast<int64_t>(multiplicity),
+                                           as_input(cell, {3, 3}),
+                                           pbc};
+    const auto outputs = model.forward(inputs).toTuple();
+    forces = host_double(outputs->elements().at(1).toTensor());
+    per_atom_energy = host_double(outputs->elements().at(2).toTensor());
+    virial_tensor = host_double(outputs->elements().at(3).toTensor());
+  } catch (const std::exception &exception) {
+    failure = readable_error(exception);
+  }
+  if (!failure.empty())
+    error->one(FLERR, "pair_style transformer: the model failed on step " +
+                   std::to_string(update->ntimestep) + ": " + failure);
+  if (forces.numel() != 3 * n || per_atom_energy.numel() != n || virial_tensor.numel() != 9)
+    error->one(FLERR,
+               "pair_style transformer: the periodic forward returned forces, per-atom energies "
+               "or a virial of the wrong size; the file does not follow the mdplugin export "
+               "contract (version 2)");
+  if (!torch::isfinite(forces).all().item<bool>() ||
+      !torch::isfinite(per_atom_energy).all().item<bool>() ||
+      !torch::isfinite(virial_tensor).all().item<bool>())
+    error->one(FLERR,
+               "pair_style transformer: the model returned NaN or infinite forces on step " +
+                   std::to_string(update->ntimestep) +
+                   "; atoms may have left the region the model was trained on "
+                   "(try a smaller timestep, or check the pair_coeff type mapping)");
+
+  const double *force = forces.data_ptr<double>();
+  const double *energy = per_atom_energy.data_ptr<double>();
+  double **f = atom->f;
+  for (int64_t m = 0; m < n; m++) {
+    for (int k = 0; k < 3; k++) f[owned[m]][k] += force[3 * m + k];
+    if (eflag_global) eng_vdwl += energy[m];
+    if (eflag_atom) eatom[owned[m]] += energy[m];
+  }
+  if (vflag_global) {
+    const double *v = virial_tensor.data_ptr<double>();    // row-major V
+    const double w[6] = {v[0], v[4], v[8], v[3], v[6], v[7]};    // xx yy zz xy=V_yx xz yz
+    for (int k = 0; k < 6; k++) virial[k] += w[k];
+  }
+}
+
+// The closest-approach check of the periodic path: owned atoms' pairs within the range, from the
+// neighbor list (the same pairs collect_neighborhood considers).
+void PairTransformer::monitor_local_pairs()
+{
+  const int *type = atom->type;
+  double **x = atom->x;
+  const double range_squared = metadata.interaction_range * metadata.interaction_range;
+  ClosestPair closest;
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = list->ilist[ii];
+    if (!is_mapped(type[i])) continue;
+    const int *neighbors = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = neighbors[jj] & NEIGHMASK;
+      if (!is_mapped(type[j])) continue;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double distance_squared = dx * dx + dy * dy + dz * dz;
+      if (distance_squared < range_squared)
+        consider_pair(closest, type_to_atomic_number[type[i]], type_to_atomic_number[type[j]],
+                      distance_squared);
+    }
+  }
+  report_domain(closest);
+}
+
+// Why the periodic forward cannot evaluate this run ("" when it can).
+std::string PairTransformer::why_not_periodic() const
+{
+  if (!metadata.local)
+    return "the model " + model_name() + " has global attention and takes no cell";
+  if (comm->nprocs > 1)
+    return "LAMMPS runs on " + std::to_string(comm->nprocs) +
+        " MPI ranks, and the periodic forward needs all atoms on one rank";
+  if (!domain->xperiodic || !domain->yperiodic || !domain->zperiodic)
+    return "the box is not periodic in x, y and z (boundary p p p)";
+  // it strains atoms and ghosts but not the box, so it measures the virial of the ghost path only
+  if (!modify->get_fix_by_style("^numdiff/virial").empty())
+    return "fix numdiff/virial strains the atoms and ghost atoms but not the cell the periodic "
+           "forward reads";
+  return "";
+}
+
+/* ----------------------------------------------------------------------
    How close atoms come, relative to the shortest distance of the same element pair in the
    training data: below 1 the model extrapolates. The smallest ratio over the pairs this style
    sees (all pairs for global attention, the pairs within the interaction range for local
@@ -573,13 +707,14 @@ void PairTransformer::report_domain(ClosestPair closest)
 
 /* ----------------------------------------------------------------------
    pair_style transformer [device cpu|cuda] [dtype float32|float64] [charge Q] [spin M]
-                          [threads N] [domain_warn F] [domain_stop F]
+                          [threads N] [domain_warn F] [domain_stop F] [periodic auto|yes|no]
 ------------------------------------------------------------------------- */
 
 void PairTransformer::settings(int narg, char **arg)
 {
   check_box_and_units();
   threads = default_threads();
+  periodic_mode = PERIODIC_AUTO;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (iarg + 1 >= narg)
@@ -625,11 +760,21 @@ void PairTransformer::settings(int narg, char **arg)
                    "training distance of each element pair (e.g. 0.8), so it must be positive, "
                    "not " + value);
       (keyword == "domain_warn" ? domain_warn : domain_stop) = threshold;
+    } else if (keyword == "periodic") {
+      if (value == "auto")
+        periodic_mode = PERIODIC_AUTO;
+      else if (value == "yes")
+        periodic_mode = PERIODIC_YES;
+      else if (value == "no")
+        periodic_mode = PERIODIC_NO;
+      else
+        error->all(FLERR,
+                   "pair_style transformer: periodic must be auto, yes or no, not '" + value + "'");
     } else {
       error->all(FLERR,
                  "pair_style transformer: unknown keyword '" + keyword +
-                     "'; the keywords are device, dtype, charge, spin, threads, domain_warn and "
-                     "domain_stop");
+                     "'; the keywords are device, dtype, charge, spin, threads, domain_warn, "
+                     "domain_stop and periodic");
     }
   }
   // libtorch's thread pool is per process, so this is the count for this rank
@@ -663,6 +808,12 @@ void PairTransformer::init_style()
 {
   check_box_and_units();
   check_masses();
+  const std::string why_not = why_not_periodic();
+  if (periodic_mode == PERIODIC_YES && !why_not.empty())
+    error->all(FLERR,
+               "pair_style transformer: periodic yes asks for the export's periodic forward, but " +
+                   why_not + "; use periodic auto (or no) for the neighbor-list path");
+  periodic_forward = periodic_mode != PERIODIC_NO && why_not.empty();
   if (!metadata.local) {
     if (atom->tag_enable == 0)
       error->all(FLERR,
@@ -698,6 +849,11 @@ void PairTransformer::init_style()
                    "pair_style transformer: local model, interaction range {} Å, ghost atoms "
                    "out to {} Å (receptive field {} Å + skin)\n",
                    metadata.interaction_range, comm->cutghostuser, metadata.receptive_field);
+  if (periodic_forward && comm->me == 0)
+    utils::logmesg(lmp,
+                   "pair_style transformer: one MPI rank and a periodic box: the export's periodic "
+                   "forward evaluates the owned atoms (steps with per-atom virials use the ghost "
+                   "atoms)\n");
 }
 
 double PairTransformer::init_one(int i, int j)

@@ -9,7 +9,8 @@
    - local attention (model_kind local): atoms attend to atoms within interaction_range. Each
      rank evaluates its own atoms and the ghost atoms within receptive_field around them, from a
      full neighbor list with ghosts; forces on ghosts return to their owners through LAMMPS's
-     reverse communication (newton_pair on).
+     reverse communication (newton_pair on). On one rank in a box periodic in x, y and z, the
+     export's periodic forward evaluates the owned atoms alone (keyword periodic auto|yes|no).
 ------------------------------------------------------------------------- */
 
 #ifdef PAIR_CLASS
@@ -85,6 +86,12 @@ class PairTransformer : public Pair {
   void scatter_local_forces(const Neighborhood &, const LocalResult &);
   void tally_local_energy_and_virial(const Neighborhood &, const LocalResult &);
 
+  // ---- local attention on one rank in a fully periodic box: the owned atoms and the cell
+  enum PeriodicMode { PERIODIC_AUTO, PERIODIC_YES, PERIODIC_NO };
+  std::string why_not_periodic() const;    // "" when the periodic forward applies
+  void compute_periodic();
+  void monitor_local_pairs();
+
   // ---- both: how close atoms come, against the training data's shortest distances
   struct ClosestPair {
     double ratio_squared = INFINITY;    // (distance / the training data's shortest distance)^2
@@ -119,6 +126,8 @@ class PairTransformer : public Pair {
   double domain_warn;        // warn when the closest-pair ratio falls below this (0 = never)
   double domain_stop;        // stop when it falls below this (0 = never)
   bool below_warn;           // the ratio was below domain_warn at the previous evaluation
+  PeriodicMode periodic_mode;    // keyword periodic: when a local model uses forward(..., cell, pbc)
+  bool periodic_forward;         // init_style's choice: the periodic forward applies and is wanted
 };
 
 }    // namespace LAMMPS_NS

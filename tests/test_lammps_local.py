@@ -1,7 +1,8 @@
 """pair_style transformer with a local model (export contract v2) in real LAMMPS: domain decomposition.
 
 Each test states one property: the neighbour-list path equals the export's own periodic `forward`;
-1, 2 and 4 MPI ranks (and a 2 x 2 x 1 processor grid) give the same numbers; forces and virial are
+on one rank in a periodic box the pair style calls that `forward` itself (`periodic auto|yes|no`) and
+gives the neighbour-list path's numbers; 1, 2 and 4 MPI ranks (and a 2 x 2 x 1 processor grid) give the same numbers; forces and virial are
 derivatives of the energy (fix numdiff, fix numdiff/virial); NVE conserves energy; LAMMPS's own machinery
 works (neigh_modify defaults, `run pre no post no`, write_restart/read_restart, fix npt, a box shorter than the
 range); bad input (`newton off`, a type without an element, a neighbour-list overflow) stops with a clear error.
@@ -155,7 +156,7 @@ def test_one_rank_equals_the_periodic_python_forward(local_export, tmp_path, til
     positions, numbers, cell = water_box(8, seed=0, tilt=tilt)
     data = write_data(tmp_path / "box.data", positions, numbers, cell)
     instance = open_lammps(
-        setup_commands(data, local_export)
+        setup_commands(data, local_export, "pair_style transformer periodic no")
         + [
             f"neighbor {skin} bin",
             "compute peatom all pe/atom",
@@ -357,7 +358,9 @@ def test_four_ranks_on_a_box_thinner_than_the_ghost_range(golden_box, tmp_path):
 
 
 def test_forces_and_virial_equal_finite_differences(local_export, tmp_path):
-    """fix numdiff displaces six atoms (a subset keeps it fast); fix numdiff/virial strains the triclinic box."""
+    """fix numdiff displaces six atoms (a subset keeps it fast); fix numdiff/virial strains the triclinic box.
+    It moves atoms and ghosts but not the box, so `periodic auto` takes the ghost path under it (the periodic
+    forward's own test is test_the_periodic_forward_has_the_derivatives_of_its_energy)."""
     positions, numbers, cell = water_box(3, seed=2, tilt=TRICLINIC)
     data = write_data(tmp_path / "small.data", positions, numbers, cell)
     instance = open_lammps(
@@ -514,11 +517,14 @@ def test_neigh_modify_defaults_equal_a_rebuild_every_step(local_export, tmp_path
     positions, numbers, cell = water_box(3, seed=6)
     data = write_data(tmp_path / "small.data", positions, numbers, cell)
     steps = 40
-    reference = hot_water_run(data, local_export, ["neighbor 0.3 bin", "neigh_modify every 1 delay 0 check no"], steps)
+    ghosts = "pair_style transformer periodic no"  # the ghost path: one rank would use the periodic forward
+    reference = hot_water_run(
+        data, local_export, [ghosts, "neighbor 0.3 bin", "neigh_modify every 1 delay 0 check no"], steps
+    )
     default_log, checked_log = tmp_path / "default.log", tmp_path / "checked.log"
-    default = hot_water_run(data, local_export, [], steps, default_log)
+    default = hot_water_run(data, local_export, [ghosts], steps, default_log)
     checked = hot_water_run(
-        data, local_export, ["neighbor 0.3 bin", "neigh_modify every 1 delay 0 check yes"], steps, checked_log
+        data, local_export, [ghosts, "neighbor 0.3 bin", "neigh_modify every 1 delay 0 check yes"], steps, checked_log
     )
     assert log_lines(default_log, r"update: every = 1 steps, delay = 0 steps, check = yes")  # LAMMPS's defaults
     assert log_lines(default_log, r"ghost atom cutoff = 7\b")  # receptive field 5 Å + the metal default skin 2 Å
@@ -621,14 +627,15 @@ def test_npt_water_is_stable_and_conserves_its_extended_energy(tmp_path):
 
 def test_a_box_shorter_than_the_interaction_range(tmp_path):
     """One water in a 2.2 Å cell (orthogonal and triclinic), shorter than the 2.5 Å range: the model sees
-    several images of each atom as ghosts, exactly as the export's periodic forward counts them. LAMMPS sets
-    no lower limit on the box for a local model."""
+    several images of each atom as ghosts, exactly as the export's periodic forward counts them (and the
+    pair style's own call of that forward, periodic yes, agrees). LAMMPS sets no lower limit on the box for a
+    local model."""
     model = FIXTURES / "tiny-local-float64.pt"
-    for tilt in (ORTHOGONAL, (0.8, -0.6, 0.4)):
+    for tilt, periodic in ((ORTHOGONAL, "no"), ((0.8, -0.6, 0.4), "no"), ((0.8, -0.6, 0.4), "yes")):
         positions, numbers, cell = water_box(1, seed=1, spacing=2.2, tilt=tilt)
         data = write_data(tmp_path / "tiny.data", positions, numbers, cell)
         instance = open_lammps(
-            setup_commands(data, model)
+            setup_commands(data, model, f"pair_style transformer periodic {periodic}")
             + ["compute virial all pressure NULL virial", "thermo_style custom step pe c_virial[*]", "run 0"]
         )
         energy, forces, _, virial = python_reference(model, positions, numbers, cell)
@@ -659,3 +666,222 @@ def test_a_neighbour_list_overflow_is_lammps_error(local_export, tmp_path, spaci
         instance.commands_list([*setup_commands(data, local_export), *settings, "run 0"])
     instance.close()
     assert "Neighbor list overflow, boost neigh_modify one" in str(raised.value)
+
+
+# ---------------------------------------------------------------- one rank, periodic box: the export's periodic forward
+
+
+PERIODIC_LOG = "the export's periodic forward evaluates the owned atoms"  # init_style's line when it applies
+
+
+def run_path(data: Path, model: Path, periodic: str, commands: list[str], log: Path) -> dict:
+    """Energy, forces, per-atom energies, pressure (virial part) and positions after `commands`, with the
+    pair style's `periodic` keyword; the log tells which path init_style chose."""
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", str(log), "-screen", "none"])
+    instance.commands_list(
+        setup_commands(data, model, f"pair_style transformer periodic {periodic}")
+        + [
+            "compute peatom all pe/atom",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*]",
+            *commands,
+        ]
+    )
+    result = {
+        "pe": instance.get_thermo("pe"),
+        "forces": by_id(instance, instance.numpy.extract_atom("f")).copy(),
+        "peatom": by_id(
+            instance, instance.numpy.extract_compute("peatom", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_VECTOR)
+        ).copy(),
+        "pressure": np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR)),
+        "positions": by_id(instance, instance.numpy.extract_atom("x")).copy(),
+        "nktv2p": instance.extract_global("nktv2p"),
+    }
+    instance.close()
+    assert (PERIODIC_LOG in log.read_text()) == (periodic == "yes")
+    return result
+
+
+def assert_same_numbers(result: dict, expected: dict, what: str) -> None:
+    """1e-10 relative: the same float64 model, pairs summed in another order."""
+    assert result["pe"] == pytest.approx(expected["pe"], rel=1e-10), what
+    for key in ("forces", "peatom", "pressure"):
+        scale = np.abs(expected[key]).max()
+        assert scale > 1e-6, key  # the comparison is not between zeros
+        np.testing.assert_allclose(result[key], expected[key], rtol=0, atol=1e-10 * scale, err_msg=f"{what}: {key}")
+
+
+def python_as_lammps(model: Path, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, nktv2p: float):
+    energy, forces, per_atom, virial = python_reference(model, positions, numbers, cell)
+    pressure = lammps_pressure_from_virial(virial, cell, nktv2p)
+    return {"pe": energy, "forces": forces, "peatom": per_atom, "pressure": pressure}
+
+
+@pytest.mark.parametrize("tilt", [ORTHOGONAL, TRICLINIC], ids=["orthogonal", "triclinic"])
+def test_the_periodic_forward_equals_the_ghost_path(tmp_path, tilt):
+    """81 atoms in a 9.3 Å cell (ghosts out to 7 Å: ~10 times the owned atoms): `periodic yes` hands the
+    export's forward the owned atoms and LAMMPS's cell, and gives the numbers of the ghost path (`periodic
+    no`) and of Python."""
+    model = FIXTURES / "tiny-local-float64.pt"
+    positions, numbers, cell = water_box(3, seed=9, tilt=tilt)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell, origin=-2.0)
+    folded = run_path(data, model, "yes", ["run 0"], tmp_path / "yes.log")
+    ghosts = run_path(data, model, "no", ["run 0"], tmp_path / "no.log")
+    assert_same_numbers(folded, ghosts, "periodic yes against no")
+    python = python_as_lammps(model, folded["positions"], numbers, cell, folded["nktv2p"])
+    assert_same_numbers(folded, python, "periodic yes against Python")
+
+
+def test_atoms_outside_the_box_between_reneighbourings(tmp_path):
+    """20 steps at 1000 K with no neighbour-list build after the first: atoms leave the box (LAMMPS wraps them
+    only when it rebuilds), and the periodic forward still follows the ghost path's trajectory and equals
+    Python on those unwrapped positions."""
+    model = FIXTURES / "tiny-local-float64.pt"
+    positions, numbers, cell = water_box(3, seed=10, tilt=TRICLINIC)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    run = [
+        "neigh_modify every 100 delay 0 check no",
+        "velocity all create 1000 2718 mom yes dist gaussian",
+        "timestep 0.0005",
+        "fix nve all nve",
+        f"dump peatom all custom 20 {tmp_path / 'peatom.dump'} id c_peatom",  # pe/atom tallied on step 20
+        "run 20",
+    ]
+    folded = run_path(data, model, "yes", run, tmp_path / "yes.log")
+    ghosts = run_path(data, model, "no", run, tmp_path / "no.log")
+    fractional = np.linalg.solve(cell.T, folded["positions"].T).T
+    assert np.any((fractional < 0.0) | (fractional >= 1.0))  # measured: 11 of 81 atoms, up to 0.6 Å out
+    np.testing.assert_allclose(folded["positions"], ghosts["positions"], rtol=0, atol=1e-10)
+    assert_same_numbers(folded, ghosts, "step 20, periodic yes against no")
+    python = python_as_lammps(model, folded["positions"], numbers, cell, folded["nktv2p"])
+    assert_same_numbers(folded, python, "step 20, periodic yes against Python")
+
+
+def test_the_periodic_forward_has_the_derivatives_of_its_energy(tmp_path):
+    """fix numdiff against the forces; for the virial, the six strains x_a -> x_a + e x_b (b >= a) of the
+    triclinic box applied to the cell and the atoms together (change_box ... remap), since fix numdiff/virial
+    leaves the cell as it is (and so takes the ghost path: see the error test below)."""
+    model = FIXTURES / "tiny-local-float64.pt"
+    positions, numbers, cell = water_box(3, seed=2, tilt=TRICLINIC)
+    data = write_data(tmp_path / "small.data", positions, numbers, cell)
+    log = tmp_path / "log.lammps"
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", str(log), "-screen", "none"])
+    instance.commands_list(
+        setup_commands(data, model, "pair_style transformer periodic yes")
+        + [
+            "group some id 1:6",
+            "fix numdiff some numdiff 1 1e-4",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*]",
+            "run 0",
+        ]
+    )
+    assert PERIODIC_LOG in log.read_text()
+    forces = by_id(instance, instance.numpy.extract_atom("f"))[:6]
+    numerical = by_id(instance, instance.numpy.extract_fix("numdiff", lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY))[:6]
+    np.testing.assert_allclose(forces, numerical, rtol=0, atol=1e-7)  # as for the ghost path above
+    pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+    nktv2p = instance.extract_global("nktv2p")
+    instance.command("unfix numdiff")
+
+    def energy(strained: np.ndarray) -> float:
+        (a, _, _), (xy, b, _), (xz, yz, c) = strained.tolist()
+        instance.command(
+            f"change_box all x final 0 {a!r} y final 0 {b!r} z final 0 {c!r} "
+            f"xy final {xy!r} xz final {xz!r} yz final {yz!r} remap units box"
+        )
+        instance.command("run 0")
+        return instance.get_thermo("pe")
+
+    step = 1e-5
+    derivatives = []
+    for a, b in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)):  # LAMMPS's order: xx yy zz xy xz yz
+        strain = np.zeros((3, 3))
+        strain[a, b] = step
+        # rows r -> r (1 + e)^T, for the atoms (remap keeps their fractional coordinates) and the cell
+        difference = energy(cell @ (np.eye(3) + strain).T) - energy(cell @ (np.eye(3) - strain).T)
+        derivatives.append(-difference / (2 * step))
+    instance.close()
+    expected = np.array(derivatives) * nktv2p / abs(np.linalg.det(cell))
+    # strain step 1e-5: truncation ~1e-10 relative; the asymmetric components included
+    np.testing.assert_allclose(pressure, expected, rtol=0, atol=1e-6 * np.abs(pressure).max())
+
+
+def test_per_atom_virials_fall_back_to_the_ghost_path(tmp_path):
+    """The periodic forward returns no per-atom virial: on a step that needs one (compute stress/atom,
+    compute centroid/stress/atom), even under `periodic yes`, the style takes the ghost path, so the per-atom
+    virials exist and sum to the global virial, which still equals Python's."""
+    model = FIXTURES / "tiny-local-float64.pt"
+    positions, numbers, cell = water_box(3, seed=11, tilt=TRICLINIC)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    instance = open_lammps(
+        setup_commands(data, model, "pair_style transformer periodic yes")
+        + [
+            "compute stress all stress/atom NULL virial",
+            "compute centroid all centroid/stress/atom NULL virial",
+            "compute virial all pressure NULL virial",
+            "thermo_style custom step pe c_virial[*]",
+            "run 0",
+        ]
+    )
+    pressure = np.array(instance.numpy.extract_compute("virial", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR))
+    expected = python_as_lammps(model, positions, numbers, cell, instance.extract_global("nktv2p"))["pressure"]
+    np.testing.assert_allclose(pressure, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+    volume = abs(np.linalg.det(cell))
+    for name in ("stress", "centroid"):  # centroid/stress/atom: xx yy zz xy xz yz, then yx zx zy
+        stress = instance.numpy.extract_compute(name, lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_ARRAY)
+        total = by_id(instance, stress).sum(axis=0)
+        np.testing.assert_allclose(
+            total[:6], -pressure * volume, rtol=0, atol=1e-9 * np.abs(pressure).max() * volume, err_msg=name
+        )
+    instance.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "boundary", "reason"),
+    [
+        ("tiny-local-float64.pt", "p p f", "the box is not periodic in x, y and z"),
+        ("tiny-float64.pt", "f f f", "has global attention and takes no cell"),
+        ("tiny-local-float64.pt", "p p p", "fix numdiff/virial strains the atoms and ghost atoms but not the cell"),
+    ],
+    ids=["slab", "global-model", "numdiff-virial"],
+)
+def test_periodic_yes_where_it_cannot_apply_is_an_error(tmp_path, model, boundary, reason):
+    """A slab (`boundary p p f`), or fix numdiff/virial, keeps the ghost path under `periodic auto`; `periodic
+    yes` says why not."""
+    positions, numbers, cell = water_box(2, seed=12)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    commands = [
+        line.replace("boundary p p p", f"boundary {boundary}") for line in setup_commands(data, FIXTURES / model)
+    ]
+    if "numdiff" in reason:
+        commands.append("fix strain all numdiff/virial 1 1e-5")
+    if model.startswith("tiny-local"):
+        log = tmp_path / "auto.log"
+        automatic = lammps.lammps(cmdargs=["-nocite", "-log", str(log), "-screen", "none"])
+        automatic.commands_list(commands + ["run 0"])
+        automatic.close()
+        assert "ghost atoms out to" in log.read_text() and PERIODIC_LOG not in log.read_text()
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        instance.commands_list(commands + ["pair_style transformer periodic yes", "run 0"])
+    instance.close()
+    assert "periodic yes asks for the export's periodic forward" in str(raised.value)
+    assert reason in str(raised.value)
+
+
+def test_periodic_yes_on_two_ranks_is_an_error(golden_box, tmp_path):
+    cell = np.array(golden_box["cell"])
+    data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
+    commands = setup_commands(data, FIXTURES / "tiny-local-float64.pt", "pair_style transformer periodic yes")
+    (tmp_path / "in.yes").write_text("\n".join([*commands, "run 0"]) + "\n")
+    result = subprocess.run(
+        [str(BIN / "mdplugin"), "lammps", "run", "in.yes", "--np", "2", "--", "-nocite", "-log", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "periodic yes" in output and "LAMMPS runs on 2 MPI ranks" in output, output[-3000:]
