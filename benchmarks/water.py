@@ -208,7 +208,7 @@ def segment(
     }
 
 
-LAMMPS_INPUT = """# NPT of water with pair_style transformer (written by benchmarks/water.py)
+LAMMPS_INPUT = """# water with pair_style transformer (written by benchmarks/water.py)
 units           metal
 boundary        p p p
 atom_style      atomic
@@ -219,7 +219,7 @@ pair_style      transformer threads 1
 pair_coeff      * * {model} H O
 velocity        all create 300.0 {seed} mom yes rot no dist gaussian
 timestep        {timestep_ps}
-fix             integrate all npt temp 300.0 300.0 0.1 iso 1.0 1.0 1.0
+fix             integrate all {ensemble}
 thermo_style    custom step time temp pe ke etotal vol density press
 thermo_modify   format float %.10g
 thermo          {report_steps}
@@ -227,10 +227,24 @@ dump            trajectory all custom {report_steps} {dump} id type xu yu zu
 dump_modify     trajectory sort id
 run             {steps}
 """
+LAMMPS_NPT = "npt temp 300.0 300.0 0.1 iso 1.0 1.0 1.0"
+LAMMPS_NVT = "nvt temp 300.0 300.0 0.1"
+# NVE from the last state of the first segment: its own thermo table and dump
+LAMMPS_NVE = """undump          trajectory
+unfix           integrate
+reset_timestep  0
+timestep        {timestep_ps}
+thermo          {report_steps}
+fix             integrate all nve
+dump            trajectory all custom {report_steps} {dump} id type xu yu zu
+dump_modify     trajectory sort id
+run             {steps}
+"""
 
 
 def run_lammps(args: argparse.Namespace) -> None:
-    """NPT (Nose-Hoover, 300 K, 1 bar) of the box in LAMMPS with a model export; thermo and an unwrapped dump."""
+    """NPT (Nose-Hoover, 300 K, 1 bar), or NVT in the structure's box, of the box in LAMMPS with a model
+    export, then optionally NVE; thermo and unwrapped dumps. One rank: the pair style's periodic path."""
     import subprocess
 
     import ase.io
@@ -241,11 +255,17 @@ def run_lammps(args: argparse.Namespace) -> None:
     atoms = ase.io.read(args.structure)
     ase.io.write(out / "water.data", atoms, format="lammps-data", specorder=["H", "O"], atom_style="atomic")
     steps = int(round(1000 * args.npt_ps / args.npt_timestep_fs))
+    nve_steps = int(round(1000 * args.nve_ps / args.nve_timestep_fs))
     text = LAMMPS_INPUT.format(
         data=(out / "water.data").resolve(), model=Path(args.model).resolve(), seed=args.seed,
         timestep_ps=args.npt_timestep_fs / 1000, report_steps=args.npt_report_steps, dump=(out / "npt.lammpstrj").resolve(),
-        steps=steps,
+        steps=steps, ensemble=LAMMPS_NVT if args.no_barostat else LAMMPS_NPT,
     )  # fmt: skip
+    if nve_steps:
+        text += LAMMPS_NVE.format(
+            timestep_ps=args.nve_timestep_fs / 1000, report_steps=args.nve_report_steps,
+            dump=(out / "nve.lammpstrj").resolve(), steps=nve_steps,
+        )  # fmt: skip
     (out / "in.water").write_text(text)
     started = time.time()
     completed = subprocess.run(
@@ -253,75 +273,120 @@ def run_lammps(args: argparse.Namespace) -> None:
         capture_output=True, text=True, timeout=60 * args.minutes, cwd=out,
     )  # fmt: skip
     seconds = time.time() - started
+    ok = completed.returncode == 0
+    total_ps = args.npt_ps + args.nve_ps
+    segment = {
+        "kind": "nvt" if args.no_barostat else "npt",
+        "thermostat": "Nose-Hoover " + ("nvt, Tdamp 0.1 ps" if args.no_barostat else "npt, Tdamp 0.1 ps, Pdamp 1 ps"),
+        "requested_ps": args.npt_ps, "timestep_fs": args.npt_timestep_fs, "report_steps": args.npt_report_steps,
+        "failed": not ok, "ran_ps": args.npt_ps if ok else 0.0, "steps": steps if ok else 0,
+        # wall time shared by the segments in proportion to their simulated time (one process runs both)
+        "ms_per_step": 1000 * seconds * args.npt_ps / total_ps / max(steps, 1),
+        "wall_s": seconds * args.npt_ps / total_ps,
+    }  # fmt: skip
     record = {
         "engine": "lammps",
         "potential": args.model,
         "structure": str(args.structure),
         "atoms": len(atoms),
         "seed": args.seed,
-        "npt": {
-            "kind": "npt", "thermostat": "Nose-Hoover npt, Tdamp 0.1 ps, Pdamp 1 ps", "requested_ps": args.npt_ps,
-            "timestep_fs": args.npt_timestep_fs, "report_steps": args.npt_report_steps, "wall_s": seconds,
-            "ms_per_step": 1000 * seconds / max(steps, 1), "failed": completed.returncode != 0,
-            "ran_ps": args.npt_ps if completed.returncode == 0 else 0.0, "steps": steps if completed.returncode == 0 else 0,
-        },
+        "barostat": not args.no_barostat,
+        "npt": segment,
+        "nve": {
+            "kind": "nve",
+            "requested_ps": args.nve_ps,
+            "timestep_fs": args.nve_timestep_fs,
+            "report_steps": args.nve_report_steps,
+            "failed": not ok,
+            "ran_ps": args.nve_ps if ok else 0.0,
+            "steps": nve_steps if ok else 0,
+        },  # fmt: skip
+        "wall_s": seconds,
         "returncode": completed.returncode,
         "stderr_tail": completed.stderr[-2000:],
         "machine": report.finish(machine),
-    }  # fmt: skip
+    }
     (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(completed.stdout[-3000:], completed.stderr[-2000:])
 
 
-def lammps_thermo(path: Path) -> dict[str, np.ndarray]:
-    """The thermo table of a LAMMPS log (the last run)."""
+def lammps_thermo(path: Path) -> list[dict[str, np.ndarray]]:
+    """The thermo tables of a LAMMPS log, one per `run`."""
     lines = path.read_text().splitlines()
-    start = max(i for i, line in enumerate(lines) if line.split()[:2] == ["Step", "Time"])
-    header = lines[start].split()
-    rows = []
-    for line in lines[start + 1 :]:
-        parts = line.split()
-        if len(parts) != len(header):
-            break
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            break
-    table = np.array(rows)
-    return {name: table[:, i] for i, name in enumerate(header)}
+    tables = []
+    for start in (i for i, line in enumerate(lines) if line.split()[:2] == ["Step", "Time"]):
+        header = lines[start].split()
+        rows = []
+        for line in lines[start + 1 :]:
+            parts = line.split()
+            if len(parts) != len(header):
+                break
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                break
+        table = np.array(rows).reshape(-1, len(header))
+        tables.append({name: table[:, i] for i, name in enumerate(header)})
+    return tables
+
+
+def lammps_trajectory(name: str, kind: str, structure: str):
+    """A LAMMPS dump (unwrapped positions, sorted by id) as an mdtraj trajectory on the PDB's topology."""
+    import ase.io
+    import mdtraj
+
+    frames = ase.io.read(RUNS / name / f"{kind}.lammpstrj", ":", format="lammps-dump-text")
+    pdb = mdtraj.load(structure)
+    # LAMMPS sorts types H=1, O=2 and the dump by id: ids follow the data file, which follows the PDB order
+    xyz = np.array([f.positions for f in frames]) / 10
+    cells = np.array([f.cell.lengths() for f in frames]) / 10
+    return mdtraj.Trajectory(xyz, pdb.topology, unitcell_lengths=cells, unitcell_angles=np.full_like(cells, 90.0))
 
 
 def analyze_lammps(name: str) -> dict:
-    import mdtraj
-
     record = json.loads((RUNS / name / "run.json").read_text())
-    thermo = lammps_thermo(RUNS / name / "log.lammps")
+    tables = lammps_thermo(RUNS / name / "log.lammps")
+    thermo = tables[0]
     time_ps = thermo["Time"]
     keep = time_ps > 0.2 * time_ps[-1]
-    import ase.io
-
-    ase_frames = ase.io.read(RUNS / name / "npt.lammpstrj", ":", format="lammps-dump-text")
-    pdb = mdtraj.load(record["structure"])
-    xyz = np.array([f.positions for f in ase_frames]) / 10
-    # LAMMPS sorts types H=1, O=2 and the dump by id: ids follow the data file, which follows the PDB order
-    cells = np.array([f.cell.lengths() for f in ase_frames]) / 10
-    frames = mdtraj.Trajectory(xyz, pdb.topology, unitcell_lengths=cells, unitcell_angles=np.full_like(cells, 90.0))
+    frames = lammps_trajectory(name, "npt", record["structure"])
     first = int(0.2 * len(frames))
     g = rdfs(frames[first:])
-    if float(thermo["Temp"].max()) > 1000:  # LAMMPS carries on through a blow-up; call it what it is
-        record["npt"]["failed"] = True
-        record["npt"]["failure"] = f"temperature reached {thermo['Temp'].max():.0f} K"
-    return {
+    for segment, table in zip(("npt", "nve"), tables):
+        if float(table["Temp"].max()) > 1000:  # LAMMPS carries on through a blow-up; call it what it is
+            record[segment]["failed"] = True
+            record[segment]["failure"] = f"temperature reached {table['Temp'].max():.0f} K"
+    frame_ps = record["npt"]["report_steps"] * record["npt"]["timestep_fs"] / 1000
+    result = {
         "name": name,
         "engine": "lammps",
         "run": record,
         "density_g_cm3": float(thermo["Density"][keep].mean()),
         "density_standard_error": block_error(thermo["Density"][keep]),
+        "density_first_last_fifth_g_cm3": [
+            float(thermo["Density"][: max(1, len(time_ps) // 5)].mean()),
+            float(thermo["Density"][-max(1, len(time_ps) // 5) :].mean()),
+        ],
         "temperature_K": float(thermo["Temp"][keep].mean()),
         "rdf": {key: value.tolist() for key, value in g.items()},
         "time_ps": time_ps.tolist(),
         "density_trace": thermo["Density"].tolist(),
+        "closest_hydrogens": closest_hydrogens(frames, frame_ps),
+        "diffusion_npt": diffusion(frames, frame_ps),
     }
+    if len(tables) > 1 and record.get("nve", {}).get("steps"):
+        nve = tables[1]
+        slope = np.polyfit(nve["Time"], nve["TotEng"], 1)[0]
+        result["nve_drift_meV_per_atom_per_ps"] = float(1000 * slope / record["atoms"])
+        result["nve_total_energy_std_meV_per_atom"] = float(1000 * nve["TotEng"].std() / record["atoms"])
+        result["nve_temperature_K"] = float(nve["Temp"].mean())
+        result["nve_time_ps"] = nve["Time"].tolist()
+        result["nve_total_eV"] = nve["TotEng"].tolist()
+        nve_frames = lammps_trajectory(name, "nve", record["structure"])
+        nve_frame_ps = record["nve"]["report_steps"] * record["nve"]["timestep_fs"] / 1000
+        result["diffusion_nve"] = diffusion(nve_frames, nve_frame_ps, skip_fraction=0.0)
+        result["closest_hydrogens_nve"] = closest_hydrogens(nve_frames, nve_frame_ps)
+    return result
 
 
 # ---------------------------------------------------------------------------- test errors
@@ -892,13 +957,17 @@ def main() -> None:
     evaluate.add_argument("--name", required=True)
     evaluate.add_argument("--threads", type=int, default=1)
     evaluate.set_defaults(function=evaluate_model)
-    lammps = commands.add_parser("lammps", help="NPT of a model export in LAMMPS")
+    lammps = commands.add_parser("lammps", help="NPT (or NVT) then NVE of a model export in LAMMPS")
     lammps.add_argument("model")
     lammps.add_argument("--name", required=True)
     lammps.add_argument("--structure", default=str(START))
     lammps.add_argument("--npt-ps", type=float, default=2.0)
     lammps.add_argument("--npt-timestep-fs", type=float, default=1.0)
     lammps.add_argument("--npt-report-steps", type=int, default=50)
+    lammps.add_argument("--nve-ps", type=float, default=0.0)
+    lammps.add_argument("--nve-timestep-fs", type=float, default=0.5)
+    lammps.add_argument("--nve-report-steps", type=int, default=100)
+    lammps.add_argument("--no-barostat", action="store_true", help="NVT in the box of --structure first")
     lammps.add_argument("--minutes", type=float, default=30.0)
     lammps.add_argument("--seed", type=int, default=4928459)
     lammps.set_defaults(function=run_lammps)
