@@ -283,3 +283,163 @@ def test_the_solute_is_held_fixed_and_repels_water(ethanol):
     context.getIntegrator().step(50)
     moved = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)[3:]
     np.testing.assert_allclose(moved, solute, rtol=0, atol=1e-12)  # only the nm <-> Å rounding
+
+
+# ---------------------------------------------------------------------------- relabelling a model's own MD (relabel)
+
+# labels of another cutoff than the frames were written with, so a relabelled frame cannot pass by keeping them
+RELABEL_MODEL = pd.WaterModel(2.8, 2.0)
+
+
+@pytest.fixture(scope="module")
+def water_md(tmp_path_factory):
+    """Three frames of 8 classical waters, standing in for a model's MD."""
+    path = tmp_path_factory.mktemp("model_md")
+    trajectory = pd.plan("classical", [300], [1.0], path, 3, 0, seed=5, settings=TINY)[0]
+    pd.run_trajectory(trajectory)
+    return trajectory.path, ase.io.read(trajectory.path, ":")
+
+
+def relabel_cli(*arguments):
+    return CliRunner().invoke(main, ["data", "relabel", *map(str, arguments), "--quiet"])
+
+
+CLASSICAL = ("--labels", "classical", "--cutoff-angstrom", "2.8", "--switch-angstrom", "2.0")
+
+
+def test_relabelled_frames_are_the_labels_of_their_positions_with_provenance(tmp_path, water_md):
+    import hashlib
+
+    source, frames = water_md
+    output = tmp_path / "relabelled.extxyz"
+    result = relabel_cli(source, *CLASSICAL, "--every", "2", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert "read 3 frames, selected 2" in result.output and "wrote 2" in result.output
+    written = ase.io.read(output, ":")
+    assert [a.info["source_frame"] for a in written] == [0, 2]  # --every 2
+    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    for atoms in written:
+        original = frames[atoms.info["source_frame"]]
+        np.testing.assert_array_equal(atoms.positions, original.positions)
+        np.testing.assert_array_equal(atoms.cell.array, original.cell.array)
+        energy, forces, stress = labeller(atoms.positions, atoms.cell.array)
+        # the same double-precision Reference computation of the same geometry: equal to rounding
+        assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-8)
+        np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-8)  # the text holds 8+ digits
+        np.testing.assert_allclose(atoms.get_stress(), stress, atol=1e-10)
+        # another cutoff than the source frames' labels: these are new labels, not copies
+        assert abs(atoms.get_potential_energy() - original.get_potential_energy()) > 1e-4
+        info = atoms.info
+        assert info["method"] == "SPC/Fw" and info["cutoff_angstrom"] == 2.8 and info["system"] == "water"
+        assert info["source_trajectory"] == str(source.resolve())
+        assert info["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        for key in ("mdplugin_version", "openmm_version", "created", "labeller", "stress_method"):
+            assert key in info
+
+
+def test_a_dcd_of_mdplugin_run_is_read_with_its_unit_cells_in_angstrom(tmp_path, water_md):
+    """PREFIX.dcd and PREFIX-topology.pdb as `mdplugin run` writes them (OpenMM's DCDFile, box per frame)."""
+    from openmm import Vec3, app, unit
+
+    _, frames = water_md
+    cells = [frames[0].cell.array, frames[1].cell.array * 1.02]  # the second box as after a barostat step
+    topology = pd.water_topology(8, cells[0])
+    with open(tmp_path / "md-topology.pdb", "w") as handle:
+        app.PDBFile.writeFile(topology, frames[0].positions * unit.angstrom, handle)
+    with open(tmp_path / "md.dcd", "wb") as handle:
+        dcd = app.DCDFile(handle, topology, 0.0005 * unit.picosecond, 0, 100)
+        for atoms, cell in zip(frames[:2], cells):
+            dcd.writeModel(
+                atoms.positions * unit.angstrom, periodicBoxVectors=[Vec3(*row) for row in cell] * unit.angstrom
+            )
+    output = tmp_path / "relabelled.extxyz"
+    result = relabel_cli(tmp_path / "md.dcd", *CLASSICAL, "-o", output)  # the topology found by its name
+    assert result.exit_code == 0, result.output
+    written = ase.io.read(output, ":")
+    assert len(written) == 2
+    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    for atoms, original, cell in zip(written, frames, cells):
+        # DCD stores float32 Å (~1e-6 relative); a unit slip would be a factor 10
+        np.testing.assert_allclose(atoms.positions, original.positions, atol=1e-4)
+        np.testing.assert_allclose(atoms.cell.array, cell, atol=1e-4)
+        assert atoms.info["source_topology"] == str((tmp_path / "md-topology.pdb").resolve())
+        energy = labeller(atoms.positions, atoms.cell.array)[0]
+        assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-8)
+    assert [a.info["source_step"] for a in written] == [0, 100]  # from the DCD header: a frame every 100 steps
+    (tmp_path / "md-topology.pdb").unlink()
+    result = relabel_cli(tmp_path / "md.dcd", *CLASSICAL, "-o", tmp_path / "other.extxyz")
+    assert result.exit_code != 0 and "--topology" in result.output
+
+
+def test_large_forces_are_skipped_and_counted(tmp_path, water_md):
+    from mdplugin.training import relabel as rl
+
+    source, frames = water_md
+    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    largest = [np.linalg.norm(labeller(a.positions, a.cell.array)[1], axis=1).max() for a in frames]
+    limit = float(np.mean(sorted(largest)[1:]))  # between the two largest: one frame is above it
+    options = rl.RelabelOptions(labels="classical", max_force=limit, water_model=RELABEL_MODEL)
+    result = rl.relabel(source, tmp_path / "out.extxyz", options)
+    above = [i for i, f in enumerate(largest) if f > limit]
+    assert result.large_force == len(above) == 1 and result.labelled == 2 and result.skipped_frames == above
+    assert f"1 with a force above {limit:g} eV/Å" in result.summary()
+    kept = [a.info["source_frame"] for a in ase.io.read(tmp_path / "out.extxyz", ":")]
+    assert kept == [i for i in range(3) if i not in above]
+
+
+def test_an_existing_output_is_refused_without_force_and_resume_adds_only_new_frames(tmp_path, water_md):
+    source, _ = water_md
+    output = tmp_path / "out.extxyz"
+    assert relabel_cli(source, *CLASSICAL, "--max-frames", "1", "-o", output).exit_code == 0
+    before = output.read_bytes()
+    again = relabel_cli(source, *CLASSICAL, "-o", output)
+    assert again.exit_code != 0 and "--force" in again.output and output.read_bytes() == before
+    resumed = relabel_cli(source, *CLASSICAL, "--resume", "-o", output)
+    assert resumed.exit_code == 0 and "(1 already in" in resumed.output
+    assert [a.info["source_frame"] for a in ase.io.read(output, ":")] == [0, 1, 2]
+    forced = relabel_cli(source, *CLASSICAL, "--max-frames", "1", "--force", "-o", output)
+    assert forced.exit_code == 0 and [a.info["source_frame"] for a in ase.io.read(output, ":")] == [0]
+    # a resume with other labels would mix two references in one file
+    other = relabel_cli(source, "--labels", "classical", "--cutoff-angstrom", "2.9", "--resume", "-o", output)
+    assert other.exit_code != 0 and "cutoff_angstrom=2.8" in other.output
+
+
+def test_a_frame_without_a_cell_and_classical_labels_of_other_molecules_are_refused(tmp_path, water_md):
+    _, frames = water_md
+    plain = tmp_path / "plain.xyz"
+    ase.io.write(plain, frames[0], format="xyz")  # no lattice
+    result = relabel_cli(plain, *CLASSICAL, "-o", tmp_path / "a.extxyz")
+    assert result.exit_code != 0 and "frame 0" in result.output and "no periodic cell" in result.output
+    assert not (tmp_path / "a.extxyz").exists()  # refused before the output is touched
+    swapped = frames[0].copy()
+    swapped.numbers[[0, 1]] = swapped.numbers[[1, 0]]  # H, O, H: not the SPC/Fw order
+    ase.io.write(tmp_path / "swapped.extxyz", swapped)
+    result = relabel_cli(tmp_path / "swapped.extxyz", *CLASSICAL, "-o", tmp_path / "b.extxyz")
+    assert result.exit_code != 0 and "pure water" in result.output and "--labels gfn1-xtb" in result.output
+    methane = ase.Atoms(
+        "CH4",
+        positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [0.63, -0.63, -0.63], [-0.63, 0.63, -0.63]],
+    )
+    ase.io.write(tmp_path / "solution.extxyz", frames[0] + methane)
+    result = relabel_cli(tmp_path / "solution.extxyz", *CLASSICAL, "-o", tmp_path / "c.extxyz")
+    assert result.exit_code != 0 and "holds CH20O8" in result.output and "--labels gfn1-xtb" in result.output
+
+
+def test_xtb_relabelling_skips_and_counts_a_frame_it_cannot_compute(tmp_path):
+    """GFN1-xTB labels of any periodic frame; one with two atoms on top of each other (a blown-up run) is
+    counted, not fatal."""
+    from mdplugin.training import relabel as rl
+
+    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=pd.WaterModel(2.4, 2.0))
+    trajectory = pd.plan("classical", [300], [1.0], tmp_path, 2, 0, seed=3, settings=settings)[0]
+    pd.run_trajectory(trajectory)
+    frames = ase.io.read(trajectory.path, ":")
+    frames[0].positions[1] = frames[0].positions[0]
+    ase.io.write(tmp_path / "md.extxyz", frames)
+    result = rl.relabel(tmp_path / "md.extxyz", tmp_path / "out.extxyz", rl.RelabelOptions(labels="gfn1-xtb"))
+    assert result.failed == 1 and result.labelled == 1 and result.skipped_frames == [0]
+    assert "1 that the labeller failed on (tblite: " in result.summary()
+    atoms = ase.io.read(tmp_path / "out.extxyz")
+    assert atoms.info["source_frame"] == 1 and atoms.info["method"] == "GFN1-xTB" and "tblite_version" in atoms.info
+    energy = pd.XTBLabeller()(atoms.positions, atoms.cell.array, atoms.numbers)[0]
+    assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-8)  # a fresh SCF: a function of geometry

@@ -1,5 +1,6 @@
 """`mdplugin data`: make reference data: GFN2-xTB energies and forces of molecules (Langevin MD with tblite),
-and periodic boxes of water, pure or around one solute molecule (energy, forces and stress)."""
+periodic boxes of water, pure or around one solute molecule (energy, forces and stress), and the frames of a
+model's own MD labelled with the reference (relabel)."""
 
 from __future__ import annotations
 
@@ -108,8 +109,8 @@ def run_options(default_output: str):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 def data() -> None:
     """Make reference data as extxyz: GFN2-xTB (tblite) energies and forces of molecules on Langevin MD frames
-    (generate, md17), and periodic boxes of liquid water, pure or with one solute molecule, labelled with
-    GFN1-xTB energy, forces and stress (water)."""
+    (generate, md17), periodic boxes of liquid water, pure or with one solute molecule, labelled with
+    GFN1-xTB energy, forces and stress (water), and frames of a model's own MD labelled the same way (relabel)."""
 
 
 @data.command(epilog=LAYOUT)
@@ -327,6 +328,115 @@ def water(
         f"{len(temperatures)} temperature(s) x {len(densities)} density(ies), {waters} waters{around}, {labels} labels"
     )
     _generate(trajectories, pd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
+
+
+RELABEL_EPILOG = """
+\b
+TRAJECTORY: extxyz (or any ASE-readable file with a periodic cell), a LAMMPS dump (.lammpstrj, .dump) or
+data file (.data, .lmp), or what `mdplugin run` writes: PREFIX.dcd or PREFIX.xtc (elements from --topology,
+default PREFIX-topology.pdb beside it) or a multi-model PREFIX.pdb. Every frame needs a periodic cell.
+
+\b
+Each frame written holds the cell and pbc, positions (Å), energy (eV), forces (eV/Å) and stress (eV/Å^3,
+ASE's sign and Voigt order), as `mdplugin data water` frames do, and info keys system, source_frame (the
+frame's index in TRAJECTORY), source_trajectory, source_sha256, method, the labeller's settings, versions
+and the date. --resume appends the selected frames OUT does not hold yet (by source_frame; frames skipped
+before are labelled again).
+"""
+
+
+@data.command(epilog=RELABEL_EPILOG)
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--topology",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PDB of a DCD or XTC's atoms.  [default: PREFIX-topology.pdb beside PREFIX.dcd, as `mdplugin run` writes]",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(["gfn1-xtb", "classical"]),
+    default="gfn1-xtb",
+    help="gfn1-xtb: periodic GFN1-xTB (tblite), any composition; classical: the SPC/Fw model of `data water "
+    "--labels classical`, pure water ordered O, H, H per molecule.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="extxyz file of the labelled frames."
+)
+@click.option("--every", default=1, type=click.IntRange(1), help="Label every N-th frame (frames 0, N, 2N, ...).")
+@click.option(
+    "--max-frames", default=None, type=click.IntRange(1), help="Label at most this many frames (the first selected)."
+)
+@click.option(
+    "--max-force",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="eV/Å: skip (and count) frames whose largest per-atom label force exceeds this, such as those of a "
+    "blown-up run.  [default: no limit]",
+)
+@click.option(
+    "--cutoff-angstrom",
+    default=5.5,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Classical labels: the SPC/Fw real-space cutoff; the same as the `data water` run of the training data.",
+)
+@click.option(
+    "--switch-angstrom",
+    default=4.5,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Classical labels: where the Lennard-Jones switching starts; the same as the training data's.",
+)
+@click.option(
+    "--type-elements",
+    default=None,
+    help="A LAMMPS dump without an element column: the element of atom types 1, 2, ..., e.g. O,H.",
+)
+@click.option("--resume", is_flag=True, help="Append to OUT the selected frames it does not hold yet.")
+@click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file instead of refusing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def relabel(
+    trajectory,
+    topology,
+    labels,
+    output,
+    every,
+    max_frames,
+    max_force,
+    cutoff_angstrom,
+    switch_angstrom,
+    type_elements,
+    resume,
+    overwrite,
+    quiet,
+) -> None:
+    """Label frames of a model's own MD with the reference (active learning): where the model's MD goes where its
+    training data never went (atoms too close, a box expanding), those frames, added to the training set, fix it.
+
+    \b
+      1. mdplugin run box.pdb -m water.pt -o runs/water    (writes runs/water.dcd, runs/water-topology.pdb)
+      2. mdplugin data relabel runs/water.dcd --every 10 --max-force 20 -o data/round1.extxyz
+      3. mdplugin train data/water/train.extxyz data/round1.extxyz -o water.pt --resume --epochs 200
+         (continues the run on both files), or train from scratch on both
+    """
+    from tqdm import tqdm
+
+    from mdplugin.training import periodic_data as pd
+    from mdplugin.training import relabel as rl
+
+    options = rl.RelabelOptions(
+        labels=labels,
+        every=every,
+        max_frames=max_frames,
+        max_force=max_force,
+        water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
+        type_elements=tuple(e.strip() for e in type_elements.split(",")) if type_elements else None,
+    )
+    try:
+        with tqdm(total=max_frames, unit="frame", disable=quiet, dynamic_ncols=True, delay=1) as bar:
+            result = rl.relabel(trajectory, output, options, topology, resume, overwrite, on_frame=bar.update)
+    except (ValueError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(result.summary())
 
 
 def _generate(
