@@ -572,6 +572,30 @@ def analyze_run(name: str) -> dict:
     return result
 
 
+def analyze(name: str) -> dict:
+    """analyze_run or analyze_lammps, by the engine its run.json records."""
+    record = json.loads((RUNS / name / "run.json").read_text())
+    return analyze_lammps(name) if record.get("engine") == "lammps" else analyze_run(name)
+
+
+def density_trace(run: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Time (ps) and density (g/cm³) of a run's first segment, either engine."""
+    if run.get("engine") == "lammps":
+        return np.array(run["time_ps"]), np.array(run["density_trace"])
+    npt = read_csv(RUNS / run["name"] / "npt.csv")
+    return npt["time_ps"], npt["density_g_cm3"]
+
+
+def nve_trace(run: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Time (ps) and total energy (eV) of a run's NVE segment, either engine; None without one."""
+    if run.get("engine") == "lammps":
+        return (np.array(run["nve_time_ps"]), np.array(run["nve_total_eV"])) if "nve_time_ps" in run else None
+    if not run["run"]["nve"]["steps"] or not (RUNS / run["name"] / "nve.csv").exists():
+        return None
+    nve = read_csv(RUNS / run["name"] / "nve.csv")
+    return nve["time_ps"], nve["total_eV"]
+
+
 def _atoms_in_dcd(name: str) -> int:
     import mdtraj
 
@@ -584,7 +608,7 @@ def write_report(args: argparse.Namespace) -> None:
     machine = report.machine_info()
     reference, model = analyze_run(args.reference), analyze_run(args.model)
     npt_reference = analyze_run(args.npt_reference) if args.npt_reference else None
-    npt_models = [analyze_run(name) for name in args.npt_models]
+    npt_models = [analyze(name) for name in args.npt_models]
     comparison = {
         "density_relative_difference": model["density_g_cm3"] / reference["density_g_cm3"] - 1,
         "density_target": 0.02,
@@ -603,13 +627,20 @@ def write_report(args: argparse.Namespace) -> None:
         comparison["diffusion_nve_relative_difference"] = (
             model["diffusion_nve"]["D_1e-5_cm2_s"] / reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
         )
-    xtb = analyze_run(args.xtb) if args.xtb and (RUNS / args.xtb / "run.json").exists() else None
-    lammps = analyze_lammps(args.lammps) if args.lammps and (RUNS / args.lammps / "run.json").exists() else None
-    if lammps is not None:
-        lammps["density_relative_difference"] = lammps["density_g_cm3"] / reference["density_g_cm3"] - 1
+    xtb = analyze(args.xtb) if args.xtb and (RUNS / args.xtb / "run.json").exists() else None
+    nve_reference = analyze_run(args.nve_reference) if args.nve_reference else reference
+    lammps_runs = [analyze_lammps(name) for name in args.lammps]
+    for run in lammps_runs:
+        if run["run"].get("barostat", True):
+            density_reference = npt_reference or reference
+            run["density_relative_difference"] = run["density_g_cm3"] / density_reference["density_g_cm3"] - 1
         for key in ("g_OO", "g_OH"):
-            lammps[key + "_integrated_abs_difference_A"] = integrated_difference(
-                np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"][key]), np.array(lammps["rdf"][key])
+            run[key + "_integrated_abs_difference_A"] = integrated_difference(
+                np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"][key]), np.array(run["rdf"][key])
+            )
+        if "diffusion_nve" in run and "diffusion_nve" in nve_reference:
+            run["diffusion_nve_relative_difference"] = (
+                run["diffusion_nve"]["D_1e-5_cm2_s"] / nve_reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
             )
     stopped = {}
     for name in args.stopped:  # runs stopped by hand (no run.json): what their state data show
@@ -642,7 +673,8 @@ def write_report(args: argparse.Namespace) -> None:
         "model": model,
         "comparison": comparison,
         "xtb_model": xtb,
-        "lammps": lammps,
+        "lammps": lammps_runs,
+        "nve_reference": nve_reference if args.nve_reference else None,
         "npt_reference": npt_reference,
         "npt_models": npt_models,
         "stopped_runs": stopped,
@@ -651,22 +683,27 @@ def write_report(args: argparse.Namespace) -> None:
         "note": args.note,
     }
     report.write_json(results, RESULTS / "water.json")
-    plot(reference, model, xtb, lammps, list(stopped))
+    plot(reference, model, xtb, lammps_runs, list(stopped))
     (RESULTS / "water.md").write_text(markdown(results))
     print((RESULTS / "water.md").read_text())
 
 
-def plot(reference: dict, model: dict, xtb: dict | None, lammps: dict | None, stopped: list[str]) -> None:
+def plot(reference: dict, model: dict, xtb: dict | None, lammps: list[dict], stopped: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [(reference, "k", "-"), (model, "C0", "--")] + ([(xtb, "C3", ":")] if xtb else [])
+    runs += [(run, f"C{2 + 2 * i}", "-.") for i, run in enumerate(lammps)]
+
+    def label(run: dict) -> str:
+        return run["name"] + (" (LAMMPS)" if run.get("engine") == "lammps" else "")
+
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key in zip(axes, ("g_OO", "g_OH")):
-        runs = ((reference, "k-"), (model, "C0--")) + (((xtb, "C3:"),) if xtb else ())
-        for run, style in runs + (((lammps, "C2-."),) if lammps else ()):
-            axis.plot(run["rdf"]["r_A"], run["rdf"][key], style, label=run["name"])
+        for run, color, style in runs:
+            axis.plot(run["rdf"]["r_A"], run["rdf"][key], color=color, ls=style, label=label(run))
         axis.set_xlabel("r (Å)")
         axis.set_ylabel(key.replace("_", "$_{") + "}$(r)")
         axis.legend()
@@ -674,24 +711,23 @@ def plot(reference: dict, model: dict, xtb: dict | None, lammps: dict | None, st
     figure.savefig(RESULTS / "rdf.png", dpi=110)
     plt.close(figure)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for run, color in ((reference, "k"), (model, "C0")) + (((xtb, "C3"),) if xtb else ()):
-        npt = read_csv(RUNS / run["name"] / "npt.csv")
-        axes[0].plot(npt["time_ps"], npt["density_g_cm3"], color=color, lw=0.8, label=run["name"])
-        if (RUNS / run["name"] / "nve.csv").exists() and run["run"]["nve"]["steps"]:
-            nve = read_csv(RUNS / run["name"] / "nve.csv")
-            per_atom = 1000 * (nve["total_eV"] - nve["total_eV"][0]) / run["atoms"]
-            axes[1].plot(nve["time_ps"], per_atom, color=color, lw=0.8, label=run["name"])
-    if lammps is not None:
-        axes[0].plot(lammps["time_ps"], lammps["density_trace"], color="C2", lw=0.8, label=lammps["name"] + " (LAMMPS)")
+    for run, color, _ in runs:
+        axes[0].plot(*density_trace(run), color=color, lw=0.8, label=label(run))
+        trace = nve_trace(run)
+        if trace is not None:
+            time_ps, total = trace
+            axes[1].plot(
+                time_ps, 1000 * (total - total[0]) / run["run"]["atoms"], color=color, lw=0.8, label=label(run)
+            )
     for name in stopped:
         npt = read_csv(RUNS / name / "npt.csv")
         axes[0].plot(npt["time_ps"], npt["density_g_cm3"], color="0.6", lw=0.8, label=name + " (stopped)")
-    axes[0].set_xlabel("NPT time (ps)")
+    axes[0].set_xlabel("first segment: time (ps)")
     axes[0].set_ylabel("density (g/cm³)")
     axes[1].set_xlabel("NVE time (ps)")
     axes[1].set_ylabel("total energy − E(0) (meV/atom)")
     for axis in axes:
-        axis.legend()
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(RESULTS / "traces.png", dpi=110)
     plt.close(figure)
@@ -825,11 +861,14 @@ def markdown(results: dict) -> str:
         lines += [
             "## GFN1-xTB water model",
             "",
-            f"{xtb['potential']}: {length(xtb)}, failed: {xtb['run']['npt']['failed'] or xtb['run']['nve'].get('failed', False)}. "
+            f"{xtb['potential']} ({'LAMMPS' if xtb.get('engine') == 'lammps' else 'OpenMM'}, {xtb['run']['atoms'] // 3} waters): "
+            f"{length(xtb)}, failed: {xtb['run']['npt']['failed'] or xtb['run']['nve'].get('failed', False)}. "
             f"Density {xtb['density_g_cm3']:.4f} ± {xtb['density_standard_error']:.4f} g/cm³ at {xtb['temperature_K']:.0f} K "
             f"(no xTB MD to compare with: GFN1-xTB MD of this box is too slow here). "
-            f"D (NPT/Langevin) {xtb['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {xtb['diffusion_npt']['standard_error']:.2f} × 1e-5 cm²/s "
-            "(in an expanding box: not a liquid's). "
+            f"D (first segment, {'Nose-Hoover' if xtb.get('engine') == 'lammps' else 'Langevin'}) "
+            f"{xtb['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {xtb['diffusion_npt']['standard_error']:.2f} × 1e-5 cm²/s. "
+            f"Density in the first and last fifth: {xtb['density_first_last_fifth_g_cm3'][0]:.3f} -> "
+            f"{xtb['density_first_last_fifth_g_cm3'][1]:.3f}; closest H–H {xtb['closest_hydrogens']['closest_A_min']:.2f} Å. "
             f"NVE drift {report.number(xtb.get('nve_drift_meV_per_atom_per_ps'))} meV/atom/ps. g(r) in rdf.png.",
             "",
         ]
@@ -855,20 +894,68 @@ def markdown(results: dict) -> str:
         + ".",
         "",
     ]
-    lammps = results.get("lammps")
-    if lammps is not None:
-        npt = lammps["run"]["npt"]
+    if results.get("lammps"):
+        nve_reference = results.get("nve_reference") or reference
+        rows = []
+        for run in results["lammps"]:
+            first, nve = run["run"]["npt"], run["run"]["nve"]
+            npt = run["run"].get("barostat", True)
+            d_nve = run.get("diffusion_nve")
+            rows.append(
+                [
+                    run["name"],
+                    f"{'NPT' if npt else 'NVT'} {first['ran_ps']:.0f} ps ({first['timestep_fs']:g} fs)"
+                    + (f" + NVE {nve['ran_ps']:.0f} ps ({nve['timestep_fs']:g} fs)" if nve.get("steps") else ""),
+                    f"{first['ms_per_step']:.1f}",
+                    "yes" if first["failed"] or nve.get("failed") else "no",
+                    f"{run['density_g_cm3']:.4f} ± {run['density_standard_error']:.4f}"
+                    + (f" ({100 * run['density_relative_difference']:+.1f} %)" if npt else " (fixed)"),
+                    f"{run['g_OO_integrated_abs_difference_A']:.3f} / {run['g_OH_integrated_abs_difference_A']:.3f}",
+                    f"{run['diffusion_npt']['D_1e-5_cm2_s']:.2f} ± {run['diffusion_npt']['standard_error']:.2f}",
+                    "–"
+                    if d_nve is None
+                    else f"{d_nve['D_1e-5_cm2_s']:.2f} ± {d_nve['standard_error']:.2f}"
+                    + (
+                        f" ({100 * run['diffusion_nve_relative_difference']:+.0f} %)"
+                        if "diffusion_nve_relative_difference" in run
+                        else ""
+                    ),
+                    report.number(run.get("nve_drift_meV_per_atom_per_ps")),
+                    f"{run['closest_hydrogens']['closest_A_min']:.2f}",
+                ]
+            )
+        reference_nve = nve_reference.get("diffusion_nve")
         lines += [
             "## LAMMPS",
             "",
-            f"`pair_style transformer` with {lammps['run']['potential']}, the same box: NPT (Nose-Hoover, 300 K, 1 bar) "
-            f"for {npt['ran_ps']:.2f} ps at {npt['timestep_fs']:g} fs, {npt['ms_per_step']:.0f} ms per step (one rank, one "
-            "thread; every rank evaluates its atoms plus a ghost shell of receptive field + skin, here ~6,500 ghosts for "
-            f"192 atoms), failed: {npt['failed']}{' (' + npt['failure'] + ')' if npt.get('failure') else ''}. Density {lammps['density_g_cm3']:.4f} g/cm³ "
-            f"({100 * lammps['density_relative_difference']:+.1f} % from the reference), temperature "
-            f"{lammps['temperature_K']:.0f} K; ∫|Δg_OO| dr {lammps['g_OO_integrated_abs_difference_A']:.3f} Å, "
-            f"∫|Δg_OH| dr {lammps['g_OH_integrated_abs_difference_A']:.3f} Å. Too short for density or diffusion "
-            "statistics: it shows the model runs in LAMMPS's NPT, not what its liquid does.",
+            "`pair_style transformer`, one rank, one thread (the periodic path: each atom evaluated once), Nose-Hoover "
+            "thermostat (and barostat for NPT: 1 bar, Pdamp 1 ps), from the same boxes. Density differences are against "
+            "the reference's NPT density; g(r) differences (∫|Δg| dr over 0–6 Å, g_OO / g_OH) against the reference run "
+            "of the table above; D (1e-5 cm²/s) from the unwrapped oxygen MSD of the first segment (Nose-Hoover) and of "
+            "the NVE segment"
+            + (
+                f", the latter against the reference's NVE, {reference_nve['D_1e-5_cm2_s']:.2f} ± "
+                f"{reference_nve['standard_error']:.2f} ({nve_reference['name']}, NVE {nve_reference['run']['nve']['ran_ps']:.0f} ps)"
+                if reference_nve
+                else ""
+            )
+            + ".",
+            "",
+            report.markdown_table(
+                [
+                    "run",
+                    "segments",
+                    "ms/step",
+                    "failed",
+                    "density (g/cm³)",
+                    "∫ abs(Δg) dr, OO / OH (Å)",
+                    "D first segment",
+                    "D NVE",
+                    "NVE drift (meV/atom/ps)",
+                    "closest H–H (Å)",
+                ],
+                rows,
+            ),
             "",
         ]
     for name, stopped in results.get("stopped_runs", {}).items():
@@ -975,7 +1062,10 @@ def main() -> None:
     summary.add_argument("--reference", default="classical")
     summary.add_argument("--model", default="model")
     summary.add_argument("--xtb", default=None)
-    summary.add_argument("--lammps", default=None)
+    summary.add_argument("--lammps", nargs="*", default=[], help="LAMMPS runs (benchmarks/water.py lammps)")
+    summary.add_argument(
+        "--nve-reference", default=None, help="the reference run whose NVE segment D(NVE) compares with"
+    )
     summary.add_argument("--npt-reference", default=None, help="the reference's NPT run, when --reference is NVT")
     summary.add_argument("--npt-models", nargs="*", default=[], help="NPT runs of models (with run.json)")
     summary.add_argument("--stopped", nargs="*", default=[], help="runs stopped by hand: summarised from their CSV")
