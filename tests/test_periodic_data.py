@@ -337,6 +337,29 @@ def test_relabelled_frames_are_the_labels_of_their_positions_with_provenance(tmp
             assert key in info
 
 
+def test_rattled_frames_are_displaced_by_the_seeded_width_and_labelled_there(tmp_path, water_md):
+    source, frames = water_md
+    outputs = [tmp_path / f"rattled{i}.extxyz" for i in range(3)]
+    for output, seed in zip(outputs, (3, 3, 4)):
+        result = relabel_cli(source, *CLASSICAL, "--rattle", "0.05", "--seed", seed, "-o", output)
+        assert result.exit_code == 0, result.output
+    first, again, other = (ase.io.read(output, ":") for output in outputs)
+    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    displacements = []
+    for atoms, same, different in zip(first, again, other):
+        original = frames[atoms.info["source_frame"]]
+        displacements.append(atoms.positions - original.positions)
+        np.testing.assert_array_equal(atoms.positions, same.positions)  # the same seed: the same frames
+        assert np.abs(atoms.positions - different.positions).max() > 1e-3  # another seed: other frames
+        energy, forces, _ = labeller(atoms.positions, atoms.cell.array)
+        assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-8)  # labels of the rattled geometry
+        np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-8)
+        assert atoms.info["rattle_angstrom"] == 0.05 and atoms.info["rattle_seed"] == 3
+    # 3 frames x 24 atoms x 3 axes of N(0, 0.05 Å): the sample width within 15%
+    assert np.std(displacements) == pytest.approx(0.05, rel=0.15)
+    assert relabel_cli(source, *CLASSICAL, "--rattle", "2", "-o", tmp_path / "x.extxyz").exit_code != 0
+
+
 def test_a_dcd_of_mdplugin_run_is_read_with_its_unit_cells_in_angstrom(tmp_path, water_md):
     """PREFIX.dcd and PREFIX-topology.pdb as `mdplugin run` writes them (OpenMM's DCDFile, box per frame)."""
     from openmm import Vec3, app, unit

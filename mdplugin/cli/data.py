@@ -391,6 +391,15 @@ before are labelled again).
     default=None,
     help="A LAMMPS dump without an element column: the element of atom types 1, 2, ..., e.g. O,H.",
 )
+@click.option(
+    "--rattle",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Å: displace every atom of each labelled frame by a Gaussian of this width per axis first (seeded by "
+    "--seed and the frame): stretched bonds and close contacts near the sampled ones, which teach a model the "
+    "steep walls thermal frames never reach.  [default: 0, no rattle]",
+)
+@click.option("--seed", default=0, type=int, help="Seed of --rattle.")
 @click.option("--resume", is_flag=True, help="Append to OUT the selected frames it does not hold yet.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -405,6 +414,8 @@ def relabel(
     cutoff_angstrom,
     switch_angstrom,
     type_elements,
+    rattle,
+    seed,
     resume,
     overwrite,
     quiet,
@@ -430,6 +441,8 @@ def relabel(
         max_force=max_force,
         water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
         type_elements=tuple(e.strip() for e in type_elements.split(",")) if type_elements else None,
+        rattle=rattle,
+        seed=seed,
     )
     try:
         with tqdm(total=max_frames, unit="frame", disable=quiet, dynamic_ncols=True, delay=1) as bar:

@@ -18,6 +18,7 @@ are not recorded, so a resumed run labels them again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import struct
@@ -61,6 +62,8 @@ class RelabelOptions:
     max_force: float | None = None  # eV/Å; frames with a larger force are skipped
     water_model: pd.WaterModel = pd.WaterModel()  # of the classical labels
     type_elements: tuple[str, ...] | None = None  # element of LAMMPS atom types 1, 2, ... in a dump
+    rattle: float = 0.0  # Å; each labelled frame's atoms are first displaced by Gaussians of this width
+    seed: int = 0  # of the rattle: frame i is displaced by the generator seeded with (seed, i)
 
 
 @dataclass
@@ -300,6 +303,13 @@ def provenance(trajectory: Path, topology: Path | None, digest: str, options: Re
         info["mdtraj_version"] = version("mdtraj")
     if options.max_force is not None:
         info["max_force_eV_per_angstrom"] = options.max_force
+    if options.rattle > 0:
+        info["rattle_angstrom"] = options.rattle
+        info["rattle_seed"] = options.seed
+        info["sampler"] += (
+            f"; every atom then displaced by a Gaussian of {options.rattle:g} Å per axis (seeded by rattle_seed and "
+            "the source frame)"
+        )
     if options.labels == "gfn1-xtb":
         info["tblite_version"] = version("tblite")
         info["labeller"] = (
@@ -372,6 +382,8 @@ def relabel(
         raise ValueError(f"unknown labels {options.labels!r}; choose from {', '.join(pd.LABELS)}")
     if options.every < 1 or (options.max_frames is not None and options.max_frames < 1):
         raise ValueError("--every and --max-frames must be at least 1")
+    if not (np.isfinite(options.rattle) and 0 <= options.rattle <= 1):
+        raise ValueError(f"--rattle {options.rattle} Å is outside 0-1 Å; a few tenths of an Å at most makes sense")
     if not trajectory.is_file():
         raise ValueError(f"trajectory {trajectory} does not exist")
     if output.exists() and output.resolve() == trajectory.resolve():
@@ -417,6 +429,11 @@ def relabel(
                 frame_info["waters"] = len(frame.numbers) // 3
             if frame.step is not None:
                 frame_info["source_step"] = frame.step
+            if options.rattle > 0:
+                generator = np.random.default_rng([options.seed, frame.index])
+                frame = dataclasses.replace(
+                    frame, positions=frame.positions + generator.normal(0.0, options.rattle, frame.positions.shape)
+                )
             start = time.perf_counter()
             text, reason = _labelled_text(frame, label, frame_info, options.max_force)
             result.seconds += time.perf_counter() - start
