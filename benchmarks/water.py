@@ -360,6 +360,8 @@ def analyze_lammps(name: str) -> dict:
     result = {
         "name": name,
         "engine": "lammps",
+        "potential": record["potential"],
+        "atoms": record["atoms"],
         "run": record,
         "density_g_cm3": float(thermo["Density"][keep].mean()),
         "density_standard_error": block_error(thermo["Density"][keep]),
