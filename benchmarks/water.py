@@ -1019,6 +1019,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def add_segment_arguments(parser, npt_ps: float, nve_ps: float, nve_report_steps: int) -> None:
+    """Length, timestep and report interval of the first (NPT or NVT) segment and of the NVE segment."""
+    parser.add_argument("--npt-ps", type=float, default=npt_ps)
+    parser.add_argument("--nve-ps", type=float, default=nve_ps)
+    parser.add_argument("--npt-timestep-fs", type=float, default=1.0)
+    parser.add_argument("--nve-timestep-fs", type=float, default=0.5)
+    parser.add_argument("--npt-report-steps", type=int, default=50)
+    parser.add_argument("--nve-report-steps", type=int, default=nve_report_steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1026,12 +1036,7 @@ def main() -> None:
     md.add_argument("potential", help="'classical' or a model file (export or checkpoint)")
     md.add_argument("--name", required=True)
     md.add_argument("--structure", default=str(START))
-    md.add_argument("--npt-ps", type=float, default=100.0)
-    md.add_argument("--nve-ps", type=float, default=20.0)
-    md.add_argument("--npt-timestep-fs", type=float, default=1.0)
-    md.add_argument("--nve-timestep-fs", type=float, default=0.5)
-    md.add_argument("--npt-report-steps", type=int, default=50)
-    md.add_argument("--nve-report-steps", type=int, default=20)
+    add_segment_arguments(md, npt_ps=100.0, nve_ps=20.0, nve_report_steps=20)
     md.add_argument("--minutes", type=float, default=600.0, help="wall-clock budget of the NPT segment")
     md.add_argument("--nve-minutes", type=float, default=600.0, help="wall-clock budget of the NVE segment")
     md.add_argument("--threads", type=int, default=1)
@@ -1050,12 +1055,7 @@ def main() -> None:
     lammps.add_argument("model")
     lammps.add_argument("--name", required=True)
     lammps.add_argument("--structure", default=str(START))
-    lammps.add_argument("--npt-ps", type=float, default=2.0)
-    lammps.add_argument("--npt-timestep-fs", type=float, default=1.0)
-    lammps.add_argument("--npt-report-steps", type=int, default=50)
-    lammps.add_argument("--nve-ps", type=float, default=0.0)
-    lammps.add_argument("--nve-timestep-fs", type=float, default=0.5)
-    lammps.add_argument("--nve-report-steps", type=int, default=100)
+    add_segment_arguments(lammps, npt_ps=2.0, nve_ps=0.0, nve_report_steps=100)
     lammps.add_argument("--no-barostat", action="store_true", help="NVT in the box of --structure first")
     lammps.add_argument("--minutes", type=float, default=30.0)
     lammps.add_argument("--seed", type=int, default=4928459)

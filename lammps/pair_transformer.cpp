@@ -34,10 +34,30 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <numeric>
 
 using namespace LAMMPS_NS;
 using namespace mdplugin_export;
+
+namespace {
+
+bool all_finite(std::initializer_list<torch::Tensor> tensors)
+{
+  for (const auto &tensor : tensors)
+    if (!torch::isfinite(tensor).all().item<bool>()) return false;
+  return true;
+}
+
+std::string not_finite_message(bigint step)
+{
+  return "pair_style transformer: the model returned NaN or infinite forces on step " +
+      std::to_string(step) +
+      "; atoms may have left the region the model was trained on "
+      "(try a smaller timestep, or check the pair_coeff type mapping)";
+}
+
+}    // namespace
 
 namespace {
 
@@ -308,13 +328,7 @@ PairTransformer::Result PairTransformer::evaluate(const System &system)
     error->one(FLERR,
                "pair_style transformer: the model returned forces or per-atom energies of the "
                "wrong size; the file does not follow the mdplugin export contract");
-  if (!torch::isfinite(forces).all().item<bool>() ||
-      !torch::isfinite(per_atom_energy).all().item<bool>())
-    error->one(FLERR,
-               "pair_style transformer: the model returned NaN or infinite forces on step " +
-                   std::to_string(update->ntimestep) +
-                   "; atoms may have left the region the model was trained on "
-                   "(try a smaller timestep, or check the pair_coeff type mapping)");
+  if (!all_finite({forces, per_atom_energy})) error->one(FLERR, not_finite_message(update->ntimestep));
 
   Result result;
   result.forces.assign(forces.data_ptr<double>(), forces.data_ptr<double>() + 3 * n);
@@ -460,14 +474,8 @@ PairTransformer::LocalResult PairTransformer::evaluate_local(const Neighborhood 
                "pair_style transformer: forward_neighbors returned forces, per-atom energies or "
                "pair gradients of the wrong size; the file does not follow the mdplugin export "
                "contract (version 2)");
-  if (!torch::isfinite(forces).all().item<bool>() ||
-      !torch::isfinite(per_atom_energy).all().item<bool>() ||
-      !torch::isfinite(edge_gradient).all().item<bool>())
-    error->one(FLERR,
-               "pair_style transformer: the model returned NaN or infinite forces on step " +
-                   std::to_string(update->ntimestep) +
-                   "; atoms may have left the region the model was trained on "
-                   "(try a smaller timestep, or check the pair_coeff type mapping)");
+  if (!all_finite({forces, per_atom_energy, edge_gradient}))
+    error->one(FLERR, not_finite_message(update->ntimestep));
 
   LocalResult result;
   result.forces.assign(forces.data_ptr<double>(), forces.data_ptr<double>() + 3 * n);
@@ -586,14 +594,8 @@ void PairTransformer::compute_periodic()
                "pair_style transformer: the periodic forward returned forces, per-atom energies "
                "or a virial of the wrong size; the file does not follow the mdplugin export "
                "contract (version 2)");
-  if (!torch::isfinite(forces).all().item<bool>() ||
-      !torch::isfinite(per_atom_energy).all().item<bool>() ||
-      !torch::isfinite(virial_tensor).all().item<bool>())
-    error->one(FLERR,
-               "pair_style transformer: the model returned NaN or infinite forces on step " +
-                   std::to_string(update->ntimestep) +
-                   "; atoms may have left the region the model was trained on "
-                   "(try a smaller timestep, or check the pair_coeff type mapping)");
+  if (!all_finite({forces, per_atom_energy, virial_tensor}))
+    error->one(FLERR, not_finite_message(update->ntimestep));
 
   const double *force = forces.data_ptr<double>();
   const double *energy = per_atom_energy.data_ptr<double>();

@@ -106,6 +106,20 @@ def run_options(default_output: str):
     return decorate
 
 
+def spcfw_cutoff_options(cutoff_help: str, switch_help: str):
+    """--cutoff-angstrom and --switch-angstrom of the SPC/Fw model, with a command's own help texts."""
+
+    def decorate(command):
+        command = click.option(
+            "--switch-angstrom", default=4.5, type=click.FloatRange(min=0, min_open=True), help=switch_help
+        )(command)
+        return click.option(
+            "--cutoff-angstrom", default=5.5, type=click.FloatRange(min=0, min_open=True), help=cutoff_help
+        )(command)
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 def data() -> None:
     """Make reference data as extxyz: GFN2-xTB (tblite) energies and forces of molecules on Langevin MD frames
@@ -237,17 +251,9 @@ are exact for every geometry written). Classical labels are refused with a solut
     callback=lambda c, p, v: _positive_list(v, "densities in g/cm^3, e.g. 0.9,1.0,1.1"),
     help="Comma-separated box densities in g/cm^3 (fixed per trajectory, NVT).",
 )
-@click.option(
-    "--cutoff-angstrom",
-    default=5.5,
-    type=click.FloatRange(min=0, min_open=True),
-    help="SPC/Fw real-space cutoff (PME, Lennard-Jones switched to zero there); at most half the box width.",
-)
-@click.option(
-    "--switch-angstrom",
-    default=4.5,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Distance where the Lennard-Jones switching starts.",
+@spcfw_cutoff_options(
+    "SPC/Fw real-space cutoff (PME, Lennard-Jones switched to zero there); at most half the box width.",
+    "Distance where the Lennard-Jones switching starts.",
 )
 @click.option(
     "-o",
@@ -374,17 +380,9 @@ before are labelled again).
     help="eV/Å: skip (and count) frames whose largest per-atom label force exceeds this, such as those of a "
     "blown-up run.  [default: no limit]",
 )
-@click.option(
-    "--cutoff-angstrom",
-    default=5.5,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Classical labels: the SPC/Fw real-space cutoff; the same as the `data water` run of the training data.",
-)
-@click.option(
-    "--switch-angstrom",
-    default=4.5,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Classical labels: where the Lennard-Jones switching starts; the same as the training data's.",
+@spcfw_cutoff_options(
+    "Classical labels: the SPC/Fw real-space cutoff; the same as the `data water` run of the training data.",
+    "Classical labels: where the Lennard-Jones switching starts; the same as the training data's.",
 )
 @click.option(
     "--type-elements",
