@@ -221,7 +221,7 @@ velocity        all create 300.0 {seed} mom yes rot no dist gaussian
 timestep        {timestep_ps}
 fix             integrate all {ensemble}
 thermo_style    custom step time temp pe ke etotal vol density press
-thermo_modify   format float %.10g
+thermo_modify   format float %.10g flush yes
 thermo          {report_steps}
 dump            trajectory all custom {report_steps} {dump} id type xu yu zu
 dump_modify     trajectory sort id
@@ -268,21 +268,29 @@ def run_lammps(args: argparse.Namespace) -> None:
         )  # fmt: skip
     (out / "in.water").write_text(text)
     started = time.time()
-    completed = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "mdplugin"), "lammps", "run", str(out / "in.water"), "--", "-log", str(out / "log.lammps")],
-        capture_output=True, text=True, timeout=60 * args.minutes, cwd=out,
-    )  # fmt: skip
+    mdplugin, log = str(ROOT / ".venv" / "bin" / "mdplugin"), str(out / "log.lammps")
+    command = [mdplugin, "lammps", "run", str(out / "in.water"), "--", "-log", log]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60 * args.minutes, cwd=out)
+        returncode, stdout, stderr, stopped = completed.returncode, completed.stdout, completed.stderr, False
+    except subprocess.TimeoutExpired as expired:  # stopped by the clock: keep what it wrote
+        returncode, stdout, stderr, stopped = None, _text(expired.stdout), _text(expired.stderr), True
     seconds = time.time() - started
-    ok = completed.returncode == 0
-    total_ps = args.npt_ps + args.nve_ps
+    ok = returncode == 0
+    # simulated time from the log (thermo is flushed at every report), for a finished or a stopped run
+    tables = lammps_thermo(out / "log.lammps") if (out / "log.lammps").is_file() else []
+    ran = [float(table["Time"][-1]) if len(table["Time"]) else 0.0 for table in tables] + [0.0, 0.0]
+    npt_ran, nve_ran = ran[0], ran[1] if nve_steps else 0.0
+    total_ps = max(npt_ran + nve_ran, 1e-9)
     segment = {
         "kind": "nvt" if args.no_barostat else "npt",
         "thermostat": "Nose-Hoover " + ("nvt, Tdamp 0.1 ps" if args.no_barostat else "npt, Tdamp 0.1 ps, Pdamp 1 ps"),
         "requested_ps": args.npt_ps, "timestep_fs": args.npt_timestep_fs, "report_steps": args.npt_report_steps,
-        "failed": not ok, "ran_ps": args.npt_ps if ok else 0.0, "steps": steps if ok else 0,
+        "failed": not (ok or stopped), "stopped_by_clock": stopped, "ran_ps": npt_ran,
+        "steps": int(round(1000 * npt_ran / args.npt_timestep_fs)),
         # wall time shared by the segments in proportion to their simulated time (one process runs both)
-        "ms_per_step": 1000 * seconds * args.npt_ps / total_ps / max(steps, 1),
-        "wall_s": seconds * args.npt_ps / total_ps,
+        "ms_per_step": 1000 * seconds * npt_ran / total_ps / max(1, round(1000 * npt_ran / args.npt_timestep_fs)),
+        "wall_s": seconds * npt_ran / total_ps,
     }  # fmt: skip
     record = {
         "engine": "lammps",
@@ -297,17 +305,23 @@ def run_lammps(args: argparse.Namespace) -> None:
             "requested_ps": args.nve_ps,
             "timestep_fs": args.nve_timestep_fs,
             "report_steps": args.nve_report_steps,
-            "failed": not ok,
-            "ran_ps": args.nve_ps if ok else 0.0,
-            "steps": nve_steps if ok else 0,
+            "failed": not (ok or stopped),
+            "stopped_by_clock": stopped,
+            "ran_ps": nve_ran,
+            "steps": int(round(1000 * nve_ran / args.nve_timestep_fs)),
         },  # fmt: skip
         "wall_s": seconds,
-        "returncode": completed.returncode,
-        "stderr_tail": completed.stderr[-2000:],
+        "returncode": returncode,
+        "stderr_tail": stderr[-2000:],
         "machine": report.finish(machine),
     }
     (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(completed.stdout[-3000:], completed.stderr[-2000:])
+    print(stdout[-3000:], stderr[-2000:])
+
+
+def _text(output: bytes | str | None) -> str:
+    """A TimeoutExpired's output, which is bytes even when the run asked for text."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def lammps_thermo(path: Path) -> list[dict[str, np.ndarray]]:

@@ -715,7 +715,15 @@ void PairTransformer::report_domain(ClosestPair closest)
 void PairTransformer::settings(int narg, char **arg)
 {
   check_box_and_units();
+  // a re-issued pair_style starts from the defaults: a keyword left out is not kept from before
+  const torch::Device previous_device = device;
+  device = torch::Device(torch::kCPU);
+  dtype_name.clear();
+  charge = 0;
+  multiplicity = 1;
   threads = default_threads();
+  domain_warn = domain_stop = 0.0;
+  below_warn = false;
   periodic_mode = PERIODIC_AUTO;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
@@ -779,6 +787,8 @@ void PairTransformer::settings(int narg, char **arg)
                      "domain_stop and periodic");
     }
   }
+  // the model of an earlier pair_coeff moves with the device (LAMMPS keeps pair_coeff across pair_style)
+  if (model_loaded && device != previous_device) load_model(model_path);
   // libtorch's thread pool is per process, so this is the count for this rank
   at::set_num_threads(threads);
   if (comm->me == 0)

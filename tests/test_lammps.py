@@ -144,6 +144,20 @@ def test_charge_and_spin_reach_the_model(expected_fixtures):
     instance.close()
 
 
+def test_reissued_pair_style_starts_from_the_defaults(expected_fixtures):
+    """Keywords of an earlier `pair_style transformer` do not linger when it is given again without them."""
+    structure = expected_fixtures["methanol"]
+    instance = open_lammps(
+        structure_commands(structure)
+        + ["pair_style transformer charge 1 spin 2", f"pair_coeff * * {MODEL} {' '.join(ELEMENTS)}", "run 0"]
+    )
+    cation = instance.get_thermo("pe")
+    instance.commands_list(["pair_style transformer", "run 0"])
+    assert cation != pytest.approx(structure["energy"], rel=1e-6)
+    assert instance.get_thermo("pe") == pytest.approx(structure["energy"], rel=1e-10)
+    instance.close()
+
+
 # ---------------------------------------------------------------- forces and virial are derivatives
 
 

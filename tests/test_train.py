@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import ase
+import ase.calculators.singlepoint
 import ase.io
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from mdplugin.elements import symbols
 from mdplugin.export.info import describe
 from mdplugin.model.checkpoint import CheckpointError, build_checkpoint, load_model, read_checkpoint, save_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_distance_attention
-from mdplugin.training.dataset import Structure, read_structures, split, training_domain
+from mdplugin.training.dataset import Structure, read_forces_only, read_structures, split, training_domain
 from mdplugin.training.train import TrainingOptions, evaluate, train
 
 TINY = dict(width=32, depth=2, heads=4, coordinate_features=24, batch_size=16, learning_rate=3e-3, progress=False)
@@ -243,3 +244,102 @@ def test_training_domain_of_a_periodic_cell_sees_across_its_faces():
     )
     distances = training_domain([cell])["shortest_distance"]
     assert distances == pytest.approx({"H-H": 3.0, "H-O": 0.2, "O-O": 3.0})
+
+
+def _shifted_copy(source, path, energy_shift: float, squeeze: float = 1.0):
+    """The frames of source with every energy moved by energy_shift (eV) and, if squeeze < 1, the
+    first two atoms pulled together (forces kept): labels no fully labelled frame agrees with."""
+    frames = ase.io.read(source, index=":")
+    for atoms in frames:
+        energy, forces = atoms.get_potential_energy() + energy_shift, atoms.get_forces()
+        atoms.positions[1] = atoms.positions[0] + squeeze * (atoms.positions[1] - atoms.positions[0])
+        atoms.calc = ase.calculators.singlepoint.SinglePointCalculator(atoms, energy=energy, forces=forces)
+    ase.io.write(path, frames, format="extxyz")
+    return str(path)
+
+
+def test_forces_only_frames_never_use_their_energy_labels(tmp_path, toy_data):
+    extra = write_toy_data(tmp_path / "extra.extxyz", frames=40, seed=5, noise=0.15)
+    common = dict(train_files=[str(toy_data)], epochs=2, forces_only_weight=0.5, **TINY)
+    runs = {}
+    for name, shift in (("true", 0.0), ("shifted", 1000.0)):
+        options = TrainingOptions(
+            output=str(tmp_path / f"{name}.pt"),
+            forces_only_files=[_shifted_copy(extra, tmp_path / f"{name}.extxyz", shift)],
+            **common,
+        )
+        train(options)
+        runs[name] = read_checkpoint(options.output)
+    # energies 1000 eV off change nothing: not the fitted reference energies, not a single weight
+    for key, value in runs["true"]["state_dict"].items():
+        assert torch.equal(value, runs["shifted"]["state_dict"][key]), key
+    labelled_only = TrainingOptions(output=str(tmp_path / "plain.pt"), **common)
+    train(labelled_only)
+    plain = read_checkpoint(labelled_only.output)["state_dict"]
+    assert torch.equal(plain["reference_energies"], runs["true"]["state_dict"]["reference_energies"])
+    # but their forces do train: the weights differ from a run without them
+    assert not torch.equal(
+        plain["blocks.0.attention.qkv.weight"], runs["true"]["state_dict"]["blocks.0.attention.qkv.weight"]
+    )
+
+
+def test_forces_only_weight_scales_their_force_term(tmp_path, toy_data):
+    extra = str(write_toy_data(tmp_path / "extra.extxyz", frames=40, seed=5, noise=0.15))
+    weights = {}
+    for weight in (0.0, 1.0):
+        options = TrainingOptions(
+            train_files=[str(toy_data)], forces_only_files=[extra], forces_only_weight=weight,
+            output=str(tmp_path / f"w{weight}.pt"), epochs=1, **TINY,
+        )  # fmt: skip
+        train(options)
+        weights[weight] = read_checkpoint(options.output)["state_dict"]["blocks.0.attention.qkv.weight"]
+    assert not torch.equal(weights[0.0], weights[1.0])
+
+
+def test_forces_only_frames_stay_out_of_validation_and_domain(tmp_path, toy_data):
+    # the forces-only copy pulls atoms 0 and 1 to a third of their distance: a contact no labelled frame has
+    squeezed = _shifted_copy(toy_data, tmp_path / "squeezed.extxyz", 0.0, squeeze=0.3)
+    options = TrainingOptions(
+        train_files=[str(toy_data)], forces_only_files=[squeezed], output=str(tmp_path / "model.pt"), epochs=1, **TINY
+    )
+    train(options)
+    checkpoint = read_checkpoint(options.output)
+    plain = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "plain.pt"), epochs=1, **TINY)
+    train(plain)
+    assert checkpoint["domain"] == read_checkpoint(plain.output)["domain"]
+    record = checkpoint["training"]
+    assert record["validation_structures"] == read_checkpoint(plain.output)["training"]["validation_structures"]
+    assert record["training_structures"] == 240 - record["validation_structures"] + 240
+    structures = read_structures(toy_data) + read_forces_only(squeezed)
+    training_set, validation_set = split(structures, 0.1, 0)
+    assert not any(s.forces_only for s in validation_set) and sum(s.forces_only for s in training_set) == 240
+
+
+def test_forces_only_frames_lose_their_stress_label(tmp_path):
+    atoms = ase.Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=4 * np.eye(3), pbc=True)
+    atoms.calc = ase.calculators.singlepoint.SinglePointCalculator(
+        atoms, energy=-1.0, forces=np.zeros((3, 3)), stress=np.ones(6)
+    )
+    ase.io.write(tmp_path / "cell.extxyz", atoms, format="extxyz")
+    (labelled,) = read_structures(tmp_path / "cell.extxyz")
+    (forces_only,) = read_forces_only(tmp_path / "cell.extxyz")
+    assert labelled.virial is not None and not labelled.forces_only
+    assert forces_only.virial is None and forces_only.forces_only
+
+
+def test_training_on_forces_only_frames_alone_is_refused(tmp_path, toy_data):
+    options = TrainingOptions(train_files=[], forces_only_files=[str(toy_data)], output=str(tmp_path / "m.pt"), **TINY)
+    with pytest.raises(ValueError, match="fully labelled"):
+        train(options)
+
+
+def test_cli_train_takes_forces_only_files(tmp_path, toy_data):
+    extra = str(write_toy_data(tmp_path / "extra.extxyz", frames=20, seed=5, noise=0.15))
+    result = CliRunner().invoke(
+        main,
+        ["train", str(toy_data), "--forces-only", extra, "--forces-only-weight", "0.2", "--epochs", "1",
+         "--width", "32", "--depth", "1", "--heads", "4", "--quiet", "-o", str(tmp_path / "m.pt")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = read_checkpoint(tmp_path / "m.pt")["training"]["options"]
+    assert options["forces_only_files"] == [extra] and options["forces_only_weight"] == 0.2

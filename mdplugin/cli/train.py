@@ -76,6 +76,22 @@ NON_NEGATIVE = click.FloatRange(min=0)
     type=click.FloatRange(min=0),
     help="Weight of the per-atom virial term, for periodic frames with a stress label (local models).",
 )
+@click.option(
+    "--forces-only",
+    "forces_only_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Training file whose frames train on their forces alone, their energy and stress labels unused "
+    "(repeatable): rattled frames or frames of a failed run, far from the thermal ones. They never enter the "
+    "validation split or the recorded training domain.",
+)
+@click.option(
+    "--forces-only-weight",
+    default=0.1,
+    type=NON_NEGATIVE,
+    help="Weight of a forces-only frame's force term relative to a fully labelled frame's (their forces are "
+    "often several times larger, and the loss is squared).",
+)
 @click.option("--gradient-clip", default=1.0, type=POSITIVE, help="Largest gradient norm before clipping.")
 @click.option(
     "--ema-decay",
@@ -182,6 +198,7 @@ def train(context, train_files, output, elements, resume, overwrite, quiet, vali
                     and context.get_parameter_source(name) is ParameterSource.DEFAULT
                 ):
                     options[name] = recorded[name]
+        options["forces_only_files"] = list(options["forces_only_files"])
         settings = TrainingOptions(
             train_files=list(train_files),
             validation_files=list(validation_files),

@@ -26,6 +26,16 @@ class Structure:
     cell: np.ndarray | None = None  # [3, 3] Å, rows are lattice vectors; None: an isolated structure
     pbc: np.ndarray | None = None  # [3] bool
     virial: np.ndarray | None = None  # [3, 3] eV, -stress x volume; only where the data has a stress label
+    forces_only: bool = False  # train on the forces alone: the energy (and any stress) label is not used
+
+
+def read_forces_only(path: str | Path) -> list[Structure]:
+    """Frames to train on forces alone: rattled or collapsed configurations, whose energies and stresses
+    lie far from the liquid's and would pull the fit of the thermal ones."""
+    structures = read_structures(path)
+    for structure in structures:
+        structure.forces_only, structure.virial = True, None
+    return structures
 
 
 def read_structures(path: str | Path) -> list[Structure]:
@@ -164,14 +174,17 @@ def file_sha256(path: str | Path) -> str:
 def split(
     structures: list[Structure], validation_fraction: float, seed: int
 ) -> tuple[list[Structure], list[Structure]]:
-    """A seeded random split into training and validation sets."""
+    """A seeded random split into training and validation sets; the validation set is drawn from the
+    fully labelled structures only (forces-only ones all train)."""
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
-    order = np.random.default_rng(seed).permutation(len(structures))
-    n_validation = max(1, int(round(validation_fraction * len(structures))))
-    if n_validation >= len(structures):
-        raise ValueError(f"{len(structures)} structures are too few to split off a validation set")
-    return [structures[i] for i in order[n_validation:]], [structures[i] for i in order[:n_validation]]
+    labelled = [s for s in structures if not s.forces_only]
+    order = np.random.default_rng(seed).permutation(len(labelled))
+    n_validation = max(1, int(round(validation_fraction * len(labelled))))
+    if n_validation >= len(labelled):
+        raise ValueError(f"{len(labelled)} fully labelled structures are too few to split off a validation set")
+    training = [labelled[i] for i in order[n_validation:]] + [s for s in structures if s.forces_only]
+    return training, [labelled[i] for i in order[:n_validation]]
 
 
 def check_elements(structures: list[Structure], elements: list[int], source: str) -> None:
@@ -223,6 +236,7 @@ def collate(
         "pbc": pbc,
         "virial": virial,  # eV; zeros where has_virial is False
         "has_virial": has_virial,
+        "has_energy": torch.tensor([not s.forces_only for s in structures], dtype=torch.bool),
     }
 
 
@@ -232,6 +246,9 @@ def fit_reference_energies(structures: list[Structure], elements: list[int]) -> 
     energy ≈ sum over atoms of E0[element]; the network learns the residual, and its output is
     scaled by the RMS force so that a unit-sized network output gives forces of the right size.
     """
+    structures = [s for s in structures if not s.forces_only]
+    if not structures:
+        raise ValueError("every training structure is forces-only: the reference energies need some with energy labels")
     index = {z: i for i, z in enumerate(elements)}
     counts = np.zeros((len(structures), len(elements)))
     for row, s in enumerate(structures):

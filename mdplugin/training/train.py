@@ -31,6 +31,7 @@ from mdplugin.training.dataset import (
     collate,
     file_sha256,
     fit_reference_energies,
+    read_forces_only,
     read_structures,
     split,
     training_domain,
@@ -59,6 +60,8 @@ class TrainingOptions:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 10.0  # per-atom virial term, for frames with a stress label
+    forces_only_files: list[str] = field(default_factory=list)  # frames trained on their forces alone
+    forces_only_weight: float = 0.1  # their force term relative to a fully labelled frame's
     gradient_clip: float = 1.0
     ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
     augment_rotations: bool = True
@@ -88,6 +91,8 @@ def check_options(options: TrainingOptions) -> None:
         raise ValueError(f"the batch size must be at least 1 structure, got {options.batch_size}")
     if not (math.isfinite(options.learning_rate) and options.learning_rate > 0):
         raise ValueError(f"the learning rate must be a positive number, got {options.learning_rate}")
+    if not (math.isfinite(options.forces_only_weight) and options.forces_only_weight >= 0):
+        raise ValueError(f"the forces-only weight must be a number >= 0, got {options.forces_only_weight}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"threads must be at least 1, got {options.threads}")
 
@@ -168,10 +173,12 @@ def evaluate(model: TransformerPotential, structures: list[Structure], batch_siz
     """Energy MAE (meV/atom), force MAE (meV/Å) and, where there are stress labels, stress MAE (GPa)."""
     model.eval()
     energy_error, force_error, atoms, stress_error, stresses = 0.0, 0.0, 0, 0.0, 0
+    energies = sum(not s.forces_only for s in structures)
     for start in range(0, len(structures), batch_size):
         batch = collate(structures[start : start + batch_size], model.species_of_atomic_number)
         energy, forces, virial = energy_and_forces(model, batch, training=False)
-        energy_error += ((energy.detach() - batch["energy"]).abs() / batch["atom_count"]).sum().item()
+        per_atom = (energy.detach() - batch["energy"]).abs() / batch["atom_count"]
+        energy_error += per_atom[batch["has_energy"]].sum().item()
         force_error += ((forces.detach() - batch["forces"]).abs().sum(-1) * batch["mask"]).sum().item() / 3
         atoms += int(batch["mask"].sum())
         if virial is not None:
@@ -181,7 +188,7 @@ def evaluate(model: TransformerPotential, structures: list[Structure], batch_siz
             stress_error += difference.abs().mean((1, 2)).sum().item() * EV_PER_CUBIC_ANGSTROM_IN_GPA
             stresses += int(labelled.sum())
     metrics = {
-        "energy_mae_mev_per_atom": 1000 * energy_error / len(structures),
+        "energy_mae_mev_per_atom": 1000 * energy_error / max(1, energies),
         "force_mae_mev_per_a": 1000 * force_error / atoms,
     }
     if stresses:
@@ -200,12 +207,20 @@ def train(
 
     # data
     training_set = [s for f in options.train_files for s in read_structures(f)]
+    training_set += [s for f in options.forces_only_files for s in read_forces_only(f)]
+    if all(s.forces_only for s in training_set):
+        raise ValueError(
+            "every training frame is forces-only; the energies need fully labelled frames: give at least one "
+            "training file with energies (and stresses) as a plain argument, not --forces-only"
+        )
     if options.validation_files:
         validation_set = [s for f in options.validation_files for s in read_structures(f)]
     else:
         training_set, validation_set = split(training_set, options.validation_fraction, options.seed)
-    data_hashes = {str(f): file_sha256(f) for f in [*options.train_files, *options.validation_files]}
-    domain = training_domain(training_set)
+    data_files = [*options.train_files, *options.forces_only_files, *options.validation_files]
+    data_hashes = {str(f): file_sha256(f) for f in data_files}
+    # the domain is where the energies were fitted: rattled or collapsed forces-only frames would widen it
+    domain = training_domain([s for s in training_set if not s.forces_only])
 
     # model
     torch.manual_seed(options.seed)
@@ -300,8 +315,12 @@ def train(
             # fused attention kernels have no double backward; the math kernel does
             with sdpa_kernel(SDPBackend.MATH):
                 energy, forces, virial = energy_and_forces(model, batch, training=True)
-            energy_loss = (((energy - batch["energy"]) / batch["atom_count"] / scale) ** 2).mean()
-            force_loss = (((forces - batch["forces"]) / scale) ** 2).sum(-1)[batch["mask"]].mean() / 3
+            labelled = batch["has_energy"]
+            energy_error = ((energy - batch["energy"]) / batch["atom_count"] / scale) ** 2
+            energy_loss = energy_error[labelled].sum() / max(1, int(labelled.sum()))
+            frame_weight = torch.where(labelled, 1.0, options.forces_only_weight).to(forces.dtype)
+            force_error = (((forces - batch["forces"]) / scale) ** 2).sum(-1) * frame_weight[:, None]
+            force_loss = force_error[batch["mask"]].mean() / 3
             loss = options.energy_weight * energy_loss + options.force_weight * force_loss
             if virial is not None:  # per-atom virial, like the per-atom energy
                 labelled = batch["has_virial"]
