@@ -87,12 +87,14 @@ def run_all_mm(options) -> dict:
     from openmm import unit
 
     from mdplugin.engines import simulate as md
+    from mdplugin.engines.mlmm_system import MLRegion, create_mm_system, load_forcefield, solvate
     from mdplugin.engines.reporters import DCDReporter, StateReporter
+    from mdplugin.engines.structure_input import read_structure
 
-    topology, positions, _ = md.read_structure(options.structure)
-    forcefield = md.load_forcefield(options.forcefield)
-    topology, positions = md.solvate(topology, positions, forcefield, options)
-    system = md.create_mm_system(md.MLRegion([], forcefield, "none"), topology, options)
+    topology, positions, _ = read_structure(options.structure)
+    forcefield = load_forcefield(options.forcefield)
+    topology, positions = solvate(topology, positions, forcefield, options)
+    system = create_mm_system(MLRegion([], forcefield, "none"), topology, options)
     system.addForce(md.create_barostat(options))
     platform, properties = md.get_platform(options.platform, None)
     simulation = app.Simulation(topology, system, md.create_integrator(options), platform, properties)

@@ -19,7 +19,6 @@ import csv
 import json
 import time
 import warnings
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import openmm.app as app
 import torch
 from openmm import unit
 
+from mdplugin.engines.mlmm_system import MLRegion, create_mixed_system, create_mm_system, ml_region, ml_region_charge
 from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV, create_system
 from mdplugin.engines.reporters import (
     DCDReporter,
@@ -36,13 +36,10 @@ from mdplugin.engines.reporters import (
     RunFailed,
     RunWarning,
     StateReporter,
-    read_dcd_header,
-    read_header,
     state_data_header,
-    truncate_dcd,
-    truncate_state_data,
-    truncate_xtc,
 )
+from mdplugin.engines.restart import check_restart, prepare_continued_files, run_record
+from mdplugin.engines.structure_input import read_structure
 from mdplugin.threads import ThreadChoice, choose_threads, torch_threads
 
 __all__ = ["RunFailed", "RunOptions", "RunWarning", "Summary", "read_state_data", "simulate"]
@@ -59,16 +56,6 @@ SAFE_TIMESTEP_FS = 2.0
 MAX_TEMPERATURE_K = 10_000.0  # above, molecules fall apart and no training set covers what follows
 DEFAULT_PREFIX = "md"  # inside a folder given as --output
 DEFAULT_FORCEFIELD = ("amber14-all.xml", "amber14/tip3p.xml")  # ML/MM: the rest of the system
-WATER_MODELS = (
-    "tip3pfb",
-    "tip4pfb",
-    "tip4pew",
-    "tip5p",
-    "spce",
-    "opc3",
-    "opc",
-    "tip3p",
-)  # --solvate: from --forcefield
 
 
 @dataclass
@@ -133,7 +120,7 @@ class Summary:
     files: dict[str, str] = field(default_factory=dict)  # the files that exist
 
 
-# ---------------------------------------------------------------------------------------------- input
+# -------------------------------------------------------------------------------------------- options
 
 
 def check_options(options: RunOptions) -> None:
@@ -179,106 +166,6 @@ def check_options(options: RunOptions) -> None:
         raise ValueError(f"--nonbonded-cutoff-nm must be positive (e.g. 1.0), got {options.nonbonded_cutoff_nm:g}")
     if not options.forcefield:
         raise ValueError("--forcefield names no file; give OpenMM force field files such as amber14-all.xml")
-
-
-def read_structure(structure: str, seed: int | None = None) -> tuple[app.Topology, unit.Quantity, int | None]:
-    """Topology, positions (nm) and the charge the input implies (None where it says nothing).
-
-    A clear error for a structure with no atoms, a single atom, or coordinates that are not finite."""
-    path = Path(structure)
-    if path.is_file():
-        if path.suffix.lower() in (".pdb", ".ent"):
-            topology, positions, charge = _read_pdb(path)
-        else:
-            topology, positions, charge = _read_with_ase(path)
-    elif path.suffix.lower() in (".pdb", ".ent", ".xyz", ".extxyz", ".cif", ".sdf", ".mol2"):
-        raise FileNotFoundError(f"structure file {path} does not exist")
-    else:
-        topology, positions, charge = _embed_smiles(structure, seed)
-    check_structure(structure, topology, positions)
-    return topology, positions, charge
-
-
-def check_structure(name: str, topology: app.Topology, positions: unit.Quantity) -> None:
-    atoms = topology.getNumAtoms()
-    if atoms == 0:
-        raise ValueError(f"the structure {name} holds no atoms; give a PDB with ATOM/HETATM records or an XYZ file")
-    if atoms == 1:
-        raise ValueError(
-            f"the structure {name} is a single atom: it has no internal motion, and once the centre-of-mass "
-            "motion is removed no temperature; molecular dynamics needs at least two atoms"
-        )
-    coordinates = np.asarray(positions.value_in_unit(unit.nanometer), dtype=float)
-    bad = np.flatnonzero(~np.isfinite(coordinates).all(axis=1))
-    if len(bad):
-        atom = list(topology.atoms())[bad[0]]
-        raise ValueError(
-            f"atom {bad[0] + 1} ({atom.element.symbol if atom.element else atom.name}) of {name} has NaN or "
-            f"infinite coordinates ({len(bad)} atom(s) in all); fix the structure file"
-        )
-
-
-def _read_pdb(path: Path) -> tuple[app.Topology, unit.Quantity, None]:
-    with open(path, errors="replace") as handle:
-        if not any(line.startswith(("ATOM", "HETATM")) for line in handle):
-            raise ValueError(
-                f"the structure {path} holds no atoms (no ATOM or HETATM records); give a complete PDB file"
-            )
-    try:
-        pdb = app.PDBFile(str(path))
-    except Exception as error:  # OpenMM's PDB reader raises many kinds for a file it cannot parse
-        raise ValueError(f"cannot read {path} as a PDB file ({error}); check the file or convert it to XYZ") from None
-    return pdb.topology, pdb.positions, None
-
-
-def _read_with_ase(path: Path) -> tuple[app.Topology, unit.Quantity, int | None]:
-    import ase.io
-
-    try:
-        atoms = ase.io.read(str(path))
-    except Exception as error:  # ase raises many kinds for a file it cannot parse
-        raise ValueError(f"cannot read {path} as a structure ({error}); use PDB or XYZ/extxyz") from None
-    topology = topology_from_symbols(atoms.get_chemical_symbols())
-    if atoms.pbc.any():
-        topology.setPeriodicBoxVectors(atoms.cell.array * 0.1)  # Å -> nm
-    charge = atoms.info.get("charge")
-    return topology, unit.Quantity(atoms.positions * 0.1, unit.nanometer), None if charge is None else int(charge)
-
-
-def _embed_smiles(smiles: str, seed: int | None) -> tuple[app.Topology, unit.Quantity, int]:
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import AllChem
-
-    RDLogger.DisableLog("rdApp.*")
-    molecule = Chem.MolFromSmiles(smiles)
-    if molecule is None:
-        raise ValueError(f"{smiles!r} is neither an existing structure file nor a valid SMILES string")
-    molecule = Chem.AddHs(molecule)
-    parameters = AllChem.ETKDGv3()
-    parameters.randomSeed = 42 if seed is None else seed
-    if AllChem.EmbedMolecule(molecule, parameters) != 0:
-        raise ValueError(f"RDKit could not generate 3D coordinates for {smiles!r} (ETKDG embedding failed)")
-    topology = topology_from_symbols([atom.GetSymbol() for atom in molecule.GetAtoms()])
-    atoms = list(topology.atoms())
-    for bond in molecule.GetBonds():
-        topology.addBond(atoms[bond.GetBeginAtomIdx()], atoms[bond.GetEndAtomIdx()])
-    positions = molecule.GetConformer().GetPositions() * 0.1  # Å -> nm
-    return topology, unit.Quantity(positions, unit.nanometer), Chem.GetFormalCharge(molecule)
-
-
-def topology_from_symbols(symbols: list[str]) -> app.Topology:
-    """One chain, one residue 'MOL', atoms named by element and count (C1, H1, H2, ...)."""
-    topology = app.Topology()
-    residue = topology.addResidue("MOL", topology.addChain())
-    counts: dict[str, int] = {}
-    for symbol in symbols:
-        counts[symbol] = counts.get(symbol, 0) + 1
-        topology.addAtom(f"{symbol}{counts[symbol]}"[:4], app.Element.getBySymbol(symbol), residue)
-    return topology
-
-
-def formula(symbols: list[str]) -> str:
-    return "".join(f"{symbol}{count if count > 1 else ''}" for symbol, count in Counter(symbols).items())
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -328,216 +215,6 @@ def domain_check(
         check,
         f"{options.domain_check}: pairs closer than {options.domain_tolerance:g} x their shortest training distance",
     )
-
-
-# ---------------------------------------------------------------------------------------------- ML/MM
-
-
-@dataclass
-class MLRegion:
-    """An ML/MM run: the atoms the model computes, and the force field for the others."""
-
-    atoms: list[int]
-    forcefield: app.ForceField
-    description: str  # for the summary: which residues or atoms
-
-
-def uses_mlmm(options: RunOptions) -> bool:
-    return options.ml_residues is not None or options.ml_atoms is not None or options.solvate_nm is not None
-
-
-def load_forcefield(files: tuple[str, ...]) -> app.ForceField:
-    try:
-        return app.ForceField(*files)
-    except Exception as error:  # ForceField raises ValueError, OSError or XML errors for a file it cannot use
-        raise ValueError(
-            f"cannot load the force field {', '.join(files)} ({error}); give OpenMM force field files (those "
-            "shipped with OpenMM, such as amber14-all.xml amber14/tip3p.xml, or a path to an XML file)"
-        ) from None
-
-
-def water_model(files: tuple[str, ...]) -> str:
-    """The water model --solvate adds: the one the force field files name (TIP3P when none does)."""
-    for name in WATER_MODELS:
-        if any(name in Path(file).name.lower().replace("-", "") for file in files):
-            return {"tip3pfb": "tip3p", "tip4pfb": "tip4pew", "opc3": "tip3p"}.get(name, name)
-    return "tip3p"
-
-
-def solvate(
-    topology: app.Topology, positions: unit.Quantity, forcefield: app.ForceField, options: RunOptions
-) -> tuple[app.Topology, unit.Quantity]:
-    """The structure in a box of water with `options.solvate_nm` of padding (ions neutralise it)."""
-    modeller = app.Modeller(topology, positions)
-    try:
-        modeller.addSolvent(
-            forcefield, model=water_model(options.forcefield), padding=options.solvate_nm * unit.nanometer
-        )
-    except Exception as error:  # e.g. "No template found for residue 1 (MOL)"
-        raise ValueError(
-            f"cannot solvate {options.structure} with {', '.join(options.forcefield)}: {error}. --solvate needs "
-            "a PDB whose residues the force field knows (standard names, hydrogens included)"
-        ) from None
-    return modeller.topology, modeller.positions
-
-
-def parse_indices(text: str, option: str) -> list[int]:
-    """'0-21,30' -> [0, ..., 21, 30]."""
-    indices = []
-    for token in (part.strip() for part in text.split(",")):
-        if not token:
-            continue
-        first, dash, last = token.partition("-")
-        try:
-            indices.extend(range(int(first), int(last) + 1) if dash else [int(token)])
-        except ValueError:
-            raise ValueError(f"{option}: {token!r} is not a number or a range such as 0-21") from None
-    if not indices:
-        raise ValueError(f"{option} selects nothing; give numbers or ranges such as 0-21")
-    return indices
-
-
-def select_residues(topology: app.Topology, text: str) -> list[int]:
-    """Atoms of the residues named (case-insensitive) or numbered in `text`: names, PDB residue numbers
-    and ranges, a number optionally after its chain ('ACE,ALA,NME', '1-3', 'A:1-3')."""
-    residues = list(topology.residues())
-    chosen: set[int] = set()
-    for token in (part.strip() for part in text.split(",")):
-        if not token:
-            continue
-        chain, _, numbers = token.rpartition(":")
-        if numbers.replace("-", "").isdigit():
-            wanted = set(parse_indices(numbers, "--ml-residues"))
-            matched = {
-                r.index: r.chain.id
-                for r in residues
-                if r.id.strip().isdigit() and int(r.id) in wanted and chain in ("", r.chain.id)
-            }
-            chains = sorted(set(matched.values()))
-            if len(chains) > 1:
-                raise ValueError(
-                    f"--ml-residues: residue numbers {numbers} occur in chains {', '.join(chains)}; name the chain, "
-                    f"e.g. {chains[0]}:{numbers}"
-                )
-        else:
-            matched = {r.index: r.chain.id for r in residues if r.name.upper() == token.upper()}
-        if not matched:
-            names = ", ".join(dict.fromkeys(f"{r.name}" for r in residues))
-            raise ValueError(
-                f"--ml-residues: no residue is named or numbered {token!r} in the structure (its residues: {names}); "
-                "give residue names or PDB residue numbers"
-            )
-        chosen |= set(matched)
-    if not chosen:
-        raise ValueError("--ml-residues selects nothing; give residue names or numbers such as ACE,ALA,NME or 1-3")
-    return [atom.index for atom in topology.atoms() if atom.residue.index in chosen]
-
-
-def ml_region(
-    options: RunOptions, topology: app.Topology, positions: unit.Quantity
-) -> tuple[app.Topology, unit.Quantity, MLRegion | None]:
-    """For ML/MM: the (solvated) structure and the ML region; for an all-ML run, the structure and None."""
-    if not uses_mlmm(options):
-        return topology, positions, None
-    forcefield = load_forcefield(tuple(options.forcefield))
-    solute = topology.getNumAtoms()
-    if options.solvate_nm is not None:
-        topology, positions = solvate(topology, positions, forcefield, options)
-    if options.ml_residues is not None:
-        atoms = select_residues(topology, options.ml_residues)
-        description = f"residues {options.ml_residues}"
-    elif options.ml_atoms is not None:
-        atoms = sorted(set(parse_indices(options.ml_atoms, "--ml-atoms")))
-        outside = [a for a in atoms if not 0 <= a < topology.getNumAtoms()]
-        if outside:
-            raise ValueError(
-                f"--ml-atoms: atom {outside[0]} is outside the structure's {topology.getNumAtoms()} atoms "
-                f"(0-based, 0..{topology.getNumAtoms() - 1})"
-            )
-        description = f"atoms {options.ml_atoms}"
-    else:
-        atoms = list(range(solute))  # --solvate alone: the structure given is the ML region
-        description = "the solute"
-    if len(atoms) == topology.getNumAtoms():
-        raise ValueError(
-            "the ML region is the whole system, so no atom is left for the force field; select part of it with "
-            "--ml-residues or --ml-atoms, or leave out the ML/MM options for an all-ML run"
-        )
-    return topology, positions, MLRegion(atoms, forcefield, description)
-
-
-def create_mm_system(region: MLRegion, topology: app.Topology, options: RunOptions) -> openmm.System:
-    """The force field's System for the whole structure: PME in a periodic box (else no cutoff), bonds
-    to hydrogen constrained and rigid water (mechanical embedding frees the ML region's constraints)."""
-    periodic = topology.getPeriodicBoxVectors() is not None
-    if periodic:
-        vectors = topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer)
-        width = min(vectors[0][0], vectors[1][1], vectors[2][2])
-        if options.nonbonded_cutoff_nm > 0.5 * width:
-            raise ValueError(
-                f"--nonbonded-cutoff-nm {options.nonbonded_cutoff_nm:g} is more than half the periodic box width "
-                f"({width:.2f} nm); use a larger box (more --solvate padding) or a shorter cutoff"
-            )
-    try:
-        return region.forcefield.createSystem(
-            topology,
-            nonbondedMethod=app.PME if periodic else app.NoCutoff,
-            nonbondedCutoff=options.nonbonded_cutoff_nm * unit.nanometer,
-            constraints=app.HBonds,
-            rigidWater=True,
-        )
-    except ValueError as error:  # e.g. "No template found for residue 1 (MOL)"
-        raise ValueError(
-            f"the force field {', '.join(options.forcefield)} cannot parameterise {options.structure}: {error}. "
-            "ML/MM needs a PDB whose MM residues the force field knows (standard names, hydrogens, CONECT "
-            "records for other molecules), or --forcefield files that cover them"
-        ) from None
-
-
-def ml_region_charge(mm_system: openmm.System, atoms: list[int]) -> int:
-    """The ML region's total charge as the force field sees it (its partial charges, rounded)."""
-    for force in mm_system.getForces():
-        if isinstance(force, openmm.NonbondedForce):
-            total = sum(force.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in atoms)
-            return round(total)
-    return 0
-
-
-def create_mixed_system(
-    region: MLRegion,
-    mm_system: openmm.System,
-    topology: app.Topology,
-    charge: int,
-    options: RunOptions,
-    dtype: str,
-    device: str,
-) -> openmm.System:
-    """openmm-ml's mechanical embedding: the model for the ML region (each molecule rebuilt whole in a
-    periodic box), the force field for the rest and for ML-MM interactions."""
-    from openmmml import MLPotential
-
-    potential = MLPotential("transformer", modelPath=str(options.model))
-    return potential.createMixedSystem(
-        topology,
-        mm_system,
-        region.atoms,
-        charge=charge,
-        multiplicity=options.multiplicity,
-        precision="double" if dtype == "float64" else "single",
-        device=device,
-    )
-
-
-def atom_ranges(atoms: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    parts, start = [], None
-    for i, atom in enumerate(atoms):
-        if start is None:
-            start = atom
-        if i + 1 == len(atoms) or atoms[i + 1] != atom + 1:
-            parts.append(f"{start}" if start == atom else f"{start}-{atom}")
-            start = None
-    return ",".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -635,111 +312,6 @@ def check_outputs(options: RunOptions, paths: dict[str, Path]) -> None:
         raise FileExistsError(
             f"output files exist: {', '.join(existing)}; pass --force to overwrite them, or choose another --output{hint}"
         )
-
-
-# ---------------------------------------------------------------------------------------------- restart
-
-
-def run_record(options: RunOptions, topology: app.Topology, charge: int, region: MLRegion | None = None) -> dict:
-    """What a checkpoint of this run belongs to; a restart must match it (see check_restart)."""
-    from mdplugin.export.exporter import file_sha256
-
-    record = {
-        "elements": [atom.element.symbol for atom in topology.atoms()],
-        "model": str(options.model),
-        "model_sha256": file_sha256(options.model),
-        "ensemble": options.ensemble,
-        "timestep_fs": options.timestep_fs,
-        "charge": charge,
-        "multiplicity": options.multiplicity,
-        "report_interval": options.report_interval,
-    }
-    if options.ensemble in ("nvt", "npt"):
-        record.update(temperature_k=options.temperature_k, friction_per_ps=options.friction_per_ps)
-    if options.ensemble == "npt":
-        record.update(pressure_bar=options.pressure_bar, barostat_interval=options.barostat_interval)
-    if region is not None:
-        record.update(ml_atoms=atom_ranges(region.atoms), forcefield=list(options.forcefield),
-                      nonbonded_cutoff_nm=options.nonbonded_cutoff_nm)  # fmt: skip
-    return record
-
-
-def record_path(checkpoint: Path) -> Path:
-    """PREFIX-run.json beside PREFIX.chk."""
-    stem = checkpoint.stem if checkpoint.suffix == ".chk" else checkpoint.name
-    return checkpoint.with_name(stem + "-run.json")
-
-
-RESTART_OPTIONS = {"ensemble": "--ensemble", "timestep_fs": "--timestep-fs", "temperature_k": "--temperature-k",
-                   "friction_per_ps": "--friction-per-ps", "pressure_bar": "--pressure-bar",
-                   "barostat_interval": "--barostat-interval", "charge": "--charge",
-                   "multiplicity": "--multiplicity", "report_interval": "--report-interval",
-                   "ml_atoms": "the ML region (--ml-residues, --ml-atoms)", "forcefield": "--forcefield",
-                   "nonbonded_cutoff_nm": "--nonbonded-cutoff-nm"}  # fmt: skip
-
-
-def check_restart(record: dict, checkpoint: Path) -> None:
-    """Refuse to continue a checkpoint of another structure, model or integrator (named in the error)."""
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"restart checkpoint {checkpoint} does not exist")
-    saved_path = record_path(checkpoint)
-    if not saved_path.is_file():
-        warnings.warn(
-            f"{saved_path} is missing, so mdplugin cannot check that {checkpoint} belongs to this structure, model "
-            "and integrator; continuing on trust",
-            RunWarning,
-            2,
-        )
-        return
-    saved = json.loads(saved_path.read_text())
-    problems = []
-    if saved.get("elements") != record["elements"]:
-        before, now = saved.get("elements", []), record["elements"]
-        problems.append(
-            f"structure: the checkpoint holds {len(before)} atoms ({formula(before)}), the structure given "
-            f"{len(now)} ({formula(now)})" + (" in another order" if sorted(before) == sorted(now) else "")
-        )
-    if saved.get("model_sha256") != record["model_sha256"]:
-        problems.append(
-            f"model: the checkpoint was run with {saved.get('model')}, a different file from {record['model']}"
-        )
-    for key, option in RESTART_OPTIONS.items():
-        if key in saved and key in record and saved[key] != record[key]:
-            problems.append(f"{option} was {saved[key]}, now {record[key]}")
-    if problems:
-        raise ValueError(
-            f"cannot continue from {checkpoint}; it belongs to a different run: {'; '.join(problems)}. Restart with "
-            "that run's structure, model and options, or start a new run without --restart"
-        )
-
-
-def prepare_continued_files(
-    options: RunOptions, paths: dict[str, Path], step: int, atoms: int, header: list[str]
-) -> None:
-    """Before a restart appends: check the files fit this run, then drop what was written after the
-    checkpoint's step (a run interrupted after its last checkpoint), so no step appears twice."""
-    if not options.restart or options.overwrite:
-        return
-    state_data, trajectory = paths["state_data"], paths["trajectory"]
-    if state_data.exists() and read_header(state_data) != header:
-        raise ValueError(
-            f"{state_data} has the columns {', '.join(read_header(state_data))}, but this run writes "
-            f"{', '.join(header)}; continue with the --domain-check of the run it continues, or choose another --output"
-        )
-    if options.trajectory_format == "dcd" and trajectory.exists():
-        dcd = read_dcd_header(trajectory)
-        if dcd.atoms != atoms:
-            raise ValueError(f"{trajectory} holds {dcd.atoms} atoms, this run {atoms}; choose another --output")
-        if dcd.interval != options.report_interval:
-            raise ValueError(
-                f"{trajectory} holds a frame every {dcd.interval} steps; continue it with --report-interval {dcd.interval}"
-            )
-    if state_data.exists():
-        truncate_state_data(state_data, step)
-    if trajectory.exists() and options.trajectory_format == "dcd":
-        truncate_dcd(trajectory, step)
-    elif trajectory.exists() and options.trajectory_format == "xtc":
-        truncate_xtc(trajectory, step)
 
 
 # ---------------------------------------------------------------------------------------------- build
