@@ -92,7 +92,9 @@ def openmm_system(model_path: str | Path, atoms: ase.Atoms) -> tuple[object, str
     try:
         from mdplugin.engines.openmm_force import create_system
 
-        return create_system(model_path, topology, remove_cm_motion=False, device="cpu"), "mdplugin.engines.openmm_force"
+        return create_system(
+            model_path, topology, remove_cm_motion=False, device="cpu"
+        ), "mdplugin.engines.openmm_force"
     except ImportError:
         pass
     import openmmtorch
