@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import ase
 import ase.calculators.singlepoint
@@ -343,3 +344,16 @@ def test_cli_train_takes_forces_only_files(tmp_path, toy_data):
     assert result.exit_code == 0, result.output
     options = read_checkpoint(tmp_path / "m.pt")["training"]["options"]
     assert options["forces_only_files"] == [extra] and options["forces_only_weight"] == 0.2
+
+
+def test_resuming_with_more_frames_still_anneals_to_the_end(tmp_path, toy_data):
+    """The cosine ends at 1 % of the peak in the last epoch asked for, even when the resumed run has
+    more frames per epoch than the one it continues (active learning adds frames)."""
+    extra = str(write_toy_data(tmp_path / "extra.extxyz", frames=120, seed=5))
+    options = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "m.pt"), epochs=2, **TINY)
+    train(options)
+    options.epochs, options.forces_only_files = 4, [extra]
+    train(options, resume=True)
+    history = read_checkpoint(options.output)["training"]["history"]
+    assert history[-1]["step"] - history[1]["step"] == 2 * math.ceil((216 + 120) / TINY["batch_size"])
+    assert history[-1]["learning_rate"] == pytest.approx(0.01 * TINY["learning_rate"], rel=0.1)

@@ -280,7 +280,6 @@ def train(
     )
     generator = torch.Generator().manual_seed(options.seed)
     steps_per_epoch = math.ceil(len(training_set) / options.batch_size)
-    total_steps = options.epochs * steps_per_epoch
     start_epoch, step, history = 0, 0, []
     if resume:
         state = checkpoint["resume"]
@@ -290,6 +289,8 @@ def train(
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
+    # the schedule ends at the last epoch asked for, also when a resumed run has more (or fewer) frames
+    total_steps = step + (options.epochs - start_epoch) * steps_per_epoch
 
     scale = float(model.energy_scale)
     log_path = output.with_suffix(".csv")
