@@ -46,6 +46,7 @@ import torch
 
 from benchmarks import mace_baseline
 from benchmarks.timed_training import Budget
+from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
 
 R_MAX = mace_baseline.R_MAX
 RECIPE = {
@@ -68,7 +69,6 @@ RECIPE = {
     "evaluation_batch_size": 5,
     "schedule": "cosine in the budget spent (max of wall and CPU fractions), to 1% of the peak at its end",
 }
-GPA_PER_EV_A3 = 160.21766
 
 
 def read_frames(paths: list[Path]) -> list:
@@ -222,7 +222,7 @@ def evaluate(model: torch.nn.Module, graphs: list, batch_size: int = 5) -> dict:
         "force_mae_mev_per_a": 1000 * force_error / (3 * atoms),
     }
     if stress:
-        metrics["stress_mae_GPa"] = GPA_PER_EV_A3 * stress_error / (6 * structures)
+        metrics["stress_mae_GPa"] = GPA_PER_EV_PER_CUBIC_ANGSTROM * stress_error / (6 * structures)
     return metrics
 
 

@@ -52,13 +52,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
+from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM, KJ_PER_MOL_PER_EV
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "water"
 RESULTS = ROOT / "benchmarks" / "results" / "water"
 START = ROOT / "examples" / "water" / "water.pdb"
-KJ_PER_MOL_IN_EV = 1 / 96.48533212
-GPA_PER_EV_A3 = 160.21766
+KJ_PER_MOL_IN_EV = 1 / KJ_PER_MOL_PER_EV
 
 
 # ---------------------------------------------------------------------------- MD
@@ -437,8 +437,8 @@ def evaluate_model(args: argparse.Namespace) -> None:
         "energy_mae_meV_per_atom": 1000 * float(np.mean(energy)),
         "force_mae_meV_per_A": 1000 * float(forces_all.mean()),
         "stress_mae_meV_per_A3": 1000 * float(stress_all.mean()),
-        "stress_mae_GPa": GPA_PER_EV_A3 * float(stress_all.mean()),
-        "pressure_mae_GPa": GPA_PER_EV_A3 * float(np.mean(pressure)),
+        "stress_mae_GPa": GPA_PER_EV_PER_CUBIC_ANGSTROM * float(stress_all.mean()),
+        "pressure_mae_GPa": GPA_PER_EV_PER_CUBIC_ANGSTROM * float(np.mean(pressure)),
         # the errors of predicting zero: what the MAEs compare with
         "force_labels_mean_abs_meV_per_A": 1000 * float(np.concatenate(label_forces).mean()),
         "stress_labels_mean_abs_meV_per_A3": 1000 * float(np.concatenate(label_stress).mean()),

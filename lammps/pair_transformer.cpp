@@ -57,10 +57,6 @@ std::string not_finite_message(bigint step)
       "(try a smaller timestep, or check the pair_coeff type mapping)";
 }
 
-}    // namespace
-
-namespace {
-
 // The global model ignores the neighbor list, but LAMMPS needs a cutoff to size ghost
 // communication; a small one keeps that cost negligible.
 constexpr double NOMINAL_CUTOFF = 1.0;    // Å

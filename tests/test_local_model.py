@@ -11,6 +11,7 @@ from mdplugin.export.exporter import ExportedLocalPotential, export
 from mdplugin.export.loader import Potential
 from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential
+from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
 
 RANGE = 2.5  # Å per block; two blocks: an atom's energy depends on atoms within 5 Å
 EXACT = 1e-10  # eV: float64 round-off of sums over a few hundred terms, with margin
@@ -263,6 +264,6 @@ def test_training_on_periodic_data_with_stress_labels(tmp_path):
     atoms = ase.io.read(data, 0)
     result = potential.evaluate_atoms(atoms)
     predicted = -0.5 * (result.virial + result.virial.T) / atoms.get_volume()
-    error = np.abs(predicted + structures[0].virial / atoms.get_volume()).mean() * 160.21766208
+    error = np.abs(predicted + structures[0].virial / atoms.get_volume()).mean() * GPA_PER_EV_PER_CUBIC_ANGSTROM
     # evaluate() reads float32 frames: agreement to float32 rounding (a sign, volume or unit slip is >= 0.1 GPa)
     assert error == pytest.approx(evaluate(model, structures[:1])["stress_mae_gpa"], abs=1e-5)

@@ -16,8 +16,9 @@ import pytest
 import torch  # before openmmtorch
 from openmm import unit
 
-from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV, create_torch_force
+from mdplugin.engines.openmm_force import create_torch_force
 from mdplugin.export.loader import Potential
+from mdplugin.units import KJ_PER_MOL_PER_EV
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOAT64 = ROOT / "export" / "fixtures" / "tiny-float64.pt"

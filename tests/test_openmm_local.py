@@ -12,8 +12,9 @@ import openmm.app as app
 import pytest
 from openmm import unit
 
-from mdplugin.engines.openmm_force import FORCE_UNIT, KJ_PER_MOL_PER_EV, create_system, create_torch_force
+from mdplugin.engines.openmm_force import FORCE_UNIT, create_system, create_torch_force
 from mdplugin.engines.structure_input import topology_from_symbols
+from mdplugin.units import KJ_PER_MOL_PER_EV
 
 FIXTURES = Path(__file__).resolve().parents[1] / "export" / "fixtures"
 LOCAL64 = FIXTURES / "tiny-local-float64.pt"

@@ -357,3 +357,21 @@ def test_resuming_with_more_frames_still_anneals_to_the_end(tmp_path, toy_data):
     history = read_checkpoint(options.output)["training"]["history"]
     assert history[-1]["step"] - history[1]["step"] == 2 * math.ceil((216 + 120) / TINY["batch_size"])
     assert history[-1]["learning_rate"] == pytest.approx(0.01 * TINY["learning_rate"], rel=0.1)
+
+
+def test_cli_train_refuses_a_bad_forces_only_file_or_weight(tmp_path, toy_data):
+    frames = ase.io.read(toy_data, index=":3")
+    frames[1].calc.results["forces"][2, 0] = np.nan
+    ase.io.write(tmp_path / "nan.extxyz", frames, format="extxyz")
+    (tmp_path / "empty.extxyz").write_text("")
+    common = ["train", str(toy_data), "--epochs", "1", "--quiet", "-o", str(tmp_path / "m.pt")]
+    cases = {
+        ("--forces-only", str(tmp_path / "nan.extxyz")): "nan.extxyz, frame 1: the forces of atom 2 are not finite",
+        ("--forces-only", str(tmp_path / "empty.extxyz")): "empty.extxyz",
+        ("--forces-only-weight", "nan"): "forces-only weight must be a number >= 0, got nan",
+        ("--forces-only-weight", "-1"): "-1",
+    }
+    for arguments, message in cases.items():
+        result = CliRunner().invoke(main, [*common, *arguments])
+        assert result.exit_code != 0 and message in result.output, (arguments, result.output)
+        assert not (tmp_path / "m.pt").exists()

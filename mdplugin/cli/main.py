@@ -12,6 +12,7 @@ from mdplugin.cli.data import data
 from mdplugin.cli.lammps import lammps
 from mdplugin.cli.run import run
 from mdplugin.cli.train import output_file, train
+from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -102,7 +103,7 @@ def evaluate(model_file, structure, charge, multiplicity) -> None:
     periodic = "periodic cell" if atoms.pbc.any() else "no cell"
     click.echo(f"energy: {result.energy:.6f} eV ({len(atoms)} atoms, {periodic})")
     if result.virial is not None and atoms.pbc.all():
-        stress = -0.5 * (result.virial + result.virial.T) / atoms.get_volume() * 160.21766208  # eV/Å^3 -> GPa
+        stress = -0.5 * (result.virial + result.virial.T) / atoms.get_volume() * GPA_PER_EV_PER_CUBIC_ANGSTROM
         click.echo(f"pressure (virial part): {-stress.trace() / 3:.6f} GPa")
         click.echo("stress (GPa): " + " ".join(f"{value:.6f}" for value in stress.flatten()))
     click.echo("forces (eV/Å):")

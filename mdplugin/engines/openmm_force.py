@@ -23,12 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from mdplugin.export.loader import load_model_file
+from mdplugin.units import KJ_PER_MOL_PER_EV
 
 if TYPE_CHECKING:
     import openmmtorch
 
 ANGSTROM_PER_NM = 10.0
-KJ_PER_MOL_PER_EV = 96.48533212
 FORCE_UNIT = KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM  # eV/Å -> kJ/mol/nm
 _TORCH_PLUGINS_RETRIED = False
 

@@ -24,7 +24,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV
+from mdplugin.units import KJ_PER_MOL_PER_EV
 
 GAS_CONSTANT_KJ_PER_MOL_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 GRAMS_PER_ML_PER_AMU_PER_NM3 = 1.66053906660e-3  # 1 amu / 1 nm³ in g/mL

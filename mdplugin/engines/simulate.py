@@ -29,7 +29,7 @@ import torch
 from openmm import unit
 
 from mdplugin.engines.mlmm_system import MLRegion, create_mixed_system, create_mm_system, ml_region, ml_region_charge
-from mdplugin.engines.openmm_force import KJ_PER_MOL_PER_EV, create_system
+from mdplugin.engines.openmm_force import create_system
 from mdplugin.engines.reporters import (
     DCDReporter,
     DomainCheck,
@@ -41,6 +41,7 @@ from mdplugin.engines.reporters import (
 from mdplugin.engines.restart import check_restart, prepare_continued_files, run_record
 from mdplugin.engines.structure_input import read_structure
 from mdplugin.threads import ThreadChoice, choose_threads, torch_threads
+from mdplugin.units import KJ_PER_MOL_PER_EV
 
 __all__ = ["RunFailed", "RunOptions", "RunWarning", "Summary", "read_state_data", "simulate"]
 

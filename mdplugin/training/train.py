@@ -36,13 +36,11 @@ from mdplugin.training.dataset import (
     split,
     training_domain,
 )
+from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
 
 
 class TrainingDiverged(ValueError):
     """The loss, the gradients or the weights became NaN or infinite during training."""
-
-
-EV_PER_CUBIC_ANGSTROM_IN_GPA = 160.21766208
 
 
 @dataclass
@@ -185,7 +183,7 @@ def evaluate(model: TransformerPotential, structures: list[Structure], batch_siz
             labelled = batch["has_virial"]
             volume = torch.linalg.det(batch["cell"][labelled]).abs()[:, None, None]
             difference = (virial.detach()[labelled] - batch["virial"][labelled]) / volume
-            stress_error += difference.abs().mean((1, 2)).sum().item() * EV_PER_CUBIC_ANGSTROM_IN_GPA
+            stress_error += difference.abs().mean((1, 2)).sum().item() * GPA_PER_EV_PER_CUBIC_ANGSTROM
             stresses += int(labelled.sum())
     metrics = {
         "energy_mae_mev_per_atom": 1000 * energy_error / max(1, energies),
