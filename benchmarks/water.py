@@ -419,6 +419,7 @@ def evaluate_model(args: argparse.Namespace) -> None:
     frames = ase.io.read(args.test_file, ":")
     calculator = TransformerCalculator(args.model)
     energy, forces, stress, label_forces, label_stress, pressure = [], [], [], [], [], []
+    molecular = []
     for atoms in frames:
         reference = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
         label_forces.append(np.abs(reference[1]).ravel())
@@ -428,6 +429,7 @@ def evaluate_model(args: argparse.Namespace) -> None:
         forces.append(np.abs(atoms.get_forces() - reference[1]).ravel())
         stress.append(np.abs(atoms.get_stress() - reference[2]))
         pressure.append(abs(atoms.get_stress()[:3].mean() - reference[2][:3].mean()))  # P = -trace/3
+        molecular.append(molecular_errors(atoms, atoms.get_forces(), reference[1]))
     forces_all, stress_all = np.concatenate(forces), np.concatenate(stress)
     result = {
         "model": str(args.model),
@@ -442,10 +444,42 @@ def evaluate_model(args: argparse.Namespace) -> None:
         # the errors of predicting zero: what the MAEs compare with
         "force_labels_mean_abs_meV_per_A": 1000 * float(np.concatenate(label_forces).mean()),
         "stress_labels_mean_abs_meV_per_A3": 1000 * float(np.concatenate(label_stress).mean()),
+        # what moves whole molecules (diffusion, structure): the force on each water's centre of mass
+        # and the torque about it, against the labels' own mean magnitudes
+        **{key: float(np.mean([m[key] for m in molecular])) for key in molecular[0]},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"evaluate-{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def molecular_errors(atoms, forces: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Centre-of-mass force (meV/Å) and torque (meV) MAEs per water, with the labels' mean magnitudes.
+
+    Waters are consecutive O, H, H triples (as `mdplugin data water` writes them); each molecule is made
+    whole by the minimum image of its hydrogens."""
+    numbers = atoms.numbers.reshape(-1, 3)
+    if not (numbers == [8, 1, 1]).all():
+        raise ValueError("molecular errors need the atoms in O, H, H order, one water after another")
+    masses = atoms.get_masses().reshape(-1, 3, 1)
+    positions = atoms.positions.reshape(-1, 3, 3)
+    offsets = positions - positions[:, :1]
+    if atoms.pbc.any():
+        fractional = offsets @ np.linalg.inv(atoms.cell.array)
+        offsets = (fractional - np.round(fractional)) @ atoms.cell.array
+    arms = offsets - (masses * offsets).sum(1, keepdims=True) / masses.sum(1, keepdims=True)
+
+    def split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = values.reshape(-1, 3, 3)
+        return values.sum(1), np.cross(arms, values).sum(1)
+
+    (force, torque), (force_label, torque_label) = split(forces), split(reference)
+    return {
+        "molecule_force_mae_meV_per_A": 1000 * float(np.abs(force - force_label).mean()),
+        "molecule_force_labels_mean_abs_meV_per_A": 1000 * float(np.abs(force_label).mean()),
+        "molecule_torque_mae_meV": 1000 * float(np.abs(torque - torque_label).mean()),
+        "molecule_torque_labels_mean_abs_meV": 1000 * float(np.abs(torque_label).mean()),
+    }
 
 
 # ---------------------------------------------------------------------------- analysis
