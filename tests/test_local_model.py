@@ -17,25 +17,13 @@ RANGE = 2.5  # Å per block; two blocks: an atom's energy depends on atoms withi
 EXACT = 1e-10  # eV: float64 round-off of sums over a few hundred terms, with margin
 
 
-@pytest.fixture(scope="module", params=["softmax", "sigmoid"])
-def attention_weights(request) -> str:
-    """Both kinds of attention weights: every exact property below holds for each."""
-    return request.param
-
-
-def small_model(attention_weights: str) -> TransformerPotential:
+@pytest.fixture(scope="module")
+def local_model() -> ExportedLocalPotential:
     torch.manual_seed(3)
-    config = ModelConfig(
-        elements=[1, 6, 7, 8], width=32, depth=2, heads=4, interaction_range=RANGE, attention_weights=attention_weights
-    )
+    config = ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, interaction_range=RANGE)
     model = TransformerPotential(config)
     model.energy_scale.fill_(2.0)
-    return model
-
-
-@pytest.fixture(scope="module")
-def local_model(attention_weights) -> ExportedLocalPotential:
-    return torch.jit.script(ExportedLocalPotential(small_model(attention_weights).double().eval()))
+    return torch.jit.script(ExportedLocalPotential(model.double().eval()))
 
 
 def random_box(atoms: int, cell: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,26 +187,18 @@ def test_bad_cells_get_clear_errors(local_model):
         local_model(positions, numbers, 0, 1, torch.eye(2, dtype=torch.float64), PERIODIC)
 
 
-def test_unknown_attention_weights_are_refused():
-    with pytest.raises(ValueError, match="unknown attention_weights 'relu'; use softmax or sigmoid"):
-        ModelConfig(interaction_range=RANGE, attention_weights="relu")
-
-
-def test_files_written_before_attention_weights_existed_load_as_softmax():
-    stored = ModelConfig(interaction_range=RANGE, attention_weights="sigmoid").to_dict()
-    del stored["attention_weights"]
-    assert ModelConfig.from_dict(stored).attention_weights == "softmax"
-
-
 @pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
 def test_interaction_range_must_be_positive(value):
     with pytest.raises(ValueError, match="interaction_range must be a positive"):
         ModelConfig(interaction_range=value)
 
 
-def test_export_round_trip_keeps_the_periodic_energy(local_model, attention_weights, tmp_path):
+def test_export_round_trip_keeps_the_periodic_energy(local_model, tmp_path):
     """An export file (contract v2) loads through the one loader and gives the scripted module's numbers."""
-    model = small_model(attention_weights)
+    torch.manual_seed(3)
+    config = ModelConfig(elements=[1, 6, 7, 8], width=32, depth=2, heads=4, interaction_range=RANGE)
+    model = TransformerPotential(config)
+    model.energy_scale.fill_(2.0)
     checkpoint = tmp_path / "local.pt"
     save_checkpoint(build_checkpoint(model, {"date": "today", "data_sha256": {}}, {}), checkpoint)
     path = export(checkpoint, tmp_path / "local-export.pt", dtype="float64")

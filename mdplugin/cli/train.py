@@ -164,13 +164,6 @@ NON_NEGATIVE = click.FloatRange(min=0)
     "input (0: the displacement and its square only).",
 )
 @click.option(
-    "--attention-weights",
-    default="softmax",
-    type=click.Choice(["softmax", "sigmoid"]),
-    help="Local model: softmax weights (a weighted average over the neighbours) or sigmoid weights times the "
-    "cutoff (a weighted sum: it can count neighbours, as pair energies do).",
-)
-@click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
 )
 @click.option(

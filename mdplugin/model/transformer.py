@@ -44,15 +44,12 @@ class ModelConfig:
     interaction_range: float | None = None  # Å; None: global attention; R: attention within R in every block
     displacement_features: int = 16  # local model: width of the learned encoding of r_j - r_i
     radial_features: int = 16  # local model: Gaussians of |r_j - r_i| fed to that encoding (0: x, y, z, r^2 only)
-    attention_weights: str = "softmax"  # local model: "softmax" (weights sum to 1) or "sigmoid" (each in (0, f_c))
 
     def __post_init__(self) -> None:
         if self.interaction_range is not None and not (
             math.isfinite(self.interaction_range) and self.interaction_range > 0
         ):
             raise ValueError(f"interaction_range must be a positive number of Å, not {self.interaction_range}")
-        if self.attention_weights not in ("softmax", "sigmoid"):
-            raise ValueError(f"unknown attention_weights {self.attention_weights!r}; use softmax or sigmoid")
 
     @property
     def is_local(self) -> bool:
@@ -76,7 +73,7 @@ class ModelConfig:
 
 
 # what a file written before a config key existed meant by leaving it out
-FILES_BEFORE = {"radial_features": 0, "attention_weights": "softmax"}
+FILES_BEFORE = {"radial_features": 0}
 
 
 class RMSNorm(nn.Module):
@@ -209,13 +206,7 @@ class NeighbourAttention(nn.Module):
     As seen from i, neighbour j offers the key k_j + A phi_ij and the value v_j + B phi_ij, phi_ij the
     encoded displacement r_j - r_i; adding log f_c(r_ij) to the logits makes every weight proportional to
     f_c exp(q.k). Absolute positions never enter, so the energy is translation and periodic-image invariant.
-
-    With `attention_weights="sigmoid"` the weights are f_c sigmoid(q.k + b), not normalised over the
-    neighbours: the output is a sum over them, so it can count (pair energies add up, as in physics),
-    which a softmax average cannot. b starts at -log(16) per head, about one neighbour's worth at start.
     """
-
-    __constants__ = ["normalise"]
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -227,9 +218,6 @@ class NeighbourAttention(nn.Module):
         self.key_displacement = nn.Linear(config.displacement_features, config.width, bias=False)
         self.value_displacement = nn.Linear(config.displacement_features, config.width, bias=False)
         self.out = nn.Linear(config.width, config.width, bias=False)
-        self.normalise = config.attention_weights == "softmax"
-        if not self.normalise:
-            self.logit_offset = nn.Parameter(torch.full((config.heads,), -math.log(16.0)))
 
     def forward(
         self, queries: Tensor, context: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
@@ -251,10 +239,7 @@ class NeighbourAttention(nn.Module):
         # q.(A phi) = (A^T q).phi: project each query once rather than every neighbour's displacement
         query_geometry = torch.einsum("mhd,hdf->mhf", q, key_geometry)
         logits = (q.unsqueeze(1) * keys).sum(-1) + (query_geometry.unsqueeze(1) * displacement.unsqueeze(2)).sum(-1)
-        if self.normalise:
-            weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(-1), dim=1)  # [S, K, H]
-        else:
-            weights = torch.sigmoid(logits * self.scale + self.logit_offset) * attention_bias.exp().unsqueeze(-1)
+        weights = torch.softmax(logits * self.scale + attention_bias.unsqueeze(-1), dim=1)  # [S, K, H]
         y = (weights.unsqueeze(-1) * values).sum(1)  # [S, H, D]
         # sum_j w_ij B phi_ij = B (sum_j w_ij phi_ij): pool the displacements first
         pooled = (weights.unsqueeze(-1) * displacement.unsqueeze(2)).sum(1)  # [S, H, F]

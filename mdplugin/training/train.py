@@ -76,7 +76,6 @@ class TrainingOptions:
     interaction_range: float | None = None  # Å; None: global attention; R: the local model, attention within R
     displacement_features: int = 16  # local model: width of the learned displacement encoding
     radial_features: int = 16  # local model: Gaussians of |r_j - r_i| in that encoding's input
-    attention_weights: str = "softmax"  # local model: "softmax" or "sigmoid" (summed, not averaged)
     threads: int | None = None
     progress: bool = True
 
@@ -248,7 +247,7 @@ def train(
             coordinate_range=options.coordinate_range,
             shortest_period=options.shortest_period, coordinate_features=options.coordinate_features,
             interaction_range=options.interaction_range, displacement_features=options.displacement_features,
-            radial_features=options.radial_features, attention_weights=options.attention_weights,
+            radial_features=options.radial_features,
         )  # fmt: skip
         model = TransformerPotential(config)
         if config.is_local:
