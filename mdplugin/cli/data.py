@@ -278,7 +278,12 @@ are exact for every geometry written). Classical labels are refused with a solut
 @click.option(
     "--friction-per-ps", default=1.0, type=click.FloatRange(min=0, min_open=True), help="Langevin friction in 1/ps."
 )
-@click.option("--equilibration-steps", default=4000, type=click.IntRange(0), help="MD steps before the first frame.")
+@click.option(
+    "--equilibration-steps",
+    default=40000,
+    type=click.IntRange(0),
+    help="MD steps before the first frame (20 ps at 0.5 fs: a new box starts polarised and needs ~10 ps to relax).",
+)
 @click.option("--seed", default=0, help="Base seed; each trajectory derives its own.")
 @click.option("--jobs", default=2, type=click.IntRange(1), help="Trajectories run at once, one process each.")
 @click.option("--resume", is_flag=True, help="Continue unfinished trajectory files; finished ones are skipped.")
