@@ -1038,6 +1038,13 @@ def markdown(results: dict) -> str:
                 f"{e.get('pressure_mae_GPa', float('nan')):.3f}",
                 f"{e.get('force_labels_mean_abs_meV_per_A', float('nan')):.0f}",
                 f"{e.get('stress_labels_mean_abs_meV_per_A3', float('nan')):.2f}",
+                # per water: centre-of-mass force and torque errors against the labels' mean magnitudes
+                f"{e['molecule_force_mae_meV_per_A']:.1f} / {e['molecule_force_labels_mean_abs_meV_per_A']:.0f}"
+                if "molecule_force_mae_meV_per_A" in e
+                else "–",
+                f"{e['molecule_torque_mae_meV']:.1f} / {e['molecule_torque_labels_mean_abs_meV']:.0f}"
+                if "molecule_torque_mae_meV" in e
+                else "–",
             ]
             for name, e in results["test_errors"].items()
         ]
@@ -1056,6 +1063,8 @@ def markdown(results: dict) -> str:
                     "pressure MAE (GPa)",
                     "mean abs force label (meV/Å)",
                     "mean abs stress label (meV/Å³)",
+                    "molecule force MAE / mean abs label (meV/Å)",
+                    "molecule torque MAE / mean abs label (meV)",
                 ],
                 rows,
             ),
