@@ -26,8 +26,15 @@ COLUMNS = {
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
+    """The rows of a training log; refuses a file that is not one, or that has no epoch yet."""
     with open(path) as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    missing = set(COLUMNS) - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise SystemExit(
+            f"{path} is not a training log with epochs (`mdplugin train` writes one beside its checkpoint)"
+        )
+    return [{key: float(value) for key, value in row.items()} for row in rows]
 
 
 def markdown(title: str, note: str, runs: dict[str, list[dict[str, float]]]) -> str:
@@ -55,10 +62,10 @@ def main() -> None:
         name, _, path = item.partition("=")
         if not path:
             raise SystemExit(f"give each run as NAME=CSV, not {item!r}")
+        runs[name] = read_log(Path(path))
         copy = args.out.parent / f"{args.out.name}-{index + 1}.csv"
         if Path(path).resolve() != copy.resolve():
             shutil.copyfile(path, copy)
-        runs[name] = read_log(copy)
     args.out.with_suffix(".json").write_text(json.dumps({"title": args.title, "note": args.note, "runs": runs}) + "\n")
     args.out.with_suffix(".md").write_text(markdown(args.title, args.note, runs))
     print(args.out.with_suffix(".md").read_text())

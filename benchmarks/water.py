@@ -456,17 +456,12 @@ def evaluate_model(args: argparse.Namespace) -> None:
 def molecular_errors(atoms, forces: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Centre-of-mass force (meV/Å) and torque (meV) MAEs per water, with the labels' mean magnitudes.
 
-    Waters are consecutive O, H, H triples (as `mdplugin data water` writes them); each molecule is made
-    whole by the minimum image of its hydrogens."""
-    numbers = atoms.numbers.reshape(-1, 3)
-    if not (numbers == [8, 1, 1]).all():
-        raise ValueError("molecular errors need the atoms in O, H, H order, one water after another")
+    Waters are consecutive O, H, H triples (as `mdplugin data water` writes them), made whole by the
+    minimum image (`water_dipole.whole_waters`)."""
+    from benchmarks.water_dipole import whole_waters
+
+    offsets = whole_waters(atoms)
     masses = atoms.get_masses().reshape(-1, 3, 1)
-    positions = atoms.positions.reshape(-1, 3, 3)
-    offsets = positions - positions[:, :1]
-    if atoms.pbc.any():
-        fractional = offsets @ np.linalg.inv(atoms.cell.array)
-        offsets = (fractional - np.round(fractional)) @ atoms.cell.array
     arms = offsets - (masses * offsets).sum(1, keepdims=True) / masses.sum(1, keepdims=True)
 
     def split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,12 +21,29 @@ import numpy as np
 HYDROGEN_CHARGE = 0.41  # e, SPC/Fw
 
 
-def box_dipole(atoms) -> float:
-    """|sum of the molecular dipoles| (e·Å), each water made whole by the minimum image."""
+def whole_waters(atoms) -> np.ndarray:
+    """[M, 3, 3] positions (Å) of each water's O, H, H relative to its oxygen, made whole by the minimum
+    image. Refuses frames that are not O, H, H triples or hold NaN or infinite positions."""
+    numbers = atoms.numbers
+    if len(numbers) == 0 or len(numbers) % 3 or not (numbers.reshape(-1, 3) == [8, 1, 1]).all():
+        raise ValueError(
+            "the atoms are not waters in O, H, H order, one after another (as `mdplugin data water` writes)"
+        )
+    if not np.isfinite(atoms.positions).all():
+        raise ValueError("a frame holds NaN or infinite positions")
     positions = atoms.positions.reshape(-1, 3, 3)
     offsets = positions - positions[:, :1]
-    fractional = offsets @ np.linalg.inv(atoms.cell.array)
-    offsets = (fractional - np.round(fractional)) @ atoms.cell.array
+    if atoms.pbc.all():
+        fractional = offsets @ np.linalg.inv(atoms.cell.array)
+        offsets = (fractional - np.round(fractional)) @ atoms.cell.array
+    elif atoms.pbc.any():
+        raise ValueError("a frame is periodic along some axes only; whole waters need a fully periodic or no cell")
+    return offsets
+
+
+def box_dipole(atoms) -> float:
+    """|sum of the molecular dipoles| (e·Å)."""
+    offsets = whole_waters(atoms)
     return float(np.linalg.norm(HYDROGEN_CHARGE * (offsets[:, 1] + offsets[:, 2]).sum(0)))
 
 
@@ -34,11 +51,19 @@ def summarise(path: str) -> dict:
     import ase.io
 
     by_state = defaultdict(list)
-    for atoms in ase.io.read(path, ":"):
-        if not (atoms.numbers.reshape(-1, 3) == [8, 1, 1]).all():
-            raise SystemExit(f"{path}: the atoms are not O, H, H triples")
+    try:
+        frames = ase.io.read(path, ":")
+    except Exception as error:  # ASE raises many kinds for unreadable files
+        raise SystemExit(f"{path} is not a readable structure file: {error}") from None
+    if not frames:
+        raise SystemExit(f"{path} holds no frames")
+    for index, atoms in enumerate(frames):
+        try:
+            dipole = box_dipole(atoms)
+        except ValueError as error:
+            raise SystemExit(f"{path}, frame {index}: {error}") from None
         state = (atoms.info.get("temperature_K"), atoms.info.get("density_g_cm3"))
-        by_state[state].append((float(atoms.info.get("time_fs", 0.0)), box_dipole(atoms)))
+        by_state[state].append((float(atoms.info.get("time_fs", 0.0)), dipole))
     states = {}
     for (temperature, density), rows in sorted(by_state.items(), key=lambda item: str(item[0])):
         rows = np.array(sorted(rows))

@@ -114,3 +114,35 @@ def test_accuracy_compare_puts_a_trained_mace_beside_transformers(tmp_path, toy_
     assert report["target"]["local"] == "local" and report["target"]["mace"] == "MACE"
     assert positive(report["target"]["largest_ratio"])
     assert "Target" in (tmp_path / "compare.md").read_text()
+
+
+def test_water_dipole_and_molecular_errors_refuse_what_is_not_whole_water():
+    import numpy as np
+    from ase import Atoms
+
+    from benchmarks.water import molecular_errors
+    from benchmarks.water_dipole import box_dipole
+
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[5, 5, 5], pbc=True)
+    wrapped = water.copy()
+    wrapped.positions[1] += [5, 0, 0]  # a hydrogen across the box face: the same molecule
+    assert abs(box_dipole(wrapped) - box_dipole(water)) < 1e-12
+    forces = np.array([[0.0, 0, 0], [0.1, 0, 0], [0, 0.2, 0]])
+    errors = molecular_errors(water, forces, np.zeros((3, 3)))
+    assert abs(errors["molecule_force_mae_meV_per_A"] - 100.0) < 1e-9  # |(0.1, 0.2, 0)| summed, per component
+    for bad, message in [
+        (Atoms("H2O", positions=water.positions, cell=[5, 5, 5], pbc=True), "O, H, H order"),
+        (Atoms(cell=[5, 5, 5], pbc=True), "O, H, H order"),
+        (Atoms("OH2", positions=[[0, 0, math.nan], [1, 0, 0], [0, 1, 0]]), "NaN"),
+        (Atoms("OH2", positions=water.positions, cell=[5, 5, 5], pbc=[True, True, False]), "some axes only"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            box_dipole(bad)
+
+
+def test_training_curves_refuses_a_file_that_is_not_a_training_log(tmp_path):
+    from benchmarks.training_curves import read_log
+
+    (tmp_path / "other.csv").write_text("time,density\n0,1\n")
+    with pytest.raises(SystemExit, match="not a training log"):
+        read_log(tmp_path / "other.csv")
