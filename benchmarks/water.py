@@ -64,22 +64,30 @@ KJ_PER_MOL_IN_EV = 1 / KJ_PER_MOL_PER_EV
 # ---------------------------------------------------------------------------- MD
 
 
-def build_simulation(potential: str, pdb_path: Path, integrator, threads: int):
-    """An OpenMM Simulation of the box in `pdb_path` with the classical model or a model file."""
+def build_simulation(potential: str, pdb_path: Path, integrator, threads: int, platform_name: str = "CPU"):
+    """An OpenMM Simulation of the box in `pdb_path` with the classical model or a model file, on the
+    CPU platform or CUDA (mixed precision, float32 model on the GPU)."""
     import torch
-    from openmm import Platform, app
+    from openmm import app
 
+    from mdplugin.engines.simulate import get_platform, model_dtype_and_device
     from mdplugin.training.periodic_data import classical_system
 
     pdb = app.PDBFile(str(pdb_path))
+    precision = "mixed" if platform_name.upper() in ("CUDA", "OPENCL") else None
+    platform, properties = get_platform(platform_name, precision)
+    if platform.getName() == "CPU":
+        properties["Threads"] = str(threads)
     if potential == "classical":
         system = classical_system(pdb.topology)
     else:
         from mdplugin.engines.openmm_force import create_system
 
         torch.set_num_threads(threads)
-        system = create_system(potential, pdb.topology, device="cpu")
-    return pdb, system, integrator, Platform.getPlatformByName("CPU"), {"Threads": str(threads)}
+        # CPU: the model file's own dtype, as every CPU run here used; CUDA: float32 on the GPU
+        dtype, device = model_dtype_and_device(platform, precision) if platform.getName() != "CPU" else (None, "cpu")
+        system = create_system(potential, pdb.topology, dtype=dtype, device=device)
+    return pdb, system, integrator, platform, properties
 
 
 def run_md(args: argparse.Namespace) -> None:
@@ -96,7 +104,7 @@ def run_md(args: argparse.Namespace) -> None:
     )
     npt_integrator.setRandomNumberSeed(args.seed)
     pdb, system, _, platform, properties = build_simulation(
-        args.potential, Path(args.structure), npt_integrator, args.threads
+        args.potential, Path(args.structure), npt_integrator, args.threads, args.platform
     )
     if not args.no_barostat:
         system.addForce(openmm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 25))
@@ -109,6 +117,7 @@ def run_md(args: argparse.Namespace) -> None:
         "atoms": system.getNumParticles(),
         "seed": args.seed,
         "barostat": not args.no_barostat,
+        "platform": platform.getName(),
     }
     record["npt"] = segment(simulation, out / "npt", args.npt_ps, args.npt_timestep_fs, args.npt_report_steps, deadline)
     # NVE from the last NPT state: same box, positions and velocities
@@ -123,7 +132,7 @@ def run_md(args: argparse.Namespace) -> None:
     }
     if not record["npt"]["failed"] and args.nve_ps > 0:
         state = simulation.context.getState(getPositions=True, getVelocities=True)
-        nve_system = build_simulation(args.potential, Path(args.structure), None, args.threads)[1]
+        nve_system = build_simulation(args.potential, Path(args.structure), None, args.threads, args.platform)[1]
         nve_system.setDefaultPeriodicBoxVectors(*state.getPeriodicBoxVectors())
         nve_integrator = openmm.VerletIntegrator(args.nve_timestep_fs * unit.femtosecond)
         nve = app.Simulation(pdb.topology, nve_system, nve_integrator, platform, properties)
@@ -709,6 +718,7 @@ def write_report(args: argparse.Namespace) -> None:
                 stopped[name]["closest_hydrogens"] = closest_hydrogens(trajectory, frame_ps)
                 stopped[name]["structure"] = str(structure)
                 break
+    pooled = pooled_densities(npt_models + [run for run in lammps_runs if run["run"].get("barostat", True)])
     evaluations = {
         path.stem.removeprefix("evaluate-"): json.loads(path.read_text())
         for path in sorted(RESULTS.glob("evaluate-*.json"))
@@ -722,6 +732,7 @@ def write_report(args: argparse.Namespace) -> None:
         "nve_reference": nve_reference if args.nve_reference else None,
         "npt_reference": npt_reference,
         "npt_models": npt_models,
+        "pooled_densities": pooled,
         "stopped_runs": stopped,
         "test_errors": evaluations,
         "machine": report.finish(machine),
@@ -731,6 +742,40 @@ def write_report(args: argparse.Namespace) -> None:
     plot(reference, model, xtb, lammps_runs, list(stopped))
     (RESULTS / "water.md").write_text(markdown(results))
     print((RESULTS / "water.md").read_text())
+
+
+def pooled_densities(runs: list[dict]) -> list[dict]:
+    """NPT densities pooled over the runs of one model file (the same bytes, wherever it lay), per engine
+    and for both: the mean of the run means and its standard error (the runs are independent; within a
+    run, frames are not). Failed runs are left out."""
+    import hashlib
+
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        path = Path(run["potential"])
+        if "analysed_before_failure_ps" in run or not path.is_file():
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        groups.setdefault(digest, []).append(run)
+    pooled = []
+    for digest, members in groups.items():
+        for engine in ("openmm", "lammps", "both"):
+            chosen = [r for r in members if engine == "both" or (r.get("engine") == "lammps") == (engine == "lammps")]
+            if len(chosen) < 2:
+                continue
+            means = np.array([r["density_g_cm3"] for r in chosen])
+            pooled.append(
+                {
+                    "model_sha256": digest,
+                    "potential": chosen[0]["potential"],
+                    "engine": engine,
+                    "runs": [r["name"] for r in chosen],
+                    "total_ps": float(sum(r["run"]["npt"]["ran_ps"] for r in chosen)),
+                    "density_g_cm3": float(means.mean()),
+                    "standard_error": float(means.std(ddof=1) / np.sqrt(len(means))),
+                }
+            )
+    return pooled
 
 
 def plot(reference: dict, model: dict, xtb: dict | None, lammps: list[dict], stopped: list[str]) -> None:
@@ -900,6 +945,16 @@ def markdown(results: dict) -> str:
                 + f"): {run['density_g_cm3']:.4f} ± {run['density_standard_error']:.4f} g/cm³, {100 * difference:+.1f} % "
                 f"(target within 2 %: {met(difference, 0.02)}); first and last fifth "
                 f"{run['density_first_last_fifth_g_cm3'][0]:.3f} -> {run['density_first_last_fifth_g_cm3'][1]:.3f}.",
+                "",
+            ]
+        for pool in results.get("pooled_densities", []):
+            difference = pool["density_g_cm3"] / npt_reference["density_g_cm3"] - 1
+            engine = {"openmm": "OpenMM", "lammps": "LAMMPS", "both": "OpenMM and LAMMPS"}[pool["engine"]]
+            lines += [
+                f"**Pooled, {engine}**, {len(pool['runs'])} runs of {pool['potential']} (sha256 {pool['model_sha256']}, "
+                f"{pool['total_ps']:.0f} ps; {', '.join(pool['runs'])}): {pool['density_g_cm3']:.4f} ± "
+                f"{pool['standard_error']:.4f} g/cm³ (standard error of the run means), {100 * difference:+.1f} % "
+                f"(target within 2 %: {met(difference, 0.02)}).",
                 "",
             ]
     if xtb is not None:
@@ -1092,6 +1147,7 @@ def main() -> None:
     md.add_argument("--minutes", type=float, default=600.0, help="wall-clock budget of the NPT segment")
     md.add_argument("--nve-minutes", type=float, default=600.0, help="wall-clock budget of the NVE segment")
     md.add_argument("--threads", type=int, default=1)
+    md.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default) or CUDA (mixed precision)")
     md.add_argument(
         "--no-barostat", action="store_true", help="NVT instead of NPT in the first segment (fixed box of --structure)"
     )

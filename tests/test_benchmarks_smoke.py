@@ -146,3 +146,22 @@ def test_training_curves_refuses_a_file_that_is_not_a_training_log(tmp_path):
     (tmp_path / "other.csv").write_text("time,density\n0,1\n")
     with pytest.raises(SystemExit, match="not a training log"):
         read_log(tmp_path / "other.csv")
+
+
+def test_gpu_report_tables_measurements_and_names_failures(tmp_path):
+    from argparse import Namespace
+
+    from benchmarks.gpu.gpu import report
+
+    results = {
+        "machine": {"gpu": "test card", "torch": "2.x"},
+        "lammps": {"rows": [{"device": "cuda", "ms_per_step": 8.7412}, {"device": "cpu", "failed": "no|plugin"}]},
+        "openmm": {"failed": "ImportError: no openmmtorch"},
+    }
+    (tmp_path / "gpu.json").write_text(json.dumps(results))
+    report(Namespace(json=str(tmp_path / "gpu.json"), markdown=str(tmp_path / "gpu.md")))
+    text = (tmp_path / "gpu.md").read_text()
+    assert "gpu test card" in text
+    assert "| device | ms_per_step | failed |" in text and "| cuda | 8.741 |  |" in text
+    assert "no/plugin" in text  # a cell never breaks the table
+    assert "Failed: `ImportError: no openmmtorch`" in text

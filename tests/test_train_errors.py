@@ -156,3 +156,27 @@ def test_resuming_a_finished_run_says_so(tmp_path, small_data):
 def test_bench_refuses_atom_counts_below_one():
     result = CliRunner().invoke(main, ["bench", "speed", "--sizes", "10,0"])
     assert result.exit_code == 2 and "every value must be at least 1; 0 is not" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("banana", "unknown device 'banana'; use cpu, cuda or cuda:N"),
+        ("meta", "training runs on cpu or cuda, not 'meta'"),
+        ("cuda:7", "cuda:7"),  # no CUDA here, or fewer than eight devices
+    ],
+)
+def test_cli_train_refuses_a_device_it_cannot_use(tmp_path, small_data, monkeypatch, device, message):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has eight CUDA devices")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", str(small_data), *TINY_CLI, "--device", device])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_training_without_cuda_names_the_fix(tmp_path, small_data):
+    with pytest.raises(ValueError, match="sees no CUDA device; use --device cpu"):
+        train(TrainingOptions(train_files=[str(small_data)], output=str(tmp_path / "m.pt"), device="cuda", **TINY))

@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 # a resumed run takes its recorded options unless they are given again, except these, which
 # belong to this invocation rather than to the run
-NOT_RESUMED = {"threads"}
+NOT_RESUMED = {"threads", "device"}
 
 
 def output_file(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
@@ -165,6 +165,11 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
+)
+@click.option(
+    "--device",
+    default="cpu",
+    help="Where to train: cpu, cuda or cuda:N. The checkpoint is the same either way (saved on the CPU).",
 )
 @click.option(
     "--resume",

@@ -77,6 +77,7 @@ class TrainingOptions:
     displacement_features: int = 16  # local model: width of the learned displacement encoding
     radial_features: int = 16  # local model: Gaussians of |r_j - r_i| in that encoding's input
     threads: int | None = None
+    device: str = "cpu"  # where the model trains: cpu, cuda or cuda:N; checkpoints are saved on the CPU
     progress: bool = True
 
 
@@ -93,6 +94,41 @@ def check_options(options: TrainingOptions) -> None:
         raise ValueError(f"the forces-only weight must be a number >= 0, got {options.forces_only_weight}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"threads must be at least 1, got {options.threads}")
+    check_device(options.device)
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device for training, refused by name when this torch cannot use it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"training runs on cpu or cuda, not {device.type!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch moved to the training device."""
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
+def on_cpu(state):
+    """A (nested) state dict with every tensor copied to the CPU: checkpoints load on any machine."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu().clone()
+    if isinstance(state, dict):
+        return {key: on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_cpu(value) for value in state)
+    return state
 
 
 def resume_conflicts(options: TrainingOptions, checkpoint: dict) -> list[str]:
@@ -143,7 +179,7 @@ def energy_and_forces(
     if bool(batch["has_virial"].any()):
         # a homogeneous strain of positions and cell together; at zero strain dE/dx is unchanged
         strain = torch.zeros_like(cell).requires_grad_(True)
-        deformation = torch.eye(3, dtype=cell.dtype) + strain
+        deformation = torch.eye(3, dtype=cell.dtype, device=cell.device) + strain
         inputs = (positions @ deformation, cell @ deformation)
     else:
         inputs = (positions, cell)
@@ -170,10 +206,11 @@ def learning_rate_at(step: int, total_steps: int, options: TrainingOptions) -> f
 def evaluate(model: TransformerPotential, structures: list[Structure], batch_size: int = 64) -> dict[str, float]:
     """Energy MAE (meV/atom), force MAE (meV/Å) and, where there are stress labels, stress MAE (GPa)."""
     model.eval()
+    device, species = model.reference_energies.device, model.species_of_atomic_number.cpu()
     energy_error, force_error, atoms, stress_error, stresses = 0.0, 0.0, 0, 0.0, 0
     energies = sum(not s.forces_only for s in structures)
     for start in range(0, len(structures), batch_size):
-        batch = collate(structures[start : start + batch_size], model.species_of_atomic_number)
+        batch = to_device(collate(structures[start : start + batch_size], species), device)
         energy, forces, virial = energy_and_forces(model, batch, training=False)
         per_atom = (energy.detach() - batch["energy"]).abs() / batch["atom_count"]
         energy_error += per_atom[batch["has_energy"]].sum().item()
@@ -199,6 +236,7 @@ def train(
 ) -> Path:
     """Train a model and write its checkpoint to options.output. Returns that path."""
     check_options(options)
+    device = check_device(options.device)
     output = Path(options.output)
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -267,6 +305,8 @@ def train(
         reference_energies, force_rms = fit_reference_energies(training_set, model.config.elements)
         model.reference_energies.copy_(torch.from_numpy(reference_energies))
         model.energy_scale.fill_(force_rms)
+    model.to(device)
+    species = model.species_of_atomic_number.cpu()  # collate indexes it with CPU tensors
     ema = copy.deepcopy(model) if options.ema_decay > 0 else None
 
     # optimizer: no weight decay on norms, biases and embeddings of the system state
@@ -299,9 +339,7 @@ def train(
         progress = _progress(steps_per_epoch, f"epoch {epoch + 1}/{options.epochs}", options.progress)
         running = []
         for first in range(0, len(order), options.batch_size):
-            batch = collate(
-                [training_set[i] for i in order[first : first + options.batch_size]], model.species_of_atomic_number
-            )
+            batch = collate([training_set[i] for i in order[first : first + options.batch_size]], species)
             if options.augment_rotations:
                 # rotate positions and force labels together: the labels stay consistent
                 rotation = random_rotations(len(batch["energy"]), generator, batch["positions"].dtype)
@@ -309,6 +347,7 @@ def train(
                 batch["forces"] = batch["forces"] @ rotation
                 batch["cell"] = batch["cell"] @ rotation  # rows are lattice vectors: they turn with the atoms
                 batch["virial"] = rotation.transpose(1, 2) @ batch["virial"] @ rotation  # sum of r (x) f turns twice
+            batch = to_device(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, total_steps, options)
             # fused attention kernels have no double backward; the math kernel does
@@ -368,9 +407,9 @@ def train(
                 flush=True,
             )
         resume_state = {
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
+            "model": on_cpu(model.state_dict()),
+            "optimizer": on_cpu(optimizer.state_dict()),
+            "ema": on_cpu(ema.state_dict()) if ema is not None else None,
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "epoch": epoch + 1,
