@@ -530,9 +530,15 @@ def integrated_difference(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.abs(a - b)) * (r[1] - r[0]))
 
 
-def diffusion(trajectory, frame_ps: float, skip_fraction: float = 0.2, blocks: int = 2) -> dict:
-    """Self-diffusion coefficient of oxygen (1e-5 cm^2/s) from the slope of the MSD between 1 ps (or a tenth
-    of the window) and half of the window, averaged over time origins; the error from `blocks` blocks."""
+def diffusion(
+    trajectory, frame_ps: float, skip_fraction: float = 0.2, blocks: int = 2, longest_lag_ps: float = 10.0
+) -> dict:
+    """Self-diffusion coefficient of oxygen (1e-5 cm^2/s) from the slope of the MSD between 1 ps (or a fifth
+    of the longest lag) and the longest lag, averaged over time origins; the error from `blocks` blocks.
+
+    The longest lag is half the window, at most `longest_lag_ps`: the same lags for every window of 20 ps
+    or more, so that a 100 ps reference and a 25 ps model run are measured alike (lags near half of a
+    long window have few independent origins and pulled the estimate down)."""
     oxygens = trajectory.topology.select("element O")
     positions = 10 * trajectory.xyz[:, oxygens]  # Å, unwrapped (the DCD holds unwrapped positions)
     positions = positions[int(skip_fraction * len(positions)) :]
@@ -541,7 +547,7 @@ def diffusion(trajectory, frame_ps: float, skip_fraction: float = 0.2, blocks: i
 
     def slope(window: np.ndarray) -> float:
         frames = len(window)
-        lags = np.arange(1, frames // 2)
+        lags = np.arange(1, min(frames // 2, int(round(longest_lag_ps / frame_ps)) + 1))
         msd = np.array([np.mean(np.sum((window[lag:] - window[:-lag]) ** 2, axis=-1)) for lag in lags])
         times = lags * frame_ps
         fit = times >= min(1.0, times[-1] / 5)
@@ -677,12 +683,13 @@ def write_report(args: argparse.Namespace) -> None:
             np.array(reference["rdf"]["r_A"]), np.array(reference["rdf"]["g_OH"]), np.array(model["rdf"]["g_OH"])
         ),
     }
-    if "diffusion_nve" in model and "diffusion_nve" in reference:
-        comparison["diffusion_nve_relative_difference"] = (
-            model["diffusion_nve"]["D_1e-5_cm2_s"] / reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
-        )
     xtb = analyze(args.xtb) if args.xtb and (RUNS / args.xtb / "run.json").exists() else None
     nve_reference = analyze_run(args.nve_reference) if args.nve_reference else reference
+    # a D from a few picoseconds of NVE says little: shorter model segments are listed, not compared
+    if "diffusion_nve" in model and "diffusion_nve" in nve_reference and model["run"]["nve"]["ran_ps"] >= 10:
+        comparison["diffusion_nve_relative_difference"] = (
+            model["diffusion_nve"]["D_1e-5_cm2_s"] / nve_reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
+        )
     lammps_runs = [analyze_lammps(name) for name in args.lammps]
     for run in lammps_runs:
         if run["run"].get("barostat", True):
@@ -718,6 +725,12 @@ def write_report(args: argparse.Namespace) -> None:
                 stopped[name]["closest_hydrogens"] = closest_hydrogens(trajectory, frame_ps)
                 stopped[name]["structure"] = str(structure)
                 break
+    nve_models = [analyze_run(name) for name in args.nve_models]
+    for run in nve_models:
+        if "diffusion_nve" in run and "diffusion_nve" in nve_reference:
+            run["diffusion_nve_relative_difference"] = (
+                run["diffusion_nve"]["D_1e-5_cm2_s"] / nve_reference["diffusion_nve"]["D_1e-5_cm2_s"] - 1
+            )
     pooled = pooled_densities(npt_models + [run for run in lammps_runs if run["run"].get("barostat", True)])
     evaluations = {
         path.stem.removeprefix("evaluate-"): json.loads(path.read_text())
@@ -733,6 +746,7 @@ def write_report(args: argparse.Namespace) -> None:
         "npt_reference": npt_reference,
         "npt_models": npt_models,
         "pooled_densities": pooled,
+        "nve_models": nve_models,
         "stopped_runs": stopped,
         "test_errors": evaluations,
         "machine": report.finish(machine),
@@ -863,10 +877,12 @@ def markdown(results: dict) -> str:
         ],
     ]
     if "diffusion_nve_relative_difference" in comparison:
+        nve_reference = results.get("nve_reference") or reference
         rows.append(
             [
-                "D, NVE (1e-5 cm²/s)",
-                f"{reference['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± {reference['diffusion_nve']['standard_error']:.2f}",
+                f"D, NVE (1e-5 cm²/s; {nve_reference['name']} at {nve_reference['nve_temperature_K']:.0f} K, model at "
+                f"{model['nve_temperature_K']:.0f} K)",
+                f"{nve_reference['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± {nve_reference['diffusion_nve']['standard_error']:.2f}",
                 f"{model['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± {model['diffusion_nve']['standard_error']:.2f}",
                 f"{100 * comparison['diffusion_nve_relative_difference']:+.1f} %",
                 "within 20 %",
@@ -994,6 +1010,37 @@ def markdown(results: dict) -> str:
         + ".",
         "",
     ]
+    if results.get("nve_models"):
+        nve_reference = results.get("nve_reference") or reference
+        lines += [
+            "## OpenMM NVE segments of the model",
+            "",
+            f"Against {nve_reference['name']}'s NVE: D {nve_reference['diffusion_nve']['D_1e-5_cm2_s']:.2f} ± "
+            f"{nve_reference['diffusion_nve']['standard_error']:.2f} × 1e-5 cm²/s at "
+            f"{nve_reference['nve_temperature_K']:.0f} K ({nve_reference['run']['nve']['ran_ps']:.0f} ps).",
+            "",
+        ]
+        rows = []
+        for run in results["nve_models"]:
+            nve = run["run"]["nve"]
+            d_nve = run.get("diffusion_nve")
+            difference = run.get("diffusion_nve_relative_difference")
+            rows.append(
+                [
+                    run["name"],
+                    f"{nve['ran_ps']:.0f} ps at {nve['timestep_fs']:g} fs",
+                    f"{run['nve_temperature_K']:.0f}",
+                    report.number(run.get("nve_drift_meV_per_atom_per_ps")),
+                    f"{d_nve['D_1e-5_cm2_s']:.2f} ± {d_nve['standard_error']:.2f}" if d_nve else "-",
+                    f"{100 * difference:+.0f} % ({met(difference, 0.2)})" if difference is not None else "-",
+                ]
+            )
+        lines += [
+            report.markdown_table(
+                ["run", "NVE", "T (K)", "drift (meV/atom/ps)", "D (1e-5 cm²/s)", "vs reference (within 20 %)"], rows
+            ),
+            "",
+        ]
     if results.get("lammps"):
         nve_reference = results.get("nve_reference") or reference
         rows = []
@@ -1178,6 +1225,12 @@ def main() -> None:
     )
     summary.add_argument("--npt-reference", default=None, help="the reference's NPT run, when --reference is NVT")
     summary.add_argument("--npt-models", nargs="*", default=[], help="NPT runs of models (with run.json)")
+    summary.add_argument(
+        "--nve-models",
+        nargs="*",
+        default=[],
+        help="OpenMM runs of models whose NVE segment D compares with the reference",
+    )
     summary.add_argument("--stopped", nargs="*", default=[], help="runs stopped by hand: summarised from their CSV")
     summary.add_argument("--note", default="")
     summary.set_defaults(function=write_report)
