@@ -96,7 +96,6 @@ def run_md(args: argparse.Namespace) -> None:
     from openmm import app, unit
 
     out = RUNS / args.name
-    out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + 60 * args.minutes
     machine = report.machine_info()
     npt_integrator = openmm.LangevinMiddleIntegrator(
@@ -106,6 +105,7 @@ def run_md(args: argparse.Namespace) -> None:
     pdb, system, _, platform, properties = build_simulation(
         args.potential, Path(args.structure), npt_integrator, args.threads, args.platform
     )
+    out.mkdir(parents=True, exist_ok=True)  # after the model, structure and platform were accepted
     if not args.no_barostat:
         system.addForce(openmm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 25))
     simulation = app.Simulation(pdb.topology, system, npt_integrator, platform, properties)
@@ -113,6 +113,7 @@ def run_md(args: argparse.Namespace) -> None:
     simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, args.seed)
     record = {
         "potential": args.potential,
+        "potential_sha256": model_sha256(args.potential),
         "structure": str(args.structure),
         "atoms": system.getNumParticles(),
         "seed": args.seed,
@@ -304,6 +305,7 @@ def run_lammps(args: argparse.Namespace) -> None:
     record = {
         "engine": "lammps",
         "potential": args.model,
+        "potential_sha256": model_sha256(args.model),
         "structure": str(args.structure),
         "atoms": len(atoms),
         "seed": args.seed,
@@ -758,19 +760,24 @@ def write_report(args: argparse.Namespace) -> None:
     print((RESULTS / "water.md").read_text())
 
 
+def model_sha256(potential: str) -> str | None:
+    """The model file's sha256 (None for the classical reference), recorded with each run."""
+    from mdplugin.training.dataset import file_sha256
+
+    return file_sha256(potential) if Path(potential).is_file() else None
+
+
 def pooled_densities(runs: list[dict]) -> list[dict]:
     """NPT densities pooled over the runs of one model file (the same bytes, wherever it lay), per engine
     and for both: the mean of the run means and its standard error (the runs are independent; within a
-    run, frames are not). Failed runs are left out."""
-    import hashlib
-
+    run, frames are not). Failed runs are left out. The model is the sha256 the run recorded; runs from
+    before that record are hashed by their file as it is now, and left out when it is gone."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
-        path = Path(run["potential"])
-        if "analysed_before_failure_ps" in run or not path.is_file():
+        digest = run["run"].get("potential_sha256") or model_sha256(run["potential"])
+        if "analysed_before_failure_ps" in run or digest is None:
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        groups.setdefault(digest, []).append(run)
+        groups.setdefault(digest[:12], []).append(run)
     pooled = []
     for digest, members in groups.items():
         for engine in ("openmm", "lammps", "both"):
@@ -1235,7 +1242,10 @@ def main() -> None:
     summary.add_argument("--note", default="")
     summary.set_defaults(function=write_report)
     args = parser.parse_args()
-    args.function(args)
+    try:
+        args.function(args)
+    except (ValueError, FileNotFoundError) as error:  # a wrong name, file or option: the sentence, no traceback
+        raise SystemExit(f"water.py {args.command}: {error}") from None
 
 
 if __name__ == "__main__":

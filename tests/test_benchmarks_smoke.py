@@ -165,3 +165,54 @@ def test_gpu_report_tables_measurements_and_names_failures(tmp_path):
     assert "| device | ms_per_step | failed |" in text and "| cuda | 8.741 |  |" in text
     assert "no/plugin" in text  # a cell never breaks the table
     assert "Failed: `ImportError: no openmmtorch`" in text
+
+
+def test_gpu_results_that_are_not_measurements_are_refused_by_name(tmp_path):
+    from benchmarks.gpu.gpu import read_results
+
+    for content, message in [("{not json", "is not the JSON this script writes"), ("[1, 2]", "not an object")]:
+        (tmp_path / "gpu.json").write_text(content)
+        with pytest.raises(SystemExit, match=message):
+            read_results(tmp_path / "gpu.json")
+    with pytest.raises(SystemExit, match="does not exist; run a measurement"):
+        read_results(tmp_path / "missing.json")
+
+
+def test_pooled_densities_group_runs_by_the_model_they_recorded():
+    from benchmarks.water import pooled_densities
+
+    def run(name, engine, density, digest, failed=False):
+        record = {"potential_sha256": digest, "npt": {"ran_ps": 10.0}}
+        result = {"name": name, "potential": "model.pt", "density_g_cm3": density, "run": record}
+        if engine == "lammps":
+            result["engine"] = "lammps"
+        if failed:
+            result["analysed_before_failure_ps"] = 1.0
+        return result
+
+    runs = [
+        run("a", "openmm", 1.00, "aa" * 32),
+        run("b", "openmm", 0.98, "aa" * 32),
+        run("c", "lammps", 0.97, "aa" * 32),
+        run("d", "openmm", 0.50, "aa" * 32, failed=True),  # a blown-up run is no density sample
+        run("e", "openmm", 0.90, "bb" * 32),  # another model: never pooled with the first
+    ]
+    pooled = {(p["model_sha256"], p["engine"]): p for p in pooled_densities(runs)}
+    assert set(pooled) == {("aa" * 6, "openmm"), ("aa" * 6, "both")}  # one LAMMPS run and model bb: no pool
+    assert pooled[("aa" * 6, "openmm")]["runs"] == ["a", "b"]
+    assert abs(pooled[("aa" * 6, "openmm")]["density_g_cm3"] - 0.99) < 1e-12
+    assert abs(pooled[("aa" * 6, "openmm")]["standard_error"] - 0.01) < 1e-12
+    assert pooled[("aa" * 6, "both")]["runs"] == ["a", "b", "c"]
+
+
+def test_water_md_refuses_an_unknown_platform_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    command = [sys.executable, "benchmarks/water.py", "md", "classical", "--name", "never-written"]
+    done = subprocess.run([*command, "--platform", "Banana"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "water.py md: OpenMM platform 'Banana' is not available here" in done.stderr
+    assert not (ROOT / "runs" / "water" / "never-written").exists()

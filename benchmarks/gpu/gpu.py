@@ -90,7 +90,7 @@ def part(name: str):
     def wrap(function):
         def run(args: argparse.Namespace) -> None:
             path = Path(args.json)
-            results = json.loads(path.read_text()) if path.exists() else {}
+            results = read_results(path) if path.exists() else {}
             results.setdefault("machine", machine())
             started = time.perf_counter()
             try:
@@ -198,38 +198,28 @@ def measure_training(args: argparse.Namespace) -> None:
 def train_epochs(args: argparse.Namespace) -> dict:
     from mdplugin.training.train import TrainingOptions, train
 
-    rows = []
-    for device, epochs in [(args.device, args.epochs if args.device == "cuda" else 1)]:
-        with tempfile.TemporaryDirectory() as folder:
-            options = TrainingOptions(
-                train_files=[args.data], output=str(Path(folder) / "model.pt"), validation_fraction=0.1,
-                epochs=epochs, batch_size=4, learning_rate=3e-3, weight_decay=0.0, width=64, depth=3, heads=4,
-                interaction_range=5.0, displacement_features=32, radial_features=16, device=device,
-                threads=os.cpu_count() if device == "cpu" else None, progress=False,
-            )  # fmt: skip
-            train(options)
-            history = torch.load(options.output, weights_only=True)["training"]["history"]
-        elapsed = [row["elapsed_s"] for row in history]
-        per_epoch = np.diff([0.0, *elapsed])
-        rows.append(
-            {
-                "device": device,
-                "threads": options.threads,
-                "epochs": epochs,
-                "training_frames": int(0.9 * len(read_frames(args.data))),
-                "s_per_epoch_first": round(float(per_epoch[0]), 2),
-                "s_per_epoch_rest_median": round(float(np.median(per_epoch[1:])), 2) if epochs > 1 else None,
-                "last_validation_force_mae_mev_per_a": round(history[-1]["force_mae_mev_per_a"], 1),
-            }
-        )
-        print(rows[-1], flush=True)
-    return {"rows": rows}
-
-
-def read_frames(path: str) -> list:
-    from ase.io import read
-
-    return read(path, index=":")
+    epochs = args.epochs if args.device == "cuda" else 1  # the CPU's one epoch is the slow side of the ratio
+    with tempfile.TemporaryDirectory() as folder:
+        options = TrainingOptions(
+            train_files=[args.data], output=str(Path(folder) / "model.pt"), validation_fraction=0.1,
+            epochs=epochs, batch_size=4, learning_rate=3e-3, weight_decay=0.0, width=64, depth=3, heads=4,
+            interaction_range=5.0, displacement_features=32, radial_features=16, device=args.device,
+            threads=os.cpu_count() if args.device == "cpu" else None, progress=False,
+        )  # fmt: skip
+        train(options)
+        record = torch.load(options.output, weights_only=True)["training"]
+    per_epoch = np.diff([0.0, *(row["elapsed_s"] for row in record["history"])])
+    row = {
+        "device": args.device,
+        "threads": options.threads,
+        "epochs": epochs,
+        "training_frames": record["training_structures"],
+        "s_per_epoch_first": round(float(per_epoch[0]), 2),
+        "s_per_epoch_rest_median": round(float(np.median(per_epoch[1:])), 2) if epochs > 1 else None,
+        "last_validation_force_mae_mev_per_a": round(record["history"][-1]["force_mae_mev_per_a"], 1),
+    }
+    print(row, flush=True)
+    return {"rows": [row]}
 
 
 # ---------------------------------------------------------------------------- OpenMM
@@ -424,8 +414,21 @@ def measure_lammps(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------- report
 
 
+def read_results(path: Path) -> dict:
+    """The measurements JSON this script writes; a message naming the file when it is anything else."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path} does not exist; run a measurement (torch, train, openmm, lammps) first") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path} is not the JSON this script writes ({error}); give another --json") from None
+    if not isinstance(results, dict):
+        raise SystemExit(f"{path} holds JSON but not this script's measurements (not an object); give another --json")
+    return results
+
+
 def report(args: argparse.Namespace) -> None:
-    results = json.loads(Path(args.json).read_text())
+    results = read_results(Path(args.json))
     lines = ["# GPU measurements", ""]
     info = results.get("machine", {})
     lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".")

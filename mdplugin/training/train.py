@@ -97,8 +97,8 @@ def check_options(options: TrainingOptions) -> None:
     check_device(options.device)
 
 
-def check_device(name: str) -> torch.device:
-    """The torch device for training, refused by name when this torch cannot use it."""
+def check_device(name: str) -> None:
+    """Refuse, by name, a training device this torch cannot use."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -112,7 +112,6 @@ def check_device(name: str) -> torch.device:
             raise ValueError(
                 f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
-    return device
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -236,7 +235,7 @@ def train(
 ) -> Path:
     """Train a model and write its checkpoint to options.output. Returns that path."""
     check_options(options)
-    device = check_device(options.device)
+    device = torch.device(options.device)  # check_options has refused one this torch cannot use
     output = Path(options.output)
     if options.threads:
         torch.set_num_threads(options.threads)
