@@ -47,9 +47,10 @@ def median_seconds(function: Callable[[], object], repeats: int, warmup: int) ->
 
 
 def load_module(model_path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
-    from mdplugin.export.loader import load_model_file
+    from mdplugin.export.model_file import open_model
 
-    return load_model_file(model_path)
+    model = open_model(model_path)
+    return model.module(), model.export_metadata()
 
 
 def raw_inputs(atoms: ase.Atoms, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -48,7 +48,7 @@ BASINS = {
 
 
 def run_options(model: Path, output: Path, steps: int, timestep_fs: float, report_interval: int):
-    from mdplugin.engines.simulate import RunOptions
+    from mdplugin.md.simulate import RunOptions
 
     return RunOptions(
         structure=str(DIPEPTIDE),
@@ -71,7 +71,7 @@ def run_options(model: Path, output: Path, steps: int, timestep_fs: float, repor
 
 
 def run_mlmm(options) -> dict:
-    from mdplugin.engines.simulate import simulate
+    from mdplugin.md.simulate import simulate
 
     start = time.perf_counter()
     summary = simulate(options)
@@ -87,9 +87,9 @@ def run_all_mm(options) -> dict:
     from openmm import unit
 
     from mdplugin.engines import simulate as md
-    from mdplugin.engines.mlmm_system import MLRegion, create_mm_system, load_forcefield, solvate
-    from mdplugin.engines.reporters import DCDReporter, StateReporter
-    from mdplugin.engines.structure_input import read_structure
+    from mdplugin.md.mlmm import MLRegion, create_mm_system, load_forcefield, solvate
+    from mdplugin.md.reporters import DCDReporter, StateReporter
+    from mdplugin.md.structure_input import read_structure
 
     topology, positions, _ = read_structure(options.structure)
     forcefield = load_forcefield(options.forcefield)
@@ -121,7 +121,7 @@ def analyse(prefix: Path, skip_fraction: float) -> dict:
     """Density, temperature and energies after the first `skip_fraction` of the run; phi/psi; bonds."""
     import mdtraj
 
-    from mdplugin.engines.simulate import read_state_data
+    from mdplugin.md.simulate import read_state_data
 
     data = read_state_data(Path(f"{prefix}.csv"))
     time_ps = data["Time (ps)"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import ase
 import numpy as np
 
-# the MD17 molecules under the names and SMILES of mdplugin.training.reference_data (the training data),
+# the MD17 molecules under the names and SMILES of mdplugin.data.molecules (the training data),
 # plus paracetamol (rMD17) and water, which tops clusters up to a requested size
 SMILES = {
     "ethanol": "CCO",

@@ -70,8 +70,8 @@ def build_simulation(potential: str, pdb_path: Path, integrator, threads: int, p
     import torch
     from openmm import app
 
-    from mdplugin.engines.simulate import get_platform, model_dtype_and_device
-    from mdplugin.training.periodic_data import classical_system
+    from mdplugin.data.water import classical_system
+    from mdplugin.md.simulate import get_platform, model_dtype_and_device
 
     pdb = app.PDBFile(str(pdb_path))
     precision = "mixed" if platform_name.upper() in ("CUDA", "OPENCL") else None
@@ -164,7 +164,7 @@ def segment(
     total_steps = int(round(1000 * length_ps / timestep_fs))
     atoms = simulation.system.getNumParticles()
     waters = atoms // 3
-    from mdplugin.training.periodic_data import density_g_cm3
+    from mdplugin.data.water import density_g_cm3
 
     simulation.reporters.append(app.DCDReporter(str(prefix) + ".dcd", report_steps, enforcePeriodicBox=False))
     rows, started, steps, failure = [], time.time(), 0, None
@@ -762,7 +762,7 @@ def write_report(args: argparse.Namespace) -> None:
 
 def model_sha256(potential: str) -> str | None:
     """The model file's sha256 (None for the classical reference), recorded with each run."""
-    from mdplugin.training.dataset import file_sha256
+    from mdplugin.hashing import file_sha256
 
     return file_sha256(potential) if Path(potential).is_file() else None
 

@@ -19,7 +19,7 @@ from mdplugin.cli.main import main
 from mdplugin.engines.ase_calculator import TransformerCalculator
 from mdplugin.export.contract import ExportError, read_export_metadata
 from mdplugin.export.exporter import default_output_path, export
-from mdplugin.export.loader import load_model_file
+from mdplugin.export.model_file import open_model
 from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 
 
@@ -116,7 +116,7 @@ def test_unknown_format_version_is_refused(checkpoint, tmp_path):
                 data = json.dumps(metadata).encode()
             target.writestr(item, data)
     with pytest.raises(ExportError, match="format version 99"):
-        load_model_file(future)
+        open_model(future).module()
 
 
 def test_a_file_that_is_not_an_export_is_refused(tmp_path, checkpoint):

@@ -9,6 +9,7 @@ import vesin_torch
 
 from mdplugin.export.exporter import ExportedLocalPotential, export
 from mdplugin.export.loader import Potential
+from mdplugin.export.model_file import open_model
 from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential
 from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
@@ -202,9 +203,11 @@ def test_export_round_trip_keeps_the_periodic_energy(local_model, tmp_path):
     checkpoint = tmp_path / "local.pt"
     save_checkpoint(build_checkpoint(model, {"date": "today", "data_sha256": {}}, {}), checkpoint)
     path = export(checkpoint, tmp_path / "local-export.pt", dtype="float64")
-    potential = Potential.load(path)
-    assert potential.metadata["format_version"] == 2 and potential.metadata["model_kind"] == "local"
-    assert potential.metadata["interaction_range"] == RANGE and potential.metadata["receptive_field"] == 2 * RANGE
+    model_file = open_model(path)
+    assert model_file.metadata["format_version"] == 2 and model_file.metadata["model_kind"] == "local"
+    assert model_file.info.is_local and model_file.info.interaction_range == RANGE
+    assert model_file.info.receptive_field == 2 * RANGE
+    potential = Potential.load(model_file)
     positions, numbers = random_box(30, TRICLINIC, seed=9)
     result = potential(positions.numpy(), numbers.numpy(), cell=TRICLINIC, pbc=[True, True, True])
     expected = evaluate(local_model, positions, numbers, TRICLINIC)
@@ -248,8 +251,8 @@ def test_training_on_periodic_data_with_stress_labels(tmp_path):
     structures = read_structures(data)
     assert structures[0].virial is not None and structures[0].cell is not None
     options = TrainingOptions(
-        train_files=[str(data)], output=str(tmp_path / "box.pt"), epochs=40, batch_size=8, width=32, depth=2,
-        heads=4, interaction_range=3.0, learning_rate=2e-3, threads=1, progress=False, seed=1,
+        train_files=[str(data)], output=str(tmp_path / "box.pt"), epochs=40, batch_size=8,
+        model=ModelConfig(width=32, depth=2, heads=4, interaction_range=3.0), learning_rate=2e-3, threads=1, progress=False, seed=1,
     )  # fmt: skip
     train(options)
     history = torch.load(tmp_path / "box.pt", weights_only=True)["training"]["history"]

@@ -215,7 +215,7 @@ def test_npt_keeps_the_ml_molecule_intact(tmp_path):
     bond, and phi/psi) is benchmarks/results/mlmm."""
     import mdtraj
 
-    from mdplugin.engines.simulate import RunOptions, read_state_data, simulate
+    from mdplugin.md.simulate import RunOptions, read_state_data, simulate
 
     prefix = tmp_path / "npt"
     summary = simulate(

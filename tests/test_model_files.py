@@ -17,7 +17,7 @@ from mdplugin.cli import main
 from mdplugin.engines.ase_calculator import TransformerCalculator
 from mdplugin.export.contract import ExportError
 from mdplugin.export.exporter import export
-from mdplugin.export.loader import ModelFileError, load_model_file, model_file_kind
+from mdplugin.export.model_file import ModelFileError, open_model
 from mdplugin.model.checkpoint import CheckpointError, build_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
@@ -27,7 +27,7 @@ TORCH_ADVICE = "weights_only"  # torch's suggestion to unpickle arbitrary code: 
 
 def refused(path: Path) -> str:
     with pytest.raises((ValueError, FileNotFoundError)) as error:
-        load_model_file(path)
+        open_model(path).module()
     message = str(error.value)
     assert TORCH_ADVICE not in message and "Traceback" not in message
     return message
@@ -41,7 +41,7 @@ def test_empty_random_and_text_files(tmp_path):
     noise.write_bytes(np.random.default_rng(0).bytes(4096))
     assert "not a torch archive" in refused(noise)
     with pytest.raises(ModelFileError, match="empty"):
-        model_file_kind(empty)
+        open_model(empty)
 
 
 def test_a_pickle_with_code_is_refused_without_running_it(tmp_path):
@@ -190,10 +190,11 @@ def test_python_api_chooses_and_restores_threads(monkeypatch):
             return positions.sum(), positions, positions[:, 0]
 
     from mdplugin.export.loader import Potential
+    from mdplugin.export.model_file import ModelInfo
 
-    metadata = {"dtype": "float64", "elements": ["H"], "model_kind": "global"}
-    Potential(Spy(), metadata)([[0.0, 0.0, 0.0]], [1])
-    Potential(Spy(), metadata, threads=2)([[0.0, 0.0, 0.0]], [1])
+    info = ModelInfo("global", ("H",), (1,), None, None, (0, 0), (1, 1), dtype="float64")
+    Potential(Spy(), info)([[0.0, 0.0, 0.0]], [1])
+    Potential(Spy(), info, threads=2)([[0.0, 0.0, 0.0]], [1])
     assert seen == [1, 2] and torch.get_num_threads() == before
 
 

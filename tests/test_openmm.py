@@ -17,8 +17,8 @@ import torch  # before openmmtorch
 from openmm import unit
 
 from mdplugin.engines.openmm_force import create_system, create_torch_force
-from mdplugin.engines.simulate import RunOptions, get_platform, read_state_data, simulate
 from mdplugin.export.loader import Potential
+from mdplugin.md.simulate import RunOptions, get_platform, read_state_data, simulate
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
 ROOT = Path(__file__).resolve().parents[1]

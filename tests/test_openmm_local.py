@@ -13,7 +13,7 @@ import pytest
 from openmm import unit
 
 from mdplugin.engines.openmm_force import FORCE_UNIT, create_system, create_torch_force
-from mdplugin.engines.structure_input import topology_from_symbols
+from mdplugin.md.structure_input import topology_from_symbols
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
 FIXTURES = Path(__file__).resolve().parents[1] / "export" / "fixtures"

@@ -1,4 +1,4 @@
-"""Periodic reference data (mdplugin.training.periodic_data): tiny water boxes, both kinds of labels."""
+"""Periodic reference data (mdplugin.data.water): tiny water boxes, both kinds of labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
-from mdplugin.training import periodic_data as pd
+from mdplugin.data import water as pd
 
 # tiny boxes: 8 waters at 1 g/cm^3 fill a 6.2 Å cube, so the real-space cutoff must stay below 3.1 Å
 TINY = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
@@ -395,7 +395,7 @@ def test_a_dcd_of_mdplugin_run_is_read_with_its_unit_cells_in_angstrom(tmp_path,
 
 
 def test_large_forces_are_skipped_and_counted(tmp_path, water_md):
-    from mdplugin.training import relabel as rl
+    from mdplugin.data import relabel as rl
 
     source, frames = water_md
     labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
@@ -451,7 +451,7 @@ def test_a_frame_without_a_cell_and_classical_labels_of_other_molecules_are_refu
 def test_xtb_relabelling_skips_and_counts_a_frame_it_cannot_compute(tmp_path):
     """GFN1-xTB labels of any periodic frame; one with two atoms on top of each other (a blown-up run) is
     counted, not fatal."""
-    from mdplugin.training import relabel as rl
+    from mdplugin.data import relabel as rl
 
     settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=pd.WaterModel(2.4, 2.0))
     trajectory = pd.plan("classical", [300], [1.0], tmp_path, 2, 0, seed=3, settings=settings)[0]

@@ -11,7 +11,7 @@ from ase import Atoms
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
-from mdplugin.training import reference_data as rd
+from mdplugin.data import molecules as rd
 from mdplugin.training.dataset import read_structures
 
 pytest.importorskip("tblite")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
-from mdplugin.engines.simulate import read_state_data
+from mdplugin.md.simulate import read_state_data
 
 FIXTURES = Path(__file__).resolve().parents[1] / "export" / "fixtures"
 MODEL = str(FIXTURES / "tiny-float64.pt")

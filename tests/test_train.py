@@ -22,7 +22,9 @@ from mdplugin.model.transformer import ModelConfig, TransformerPotential, init_d
 from mdplugin.training.dataset import Structure, read_forces_only, read_structures, split, training_domain
 from mdplugin.training.train import TrainingOptions, evaluate, train
 
-TINY = dict(width=32, depth=2, heads=4, coordinate_features=24, batch_size=16, learning_rate=3e-3, progress=False)
+TINY = dict(
+    model=ModelConfig(width=32, depth=2, heads=4, coordinate_features=24), batch_size=16, learning_rate=3e-3, progress=False
+)
 
 
 def test_training_lowers_the_validation_force_error(tmp_path, toy_data):

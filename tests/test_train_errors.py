@@ -14,7 +14,9 @@ from mdplugin.model.checkpoint import CheckpointError, build_checkpoint, read_ch
 from mdplugin.model.transformer import ModelConfig, TransformerPotential
 from mdplugin.training.train import TrainingDiverged, TrainingOptions, train
 
-TINY = dict(width=32, depth=1, heads=4, coordinate_features=24, batch_size=8, progress=False, threads=1)
+TINY = dict(
+    model=ModelConfig(width=32, depth=1, heads=4, coordinate_features=24), batch_size=8, progress=False, threads=1
+)
 TINY_CLI = ["--width", "32", "--depth", "1", "--heads", "4", "--batch-size", "8", "--quiet", "--threads", "1"]
 
 

@@ -114,13 +114,13 @@ def part(name: str):
 @part("torch")
 def measure_torch(args: argparse.Namespace) -> dict:
     """Energy + forces of the exported models called directly (what both engines call each step)."""
-    from mdplugin.export.loader import load_model_file
+    from mdplugin.export.model_file import open_model
 
     torch.set_num_threads(min(8, os.cpu_count() or 1))
     rows = []
     reference = None
     for dtype, device in DEVICES:
-        module, _ = load_model_file(WATER_MODEL, dtype=dtype, device=device)
+        module = open_model(WATER_MODEL).module(dtype, device)
         for replicas in ([1, 2, 4, 6, 8] if device == "cuda" else [1])[: 2 if args.quick else None]:
             positions, numbers, cell = water_box(replicas)
             inputs = (
@@ -167,7 +167,7 @@ def measure_torch(args: argparse.Namespace) -> dict:
 
     aspirin = read(ASPIRIN)
     for dtype, device in DEVICES:
-        module, _ = load_model_file(MOLECULE_MODEL, dtype=dtype, device=device)
+        module = open_model(MOLECULE_MODEL).module(dtype, device)
         inputs = (
             torch.tensor(aspirin.positions, dtype=torch.float64, device=device),
             torch.tensor(aspirin.numbers, device=device),
@@ -196,14 +196,17 @@ def measure_training(args: argparse.Namespace) -> None:
 
 
 def train_epochs(args: argparse.Namespace) -> dict:
+    from mdplugin.model.config import ModelConfig
     from mdplugin.training.train import TrainingOptions, train
 
     epochs = args.epochs if args.device == "cuda" else 1  # the CPU's one epoch is the slow side of the ratio
     with tempfile.TemporaryDirectory() as folder:
         options = TrainingOptions(
             train_files=[args.data], output=str(Path(folder) / "model.pt"), validation_fraction=0.1,
-            epochs=epochs, batch_size=4, learning_rate=3e-3, weight_decay=0.0, width=64, depth=3, heads=4,
-            interaction_range=5.0, displacement_features=32, radial_features=16, device=args.device,
+            epochs=epochs, batch_size=4, learning_rate=3e-3, weight_decay=0.0,
+            model=ModelConfig(width=64, depth=3, heads=4, interaction_range=5.0, displacement_features=32,
+                              radial_features=16),
+            device=args.device,
             threads=os.cpu_count() if args.device == "cpu" else None, progress=False,
         )  # fmt: skip
         train(options)
@@ -232,7 +235,7 @@ def openmm_simulation(model: Path, topology, positions, platform_name: str, cuda
     from openmm import app, unit
 
     from mdplugin.engines.openmm_force import create_system
-    from mdplugin.engines.simulate import get_platform, model_dtype_and_device
+    from mdplugin.md.simulate import get_platform, model_dtype_and_device
 
     precision = "mixed" if platform_name == "CUDA" else None
     platform_, properties = get_platform(platform_name, precision)

@@ -140,7 +140,7 @@ def data() -> None:
 @run_options("data/reference")
 def generate(inputs, names, charge, multiplicity, seed, **options) -> None:
     """Reference data for molecules given as SMILES strings or structure files (XYZ, PDB, SDF, ...)."""
-    from mdplugin.training.reference_data import molecule_from_input
+    from mdplugin.data.molecules import molecule_from_input
 
     if names and len(names) != len(inputs):
         raise click.UsageError(f"give one --name per input ({len(inputs)} inputs, {len(names)} names), or none")
@@ -160,7 +160,7 @@ def generate(inputs, names, charge, multiplicity, seed, **options) -> None:
 def md17(molecules, seed, **options) -> None:
     """Reference data for the MD17 molecules: aspirin, benzene, ethanol, malonaldehyde, naphthalene,
     salicylic_acid, toluene, uracil (built from SMILES)."""
-    from mdplugin.training.reference_data import md17_molecules
+    from mdplugin.data.molecules import md17_molecules
 
     try:
         chosen = md17_molecules([m.strip() for m in molecules.split(",")] if molecules else None, seed)
@@ -187,7 +187,7 @@ def _run(
     quiet,
 ) -> None:
 
-    from mdplugin.training import reference_data as rd
+    from mdplugin.data import molecules as rd
 
     settings = rd.MDSettings(
         timestep_fs=timestep_fs,
@@ -314,7 +314,7 @@ def water(
     classical flexible-water (SPC/Fw) MD in OpenMM, labelled with periodic GFN1-xTB or, for pure water, with
     the classical model itself (energy, forces, stress)."""
 
-    from mdplugin.training import periodic_data as pd
+    from mdplugin.data import water as pd
 
     try:
         molecule = None if solute is None else pd.solute_from_input(solute, seed)
@@ -434,8 +434,8 @@ def relabel(
     """
     from tqdm import tqdm
 
-    from mdplugin.training import periodic_data as pd
-    from mdplugin.training import relabel as rl
+    from mdplugin.data import relabel as rl
+    from mdplugin.data import water as pd
 
     options = rl.RelabelOptions(
         labels=labels,
@@ -461,7 +461,7 @@ def _generate(
     """Check the outputs, run the planned trajectories with a progress bar, write and report the combined files."""
     from tqdm import tqdm
 
-    from mdplugin.training import reference_data as rd
+    from mdplugin.data import molecules as rd
 
     try:
         rd.check_outputs(

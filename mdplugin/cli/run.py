@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import click
 
-# as in mdplugin.engines.simulate, repeated so that `mdplugin --help` does not import OpenMM and torch
-TRAJECTORY_FORMATS = ("dcd", "xtc", "pdb")
-PRECISIONS = ("single", "mixed", "double")
-ENSEMBLES = ("nvt", "nve", "npt")
-DOMAIN_CHECKS = ("warn", "stop", "off")
-DEFAULT_FORCEFIELD = ("amber14-all.xml", "amber14/tip3p.xml")
+from mdplugin.md.options import DEFAULT_FORCEFIELD, DOMAIN_CHECKS, ENSEMBLES, PRECISIONS, TRAJECTORY_FORMATS
 
 
 @click.command(context_settings={"show_default": True})
@@ -168,8 +163,8 @@ def run(structure, quiet, forcefield, **options) -> None:
 
     from openmm import OpenMMException
 
-    from mdplugin.engines.simulate import RunFailed, RunOptions, RunWarning, simulate
     from mdplugin.export.loader import script_error_message
+    from mdplugin.md.simulate import RunFailed, RunOptions, RunWarning, simulate
 
     def show(message, category, *_) -> None:
         click.echo(f"Warning: {message}", err=True)

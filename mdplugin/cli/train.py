@@ -7,9 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-# a resumed run takes its recorded options unless they are given again, except these, which
-# belong to this invocation rather than to the run
-NOT_RESUMED = {"threads", "device"}
+from mdplugin.training.options import default
 
 
 def output_file(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
@@ -48,31 +46,49 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--validation-fraction",
-    default=0.1,
+    default=default("validation_fraction"),
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Fraction of the training structures held out when no --validation file is given.",
 )
-@click.option("--seed", default=0, help="Seed for the split, initial weights, batch order and rotations.")
-@click.option("--epochs", default=100, type=click.IntRange(min=1), help="Number of passes over the training set.")
-@click.option("--batch-size", default=32, type=click.IntRange(min=1), help="Structures per optimizer step.")
+@click.option(
+    "--seed", default=default("seed"), type=int, help="Seed for the split, initial weights, batch order and rotations."
+)
+@click.option(
+    "--epochs", default=default("epochs"), type=click.IntRange(min=1), help="Number of passes over the training set."
+)
+@click.option(
+    "--batch-size", default=default("batch_size"), type=click.IntRange(min=1), help="Structures per optimizer step."
+)
 @click.option(
     "--learning-rate",
-    default=1e-3,
+    default=default("learning_rate"),
     type=POSITIVE,
     help="Peak AdamW learning rate (linear warm-up, then cosine decay).",
 )
-@click.option("--weight-decay", default=0.01, type=NON_NEGATIVE, help="AdamW weight decay on the weight matrices.")
+@click.option(
+    "--weight-decay",
+    default=default("weight_decay"),
+    type=NON_NEGATIVE,
+    help="AdamW weight decay on the weight matrices.",
+)
 @click.option(
     "--warmup-fraction",
-    default=0.05,
+    default=default("warmup_fraction"),
     type=click.FloatRange(0, 1),
     help="Fraction of all steps spent warming up the learning rate.",
 )
-@click.option("--energy-weight", default=1.0, type=NON_NEGATIVE, help="Weight of the per-atom energy term of the loss.")
-@click.option("--force-weight", default=10.0, type=NON_NEGATIVE, help="Weight of the force term of the loss.")
+@click.option(
+    "--energy-weight",
+    default=default("energy_weight"),
+    type=NON_NEGATIVE,
+    help="Weight of the per-atom energy term of the loss.",
+)
+@click.option(
+    "--force-weight", default=default("force_weight"), type=NON_NEGATIVE, help="Weight of the force term of the loss."
+)
 @click.option(
     "--stress-weight",
-    default=10.0,
+    default=default("stress_weight"),
     type=click.FloatRange(min=0),
     help="Weight of the per-atom virial term, for periodic frames with a stress label (local models).",
 )
@@ -87,22 +103,24 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--forces-only-weight",
-    default=0.1,
+    default=default("forces_only_weight"),
     type=NON_NEGATIVE,
     help="Weight of a forces-only frame's force term relative to a fully labelled frame's (their forces are "
     "often several times larger, and the loss is squared).",
 )
-@click.option("--gradient-clip", default=1.0, type=POSITIVE, help="Largest gradient norm before clipping.")
+@click.option(
+    "--gradient-clip", default=default("gradient_clip"), type=POSITIVE, help="Largest gradient norm before clipping."
+)
 @click.option(
     "--ema-decay",
-    default=0.0,
+    default=default("ema_decay"),
     type=click.FloatRange(0, 1, max_open=True),
     help="Decay of an exponential moving average of the weights (0: off; 0.999 is typical).",
 )
 @click.option(
     "--augment/--no-augment",
     "augment_rotations",
-    default=True,
+    default=default("augment_rotations"),
     help="Random-rotation augmentation of positions and force labels.",
 )
 @click.option(
@@ -110,41 +128,51 @@ NON_NEGATIVE = click.FloatRange(min=0)
     default=None,
     help="Comma-separated element symbols the model knows (default: those in the training data).",
 )
-@click.option("--width", default=128, type=click.IntRange(min=1), help="Transformer width (embedding dimension).")
-@click.option("--depth", default=4, type=click.IntRange(min=1), help="Number of Transformer blocks.")
-@click.option("--heads", default=8, type=click.IntRange(min=1), help="Attention heads per block.")
-@click.option("--ffn-multiplier", default=8 / 3, type=POSITIVE, help="SwiGLU hidden size as a multiple of the width.")
+@click.option(
+    "--width", default=default("width"), type=click.IntRange(min=1), help="Transformer width (embedding dimension)."
+)
+@click.option("--depth", default=default("depth"), type=click.IntRange(min=1), help="Number of Transformer blocks.")
+@click.option("--heads", default=default("heads"), type=click.IntRange(min=1), help="Attention heads per block.")
+@click.option(
+    "--ffn-multiplier",
+    default=default("ffn_multiplier"),
+    type=POSITIVE,
+    help="SwiGLU hidden size as a multiple of the width.",
+)
 @click.option(
     "--coordinate-embedding",
-    default="quadratic",
+    default=default("coordinate_embedding"),
     type=click.Choice(["quadratic", "gaussian", "fourier", "linear"]),
     help="Smooth embedding of the centred Cartesian coordinates (quadratic: x, y, z and |r|^2 / range).",
 )
 @click.option(
     "--attention-init",
-    default="distance",
+    default=default("attention_init"),
     type=click.Choice(["distance", "random"]),
     help="Start every head as a Gaussian kernel of interatomic distance (needs the quadratic embedding), "
     "or random: a random start sits long on a plateau of zero forces.",
 )
 @click.option(
     "--coordinate-range",
-    default=8.0,
+    default=default("coordinate_range"),
     type=POSITIVE,
     help="Å; the Gaussian centres span [-range, range]; quadratic: |r|^2 / range.",
 )
 @click.option(
     "--coordinate-features",
-    default=48,
+    default=default("coordinate_features"),
     type=click.IntRange(min=2),
     help="Gaussian bins or Fourier frequencies per axis.",
 )
 @click.option(
-    "--shortest-period", default=2.0, type=POSITIVE, help="Å; the shortest period of the Fourier coordinate features."
+    "--shortest-period",
+    default=default("shortest_period"),
+    type=POSITIVE,
+    help="Å; the shortest period of the Fourier coordinate features.",
 )
 @click.option(
     "--interaction-range",
-    default=None,
+    default=default("interaction_range"),
     type=POSITIVE,
     help="Å. Train the local model: in every block, atoms attend only to atoms closer than this (periodic images "
     "included), so an atom's energy depends on atoms within depth x range. Needed for periodic data and large "
@@ -152,23 +180,26 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--displacement-features",
-    default=16,
+    default=default("displacement_features"),
     type=click.IntRange(min=1),
     help="Local model: width of the learned encoding of r_j - r_i.",
 )
 @click.option(
     "--radial-features",
-    default=16,
+    default=default("radial_features"),
     type=click.IntRange(min=0),
     help="Local model: Gaussians of |r_j - r_i|, centred evenly on [0, range], in the displacement encoding's "
     "input (0: the displacement and its square only).",
 )
 @click.option(
-    "--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch (default: torch's choice)."
+    "--threads",
+    default=default("threads"),
+    type=click.IntRange(min=1),
+    help="CPU threads for torch (default: torch's choice).",
 )
 @click.option(
     "--device",
-    default="cpu",
+    default=default("device"),
     help="Where to train: cpu, cuda or cuda:N. The checkpoint is the same either way (saved on the CPU).",
 )
 @click.option(
@@ -183,36 +214,29 @@ NON_NEGATIVE = click.FloatRange(min=0)
 def train(context, train_files, output, elements, resume, overwrite, quiet, validation_files, **options) -> None:
     """Train a model on energies and forces from TRAIN_FILES (extxyz or any ASE-readable file)."""
     from mdplugin.elements import atomic_number
-    from mdplugin.model.checkpoint import read_checkpoint
-    from mdplugin.training.train import TrainingOptions
+    from mdplugin.model.config import ModelConfig
+    from mdplugin.training.options import MODEL_OPTIONS, TrainingOptions
     from mdplugin.training.train import train as run_training
 
     if Path(output).exists() and not (resume or overwrite):
         raise click.UsageError(f"{output} exists; pass --resume to continue that run or --force to start over")
     if resume and not Path(output).exists():
         raise click.UsageError(f"--resume needs the checkpoint {output} of the interrupted run; it does not exist")
+    # a resumed run takes the options it recorded unless they are given again (the trainer decides)
+    given = {name for name in context.params if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     try:
         element_numbers = [atomic_number(e) for e in elements.split(",")] if elements else None
-        if resume:
-            # options left out take the values the run recorded; those given are checked by the trainer
-            recorded = read_checkpoint(output).get("training", {}).get("options", {})
-            for name in options:
-                if (
-                    name in recorded
-                    and name not in NOT_RESUMED
-                    and context.get_parameter_source(name) is ParameterSource.DEFAULT
-                ):
-                    options[name] = recorded[name]
-        options["forces_only_files"] = list(options["forces_only_files"])
+        model = ModelConfig(**{name: options.pop(name) for name in MODEL_OPTIONS if name in options})
         settings = TrainingOptions(
             train_files=list(train_files),
             validation_files=list(validation_files),
             output=output,
+            model=model,
             elements=element_numbers,
             progress=not quiet,
-            **options,
+            **{**options, "forces_only_files": list(options["forces_only_files"])},
         )
-        path = run_training(settings, resume=resume)
+        path = run_training(settings, resume=resume, given=given)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {path}")

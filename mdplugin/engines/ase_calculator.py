@@ -7,6 +7,7 @@ from pathlib import Path
 from ase.calculators.calculator import Calculator, all_changes
 
 from mdplugin.export.loader import Potential
+from mdplugin.export.model_file import ModelFile
 
 
 class TransformerCalculator(Calculator):
@@ -20,7 +21,12 @@ class TransformerCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
 
     def __init__(
-        self, model: str | Path | Potential, charge: int = 0, multiplicity: int = 1, device: str = "cpu", **kwargs
+        self,
+        model: str | Path | ModelFile | Potential,
+        charge: int = 0,
+        multiplicity: int = 1,
+        device: str = "cpu",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.potential = model if isinstance(model, Potential) else Potential.load(model, device=device)
@@ -42,11 +48,7 @@ class TransformerCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         periodic = bool(self.atoms.pbc.any())
-        if periodic and not self.potential.is_local:
-            raise ValueError(
-                "this model has global attention and no interaction range, so it cannot treat a periodic cell; "
-                "set atoms.pbc = False for a molecule or cluster, or use a local model (mdplugin train --interaction-range)"
-            )
+        self.potential.info.check_periodic(periodic)  # before the cached state changes
         self._state = self._system_state(self.atoms)
         charge, multiplicity = self._state
         result = self.potential(

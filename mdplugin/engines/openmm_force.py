@@ -22,7 +22,7 @@ import openmm.app
 import torch
 from torch import Tensor, nn
 
-from mdplugin.export.loader import load_model_file
+from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
 if TYPE_CHECKING:
@@ -175,26 +175,7 @@ def uses_periodic_box(topology: openmm.app.Topology, system: openmm.System | Non
     )
 
 
-def check_periodic(metadata: dict, periodic: bool, whole_system: bool = True) -> None:
-    """A model that cannot see periodic images must not silently run in a periodic box: a global model
-    may compute only a part of it (whole molecules, ML/MM), never the whole periodic system."""
-    if not periodic:
-        return
-    if metadata.get("model_kind", "global") != "local":
-        if whole_system:
-            raise ValueError(
-                "the system is periodic, but the model uses global attention (interaction_range: none) and "
-                "cannot see periodic images, so it cannot compute the whole periodic system; simulate the "
-                "molecule without a periodic box (no CRYST1 line or box vectors, NoCutoff), compute only the "
-                "molecule with the model and its surroundings with a force field (ML/MM: createMixedSystem, "
-                "or mdplugin run --ml-residues), or use a model with a finite interaction range"
-            )
-        return
-    if not metadata.get("periodic", False):
-        raise ValueError("the system is periodic, but the export takes no box vectors; simulate without a periodic box")
-
-
-def model_atomic_numbers(topology: openmm.app.Topology, atoms: list[int], metadata: dict) -> list[int]:
+def model_atomic_numbers(topology: openmm.app.Topology, atoms: list[int], info: ModelInfo) -> list[int]:
     """Atomic numbers of the selected atoms; a clear error for an element the model does not know."""
     topology_atoms = list(topology.atoms())
     numbers = []
@@ -207,27 +188,18 @@ def model_atomic_numbers(topology: openmm.app.Topology, atoms: list[int], metada
                 f"atom {index} ({atom.name} in {atom.residue.name}) has no element; the model needs one for every atom it computes"
             )
         numbers.append(atom.element.atomic_number)
-    known = set(metadata["atomic_numbers"])
+    known = set(info.atomic_numbers)
     unknown = sorted({topology_atoms[i].element.symbol for i, z in zip(atoms, numbers) if z not in known})
     if unknown:
         raise ValueError(
-            f"the model knows the elements {', '.join(metadata['elements'])}, but the structure contains "
+            f"the model knows the elements {', '.join(info.elements)}, but the structure contains "
             f"{', '.join(unknown)}; use a model trained on those elements or compute those atoms with a force field (ML/MM)"
         )
     return numbers
 
 
-def check_system_state(metadata: dict, charge: int, multiplicity: int) -> None:
-    low, high = metadata.get("charge_range", [charge, charge])
-    if not low <= charge <= high:
-        raise ValueError(f"total charge {charge} is outside the model's range {low}..{high}")
-    low, high = metadata.get("multiplicity_range", [multiplicity, multiplicity])
-    if not low <= multiplicity <= high:
-        raise ValueError(f"spin multiplicity {multiplicity} is outside the model's range {low}..{high}")
-
-
 def create_torch_force(
-    model_path: str | Path,
+    model: str | Path | ModelFile,
     topology: openmm.app.Topology,
     atoms: Iterable[int] | None = None,
     charge: int = 0,
@@ -246,14 +218,14 @@ def create_torch_force(
     torch_force = import_openmmtorch().TorchForce
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module, metadata = load_model_file(model_path, dtype, device)
+    model = model if isinstance(model, ModelFile) else open_model(model)
     periodic = uses_periodic_box(topology, system)
     particles = system.getNumParticles() if system is not None else topology.getNumAtoms()
     atoms = selected_atoms(atoms, max(particles, topology.getNumAtoms()))
-    check_periodic(metadata, periodic, whole_system=len(atoms) >= particles)
-    check_system_state(metadata, charge, multiplicity)
-    numbers = model_atomic_numbers(topology, atoms, metadata)
-    local = metadata.get("model_kind") == "local"
+    model.info.check_periodic(periodic, whole_system=len(atoms) >= particles)
+    model.info.check_state(charge, multiplicity)
+    numbers = model_atomic_numbers(topology, atoms, model.info)
+    module = model.module(dtype, device)
     arguments = (
         module,
         torch.tensor(numbers, dtype=torch.long, device=device),
@@ -261,7 +233,7 @@ def create_torch_force(
         int(charge),
         int(multiplicity),
     )
-    if local:
+    if model.is_local:
         wrapper = LocalTorchForceModule(*arguments)
     elif periodic:
         molecules = ml_molecules(topology, atoms, system)
@@ -396,7 +368,7 @@ def selected_atoms(atoms: Iterable[int] | None, particles: int) -> list[int]:
 
 
 def create_system(
-    model_path: str | Path,
+    model: str | Path | ModelFile,
     topology: openmm.app.Topology,
     charge: int = 0,
     multiplicity: int = 1,
@@ -412,7 +384,7 @@ def create_system(
     for atom in topology.atoms():
         system.addParticle(atom.element.mass if atom.element is not None else 0.0)
     system.addForce(
-        create_torch_force(model_path, topology, None, charge, multiplicity, system=system, dtype=dtype, device=device)
+        create_torch_force(model, topology, None, charge, multiplicity, system=system, dtype=dtype, device=device)
     )
     if remove_cm_motion:
         system.addForce(openmm.CMMotionRemover())

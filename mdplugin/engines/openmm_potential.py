@@ -16,6 +16,7 @@ import openmm.app
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from mdplugin.engines.openmm_force import create_torch_force, molecule_bonds_force, uses_periodic_box
+from mdplugin.export.model_file import ModelFile, open_model
 
 PRECISIONS = {None: None, "single": "float32", "double": "float64"}
 
@@ -37,14 +38,13 @@ class TransformerPotentialImpl(MLPotentialImpl):
     it applies to checkpoints, scripted on the fly) and `device` ('cpu' or 'cuda').
     """
 
-    def __init__(self, model_path: str | Path | None):
+    def __init__(self, model_path: str | Path | ModelFile | None):
         if model_path is None:
             raise ValueError(
                 "MLPotential('transformer') needs modelPath=, the path of an mdplugin export or checkpoint"
             )
-        if not Path(model_path).is_file():
-            raise FileNotFoundError(f"model file {model_path} does not exist")
-        self.model_path = Path(model_path)
+        # opened once here; every System this potential creates uses the same file object
+        self.model = model_path if isinstance(model_path, ModelFile) else open_model(model_path)
 
     def addForces(  # noqa: N802
         self,
@@ -61,7 +61,7 @@ class TransformerPotentialImpl(MLPotentialImpl):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use 'single' or 'double'")
         force = create_torch_force(
-            self.model_path,
+            self.model,
             topology,
             atoms,
             charge,

@@ -21,25 +21,30 @@ class ExportError(ValueError):
 
 
 def read_export_metadata(path: str | Path) -> dict:
-    """Metadata of an export, checked against the formats this mdplugin reads (no model code is loaded)."""
+    """Metadata of an export file, checked against the formats this mdplugin reads (no model code is loaded)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            json_name = next((n for n in names if n.endswith(f"extra/{METADATA_JSON}")), None)
-            text_name = next((n for n in names if n.endswith(f"extra/{METADATA_TEXT}")), None)
-            if json_name is None:
-                raise ExportError(
-                    f"{path} is a torch file without mdplugin metadata; export a checkpoint with `mdplugin export`"
-                )
-            json_bytes = archive.read(json_name)
-            text = archive.read(text_name).decode("utf-8", "replace") if text_name else None
+            return parse_export_metadata(archive, path)
     except zipfile.BadZipFile:
         raise ExportError(
             f"{path} is not a TorchScript export (not a zip archive); make one with `mdplugin export`"
         ) from None
+
+
+def parse_export_metadata(archive: zipfile.ZipFile, path: Path) -> dict:
+    """The checked metadata of an export archive already opened (`path` names it in messages)."""
+    names = archive.namelist()
+    json_name = next((n for n in names if n.endswith(f"extra/{METADATA_JSON}")), None)
+    text_name = next((n for n in names if n.endswith(f"extra/{METADATA_TEXT}")), None)
+    if json_name is None:
+        raise ExportError(
+            f"{path} is a torch file without mdplugin metadata; export a checkpoint with `mdplugin export`"
+        )
+    json_bytes = archive.read(json_name)
+    text = archive.read(text_name).decode("utf-8", "replace") if text_name else None
     try:
         metadata = json.loads(json_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError):

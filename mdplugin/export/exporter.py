@@ -205,10 +205,6 @@ def default_output_path(checkpoint_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-export.pt")
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def script_model(model: TransformerPotential, dtype: str = "float32", device: str = "cpu") -> torch.jit.ScriptModule:
     """The scripted, frozen inference module for a model (no file written)."""
     if dtype not in DTYPES:
@@ -311,11 +307,12 @@ def export(
         raise FileExistsError(f"{output} exists; pass --force to overwrite it or choose another -o")
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
-    checkpoint = read_checkpoint(checkpoint_path)
+    data = checkpoint_path.read_bytes() if checkpoint_path.is_file() else None  # one read: weights and hash
+    checkpoint = read_checkpoint(checkpoint_path, data)
     model = model_from_checkpoint(checkpoint)
     check_finite_weights(model, checkpoint_path)
     scripted = script_model(model, dtype, device)
-    metadata = export_metadata(checkpoint, model, dtype, device, file_sha256(checkpoint_path))
+    metadata = export_metadata(checkpoint, model, dtype, device, hashlib.sha256(data).hexdigest())
     extra_files = {METADATA_JSON: json.dumps(metadata, indent=2), METADATA_TEXT: metadata_text(metadata)}
     temporary = output.with_name(output.name + ".partial")
     torch.jit.save(scripted, str(temporary), _extra_files=extra_files)

@@ -1,88 +1,17 @@
-"""The one loader every client calls: "checkpoint or export?" is decided here, and only here.
-
-`load_model_file` gives a scripted module and its metadata from either kind of file (a checkpoint is
-scripted in memory, exactly as the exporter would); `Potential` wraps that for Python callers.
-"""
+"""The Python adapter: a model file as a callable for structures (`mdplugin.load`, the ASE calculator,
+`mdplugin evaluate`). Which kind of file it is, and what it holds, `open_model` decides."""
 
 from __future__ import annotations
 
-import io
-import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import vesin_torch  # noqa: F401 - registers the neighbour-list class that local exports call
 
 from mdplugin.elements import atomic_number
-from mdplugin.export.contract import METADATA_JSON, ExportError, read_export_metadata
+from mdplugin.export.model_file import ModelFile, ModelInfo, default_dtype, open_model
 from mdplugin.threads import choose_threads, torch_threads
-
-
-class ModelFileError(ValueError):
-    """A file that is neither an mdplugin checkpoint nor an mdplugin export."""
-
-
-def model_file_kind(path: str | Path) -> str:
-    """'export' or 'checkpoint', judged from the archive's contents without unpickling anything."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"model file {path} is empty (0 bytes); was it copied or written completely?")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(
-            f"{path} is neither an mdplugin checkpoint nor an export: it is not a torch archive at all"
-        )
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    if any(name.endswith(f"extra/{METADATA_JSON}") for name in names):
-        return "export"
-    if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
-        raise ExportError(
-            f"{path} is a TorchScript file without mdplugin metadata; export a checkpoint with `mdplugin export`"
-        )
-    return "checkpoint"
-
-
-def load_model_file(
-    path: str | Path, dtype: str | None = None, device: str = "cpu"
-) -> tuple[torch.jit.ScriptModule, dict]:
-    """The scripted model and its metadata, from an export or a checkpoint.
-
-    `dtype` applies to checkpoints only (an export keeps the precision it was written in); its default
-    is float64 on the CPU and float32 on a GPU.
-    """
-    if model_file_kind(path) == "export":
-        metadata = read_export_metadata(path)
-        try:
-            # map_location moves the frozen constants too, which module.to() later would not
-            module = torch.jit.load(str(path), map_location=device)
-        except Exception as error:  # torch raises several kinds for a damaged archive
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ExportError(
-                f"{path} has valid metadata but torch.jit.load cannot read its model ({first_line}); re-export it"
-            ) from None
-        return module.eval(), metadata
-    from mdplugin.export.exporter import check_finite_weights, export_metadata, file_sha256, script_model
-    from mdplugin.model.checkpoint import model_from_checkpoint, read_checkpoint
-
-    checkpoint = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint)
-    check_finite_weights(model, path)
-    dtype = dtype or ("float64" if device == "cpu" else "float32")
-    metadata = export_metadata(checkpoint, model, dtype, device, file_sha256(path))
-    return _reloaded(script_model(model, dtype, device), device), metadata
-
-
-def _reloaded(module: torch.jit.ScriptModule, device: str) -> torch.jit.ScriptModule:
-    """The module saved and loaded again, like an export file: scripting a wrapper around a module
-    frozen in this process trips TorchScript's type sharing ("Could not cast attribute 'model'")."""
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
-    buffer.seek(0)
-    return torch.jit.load(buffer, map_location=device)
 
 
 @dataclass
@@ -96,27 +25,29 @@ class Result:
 class Potential:
     """An exported model (or a checkpoint, scripted in memory) as a callable for structures."""
 
-    def __init__(self, module: torch.jit.ScriptModule, metadata: dict, device: str = "cpu", threads: int | None = None):
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, device: str = "cpu", threads: int | None = None):
         self.module = module
-        self.metadata = metadata
+        self.info = info
         self.device = torch.device(device)
-        self.dtype = getattr(torch, metadata["dtype"])
+        self.dtype = getattr(torch, info.dtype)
         self.threads = threads  # None: chosen per call from the system size (mdplugin.threads)
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str = "cpu", dtype: str | None = None, threads: int | None = None
+        cls, path: str | Path | ModelFile, device: str = "cpu", dtype: str | None = None, threads: int | None = None
     ) -> Potential:
-        module, metadata = load_model_file(path, dtype=dtype, device=device)
-        return cls(module, metadata, device, threads)
+        """`dtype` applies to checkpoints only (scripted in memory); an export keeps its own."""
+        model = path if isinstance(path, ModelFile) else open_model(path)
+        dtype = model.info.dtype or dtype or default_dtype(device)
+        return cls(model.module(dtype, device), replace(model.info, dtype=dtype), device, threads)
 
     @property
     def elements(self) -> list[str]:
-        return list(self.metadata["elements"])
+        return list(self.info.elements)
 
     @property
     def is_local(self) -> bool:
-        return self.metadata.get("model_kind") == "local"
+        return self.info.is_local
 
     def __call__(
         self, positions, atomic_numbers, charge: int = 0, multiplicity: int = 1, cell=None, pbc=None
@@ -146,11 +77,7 @@ class Potential:
                 )
                 virial = virial.detach().cpu().double().numpy()
             else:
-                if periodic:
-                    raise ValueError(
-                        "the structure is periodic, but this model uses global attention and cannot see periodic "
-                        "images; give a molecule without a cell (pbc False) or use a local model"
-                    )
+                self.info.check_periodic(periodic)
                 energy, forces, per_atom = self.module(positions, numbers, charge, multiplicity)
                 virial = None
         except torch.jit.Error as error:

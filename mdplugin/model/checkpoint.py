@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import io
 import platform
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
@@ -113,23 +115,28 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     temporary.replace(path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load and validate a checkpoint dict without executing any pickled code."""
+def read_checkpoint(path: str | Path, data: bytes | None = None) -> dict:
+    """Load and validate a checkpoint dict without executing any pickled code.
+
+    `data`: the file's bytes when the caller has read them already (`open_model`); `path` then names it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
+    if data is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        data = path.read_bytes()
+    if not data:
         raise CheckpointError(f"{path} is empty (0 bytes); was it written completely? Train or copy it again")
-    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: refuse before that
+    archive = _zip_names(data)
+    if any(name.endswith("constants.pkl") for name in archive or ()):  # torch.load would hand it to torch.jit.load
         raise CheckpointError(
             f"{path} is not an mdplugin checkpoint: it is an exported TorchScript model: use it with the engines, "
             "not for training"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         # torch's message suggests weights_only=False, which would run pickled code: never show it
-        if _is_zip(path):
+        if archive is not None:
             reason = "it holds Python objects beyond tensors and plain containers, which mdplugin never unpickles"
         else:
             reason = "it is not a file written by torch.save (not a zip archive)"
@@ -147,20 +154,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def _is_zip(path: Path) -> bool:
-    import zipfile
-
-    return zipfile.is_zipfile(path)
-
-
-def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
+def _zip_names(data: bytes) -> list[str] | None:
+    """The member names of a zip archive's bytes; None when they are not a zip archive."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") for name in archive.namelist())
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.namelist()
     except zipfile.BadZipFile:
-        return False
+        return None
 
 
 def model_from_checkpoint(checkpoint: dict) -> TransformerPotential:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,14 +160,6 @@ def _pairs(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         quantities="ijd",
     )
     return first.numpy(), second.numpy(), distances.numpy()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def split(

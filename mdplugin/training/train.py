@@ -7,7 +7,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mdplugin.elements import symbols
+from mdplugin.hashing import file_sha256
 from mdplugin.model.checkpoint import (
     build_checkpoint,
     check_output_file,
@@ -24,61 +25,24 @@ from mdplugin.model.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from mdplugin.model.transformer import ModelConfig, TransformerPotential, count_parameters, init_distance_attention
+from mdplugin.model.config import ModelConfig
+from mdplugin.model.transformer import TransformerPotential, count_parameters, init_distance_attention
 from mdplugin.training.dataset import (
     Structure,
     check_elements,
     collate,
-    file_sha256,
     fit_reference_energies,
     read_forces_only,
     read_structures,
     split,
     training_domain,
 )
+from mdplugin.training.options import MODEL_OPTIONS, TRAINING_OPTIONS, TrainingOptions
 from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
 
 
 class TrainingDiverged(ValueError):
     """The loss, the gradients or the weights became NaN or infinite during training."""
-
-
-@dataclass
-class TrainingOptions:
-    train_files: list[str]
-    output: str = "model.pt"
-    validation_files: list[str] = field(default_factory=list)
-    validation_fraction: float = 0.1
-    seed: int = 0
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    energy_weight: float = 1.0
-    force_weight: float = 10.0
-    stress_weight: float = 10.0  # per-atom virial term, for frames with a stress label
-    forces_only_files: list[str] = field(default_factory=list)  # frames trained on their forces alone
-    forces_only_weight: float = 0.1  # their force term relative to a fully labelled frame's
-    gradient_clip: float = 1.0
-    ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
-    augment_rotations: bool = True
-    elements: list[int] | None = None  # default: the elements of the training data
-    width: int = 128
-    depth: int = 4
-    heads: int = 8
-    ffn_multiplier: float = 8 / 3
-    coordinate_embedding: str = "quadratic"
-    attention_init: str = "distance"  # "distance" (Gaussian kernels, see init_distance_attention) or "random"
-    coordinate_range: float = 8.0
-    coordinate_features: int = 48
-    shortest_period: float = 2.0
-    interaction_range: float | None = None  # Å; None: global attention; R: the local model, attention within R
-    displacement_features: int = 16  # local model: width of the learned displacement encoding
-    radial_features: int = 16  # local model: Gaussians of |r_j - r_i| in that encoding's input
-    threads: int | None = None
-    device: str = "cpu"  # where the model trains: cpu, cuda or cuda:N; checkpoints are saved on the CPU
-    progress: bool = True
 
 
 def check_options(options: TrainingOptions) -> None:
@@ -130,33 +94,47 @@ def on_cpu(state):
     return state
 
 
-def resume_conflicts(options: TrainingOptions, checkpoint: dict) -> list[str]:
-    """The architecture options that differ from the checkpoint being resumed, as 'name value (checkpoint: value)'."""
+# what a resumed run never takes from the run it continues: the data and files of this invocation
+NOT_RESUMED = {"train_files", "validation_files", "output", "elements", "progress", "threads", "device"}
+
+
+def resumed_options(options: TrainingOptions, checkpoint: dict, given: set[str] | None = None) -> TrainingOptions:
+    """The options of a resumed run, decided in this one place: the architecture is the checkpoint's, and
+    options not `given` (None: all of them were) take the values the run recorded. Given options that
+    contradict the checkpoint's architecture are refused, naming each one."""
     config = checkpoint["config"]
     recorded = checkpoint.get("training", {}).get("options", {})
+    is_given = (lambda name: True) if given is None else given.__contains__
     conflicts = []
-    for name in (f.name for f in fields(options)):
-        given = getattr(options, name)
-        if name == "elements":
-            if given is not None and sorted(given) != sorted(config["elements"]):
-                conflicts.append(
-                    f"elements {','.join(symbols(sorted(given)))} (checkpoint: {','.join(symbols(config['elements']))})"
-                )
-            continue
-        if name in config:
-            stored = config[name]
-        elif name == "attention_init" and name in recorded:
-            stored = recorded[name]  # the starting weights are not in the config, but the run recorded them
-        else:
-            continue
-        same = (
-            math.isclose(given, stored)
-            if isinstance(stored, float) and isinstance(given, (int, float))
-            else given == stored
+    if options.elements is not None and is_given("elements") and sorted(options.elements) != sorted(config["elements"]):
+        conflicts.append(
+            f"elements {','.join(symbols(sorted(options.elements)))} (checkpoint: {','.join(symbols(config['elements']))})"
         )
-        if not same:
-            conflicts.append(f"{name} {given} (checkpoint: {stored})")
-    return conflicts
+    stored_config = ModelConfig.from_dict(config)
+    for name in MODEL_OPTIONS:
+        value, stored = getattr(options.model, name), getattr(stored_config, name)
+        if is_given(name) and not _same(value, stored):
+            conflicts.append(f"{name} {value} (checkpoint: {stored})")
+    # the starting weights are not in the config, but the run recorded how they were drawn
+    if is_given("attention_init") and recorded.get("attention_init", options.attention_init) != options.attention_init:
+        conflicts.append(f"attention_init {options.attention_init} (checkpoint: {recorded['attention_init']})")
+    if conflicts:
+        raise ValueError(
+            f"resuming {options.output} keeps the architecture it was trained with, but these options differ from "
+            f"it: {'; '.join(conflicts)}. Leave them out or give the checkpoint's values, or start a new run with --force"
+        )
+    taken = {
+        name: recorded[name]
+        for name in TRAINING_OPTIONS
+        if name in recorded and name not in NOT_RESUMED and not is_given(name)
+    }
+    return replace(options, model=stored_config, **taken)
+
+
+def _same(given, stored) -> bool:
+    if isinstance(stored, float) and isinstance(given, (int, float)) and given is not None:
+        return math.isclose(given, stored)
+    return given == stored
 
 
 def random_rotations(count: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -231,9 +209,24 @@ def evaluate(model: TransformerPotential, structures: list[Structure], batch_siz
 
 
 def train(
-    options: TrainingOptions, resume: bool = False, on_epoch_end: Callable[[int, dict], None] | None = None
+    options: TrainingOptions,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    given: set[str] | None = None,
 ) -> Path:
-    """Train a model and write its checkpoint to options.output. Returns that path."""
+    """Train a model and write its checkpoint to options.output. Returns that path.
+
+    `resume`: continue the run whose checkpoint is options.output; `given` names the options the user
+    gave for it (None: all), the others take the values that run recorded (see resumed_options)."""
+    checkpoint = None
+    if resume:
+        output = Path(options.output)
+        if not output.is_file():
+            raise ValueError(f"--resume needs the checkpoint {output} of the interrupted run; it does not exist")
+        checkpoint = read_checkpoint(output)
+        if "resume" not in checkpoint:
+            raise ValueError(f"{output} has no training state to resume from (it was saved without one)")
+        options = resumed_options(options, checkpoint, given)
     check_options(options)
     device = torch.device(options.device)  # check_options has refused one this torch cannot use
     output = Path(options.output)
@@ -260,15 +253,6 @@ def train(
     # model
     torch.manual_seed(options.seed)
     if resume:
-        checkpoint = read_checkpoint(output)
-        if "resume" not in checkpoint:
-            raise ValueError(f"{output} has no training state to resume from (it was saved without one)")
-        conflicts = resume_conflicts(options, checkpoint)
-        if conflicts:
-            raise ValueError(
-                f"resuming {output} keeps the architecture it was trained with, but these options differ from it: "
-                f"{'; '.join(conflicts)}. Leave them out or give the checkpoint's values, or start a new run with --force"
-            )
         if checkpoint["resume"]["epoch"] >= options.epochs:
             raise ValueError(
                 f"{output} already holds {checkpoint['resume']['epoch']} epochs, and {options.epochs} were asked for; "
@@ -278,14 +262,7 @@ def train(
         model.load_state_dict(checkpoint["resume"]["model"])
     else:
         elements = sorted(options.elements or {int(z) for s in training_set for z in s.atomic_numbers})
-        config = ModelConfig(
-            elements=elements, width=options.width, depth=options.depth, heads=options.heads,
-            ffn_multiplier=options.ffn_multiplier, coordinate_embedding=options.coordinate_embedding,
-            coordinate_range=options.coordinate_range,
-            shortest_period=options.shortest_period, coordinate_features=options.coordinate_features,
-            interaction_range=options.interaction_range, displacement_features=options.displacement_features,
-            radial_features=options.radial_features,
-        )  # fmt: skip
+        config = replace(options.model, elements=elements)
         model = TransformerPotential(config)
         if config.is_local:
             pass  # no absolute coordinates to start from: the smooth cutoff already makes attention local

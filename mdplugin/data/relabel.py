@@ -19,7 +19,6 @@ are not recorded, so a resumed run labels them again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import struct
 import time
@@ -30,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mdplugin.training import periodic_data as pd
-from mdplugin.training import reference_data as rd
+from mdplugin.data import molecules as rd
+from mdplugin.data import water as pd
+from mdplugin.hashing import file_sha256
 
 MDTRAJ_SUFFIXES = (".dcd", ".xtc", ".pdb")  # what `mdplugin run --trajectory-format` writes
 LAMMPS_FORMATS = {
@@ -178,7 +178,7 @@ def _mdtraj_frames(path: Path, topology: str | Path | None) -> Iterator[Frame]:
 def _dcd_steps(path: Path) -> tuple[int | None, int | None]:
     """The first frame's step and the steps between frames of a DCD that OpenMM wrote (None, None otherwise:
     mdtraj's times of a DCD are frame counts)."""
-    from mdplugin.engines.reporters import read_dcd_header
+    from mdplugin.md.reporters import read_dcd_header
 
     if path.suffix.lower() != ".dcd":
         return None, None
@@ -266,14 +266,6 @@ def _formula(numbers: np.ndarray) -> str:
     from ase.symbols import Symbols
 
     return Symbols(numbers).get_chemical_formula()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance(trajectory: Path, topology: Path | None, digest: str, options: RelabelOptions, created: str) -> dict:
@@ -391,7 +383,7 @@ def relabel(
     rd.check_outputs([output], resume, force)
     topology = trajectory_topology(trajectory, topology)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    info = provenance(trajectory, topology, sha256(trajectory), options, created)
+    info = provenance(trajectory, topology, file_sha256(trajectory), options, created)
     done = _written_frames(output, info) if resume and not force and output.exists() else set()
 
     # the first frame read and checked before the output is touched: a trajectory the labels cannot take

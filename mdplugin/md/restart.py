@@ -9,33 +9,29 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import openmm.app as app
 
-from mdplugin.engines.mlmm_system import MLRegion, atom_ranges
-from mdplugin.engines.reporters import (
-    RunWarning,
+from mdplugin.md.mlmm import MLRegion, atom_ranges
+from mdplugin.md.options import RunOptions, RunWarning
+from mdplugin.md.reporters import (
     read_dcd_header,
     read_header,
     truncate_dcd,
     truncate_state_data,
     truncate_xtc,
 )
-from mdplugin.engines.structure_input import formula
-
-if TYPE_CHECKING:
-    from mdplugin.engines.simulate import RunOptions
+from mdplugin.md.structure_input import formula
 
 
-def run_record(options: RunOptions, topology: app.Topology, charge: int, region: MLRegion | None = None) -> dict:
+def run_record(
+    options: RunOptions, model_sha256: str, topology: app.Topology, charge: int, region: MLRegion | None = None
+) -> dict:
     """What a checkpoint of this run belongs to; a restart must match it (see check_restart)."""
-    from mdplugin.export.exporter import file_sha256
-
     record = {
         "elements": [atom.element.symbol for atom in topology.atoms()],
         "model": str(options.model),
-        "model_sha256": file_sha256(options.model),
+        "model_sha256": model_sha256,
         "ensemble": options.ensemble,
         "timestep_fs": options.timestep_fs,
         "charge": charge,

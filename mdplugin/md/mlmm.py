@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import openmm
 import openmm.app as app
 from openmm import unit
 
-if TYPE_CHECKING:
-    from mdplugin.engines.simulate import RunOptions
+from mdplugin.export.model_file import ModelFile
+from mdplugin.md.options import RunOptions
 
 WATER_MODELS = (
     "tip3pfb",
@@ -200,6 +199,7 @@ def ml_region_charge(mm_system: openmm.System, atoms: list[int]) -> int:
 
 def create_mixed_system(
     region: MLRegion,
+    model: ModelFile,
     mm_system: openmm.System,
     topology: app.Topology,
     charge: int,
@@ -211,7 +211,7 @@ def create_mixed_system(
     periodic box), the force field for the rest and for ML-MM interactions."""
     from openmmml import MLPotential
 
-    potential = MLPotential("transformer", modelPath=str(options.model))
+    potential = MLPotential("transformer", modelPath=model)
     return potential.createMixedSystem(
         topology,
         mm_system,

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdplugin.training import reference_data as rd
+from mdplugin.data import molecules as rd
 
 LABELS = ("gfn1-xtb", "classical")
 METHOD = {"gfn1-xtb": "GFN1-xTB", "classical": "SPC/Fw"}

@@ -24,6 +24,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
+from mdplugin.md.options import RunFailed, RunWarning
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
 GAS_CONSTANT_KJ_PER_MOL_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
@@ -34,14 +35,6 @@ ENERGY_JUMP_EV_PER_ATOM = 1.0  # NVE total energy may wander by meV/atom; 1 eV/a
 DOMAIN_RATIO = "Shortest distance / training (ratio)"
 VOLUME = "Box Volume (nm^3)"
 DENSITY = "Density (g/mL)"
-
-
-class RunFailed(RuntimeError):
-    """The dynamics broke down (or left the model's domain with --domain-check stop)."""
-
-
-class RunWarning(UserWarning):
-    """Something about a run the user should know about, that does not stop it."""
 
 
 # ---------------------------------------------------------------------------------------- domain
