@@ -159,10 +159,18 @@ def lammps_command(ranks: int) -> tuple[list[str], dict[str, str]]:
 
 
 def write_lammps_data(atoms: ase.Atoms, elements: list[str], path: Path, velocities: np.ndarray | None = None) -> None:
-    """A `units metal` atomic data file (velocities in Å/ps if given); atom types follow the model's elements."""
+    """A `units metal` atomic data file (velocities in Å/ps if given); atom types follow the model's elements.
+
+    A box periodic in x, y and z (orthorhombic) keeps its cell from 0; a molecule gets 10 Å of padding."""
     from ase.data import atomic_masses, atomic_numbers
 
-    low, high = atoms.positions.min(0) - 10.0, atoms.positions.max(0) + 10.0
+    if atoms.pbc.all():
+        if not np.allclose(atoms.cell.array, np.diag(atoms.cell.lengths())):
+            raise ValueError("write_lammps_data writes orthorhombic boxes only")
+        bounds = [f"0 {float(length)!r} {name}lo {name}hi" for length, name in zip(atoms.cell.lengths(), "xyz")]
+    else:
+        low, high = atoms.positions.min(0) - 10.0, atoms.positions.max(0) + 10.0
+        bounds = [f"{low[axis]:.6f} {high[axis]:.6f} {name}lo {name}hi" for axis, name in enumerate("xyz")]
     type_of = {atomic_numbers[symbol]: index + 1 for index, symbol in enumerate(elements)}
     lines = [
         "mdplugin benchmark structure",
@@ -170,7 +178,7 @@ def write_lammps_data(atoms: ase.Atoms, elements: list[str], path: Path, velocit
         f"{len(atoms)} atoms",
         f"{len(elements)} atom types",
         "",
-        *(f"{low[axis]:.6f} {high[axis]:.6f} {name}lo {name}hi" for axis, name in enumerate("xyz")),
+        *bounds,
         "",
         "Masses",
         "",
@@ -266,3 +274,11 @@ def parse_thermo(log: str) -> np.ndarray:
             continue
         rows[values[0]] = values  # consecutive runs repeat their boundary step
     return np.array(list(rows.values())).reshape(-1, 8)
+
+
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status; the memory probe needs Linux")

@@ -35,13 +35,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import ase
 import numpy as np
 import torch
 
-from benchmarks import report
+from benchmarks import engines, report
 
 ROOT = Path(__file__).resolve().parent.parent
-MASSES = {1: 1.008, 8: 15.999}
 TIMESTEP_FS = 0.5
 SKIN = 1.0  # Å: neighbor skin (LAMMPS's metal default is 2 Å; 1 Å keeps the ghost shell thinner)
 LOOP_TIME = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
@@ -69,12 +69,9 @@ def water_box(
 
 
 def write_data(path: Path, positions: np.ndarray, numbers: np.ndarray, lengths: np.ndarray) -> None:
-    types = {1: 1, 8: 2}  # pair_coeff * * model H O
-    lines = ["water box (mdplugin benchmark)", "", f"{len(numbers)} atoms", "2 atom types", ""]
-    lines += [f"0 {float(length)!r} {axis}lo {axis}hi" for length, axis in zip(lengths, "xyz")]
-    lines += ["", "Masses", "", f"1 {MASSES[1]}", f"2 {MASSES[8]}", "", "Atoms # atomic", ""]
-    lines += [f"{i + 1} {types[z]} {x:.8f} {y:.8f} {w:.8f}" for i, (z, (x, y, w)) in enumerate(zip(numbers, positions))]
-    path.write_text("\n".join(lines) + "\n")
+    """The water box as a LAMMPS data file, atom types H O (pair_coeff * * model H O)."""
+    atoms = ase.Atoms(numbers=numbers, positions=positions, cell=np.diag(lengths), pbc=True)
+    engines.write_lammps_data(atoms, ["H", "O"], path)
 
 
 def make_local_export(directory: Path, interaction_range: float, depth: int, width: int, dtype: str) -> Path:

@@ -109,3 +109,16 @@ def mace_batch(atoms: ase.Atoms, elements: list[int], dtype: torch.dtype = torch
 def energy_and_forces(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     output = model(batch, training=False, compute_force=True)
     return output["energy"].detach(), output["forces"].detach()
+
+
+def describe(context: dict) -> dict:
+    """How the MACE baseline of a speed benchmark was built and timed (or why it was skipped)."""
+    if context["mace"] is None:
+        return {"skipped": context["skipped"].get("mace", "not requested")}
+    return {
+        "parameters": count(context["mace"]),
+        "channels": context["mace_channels"],
+        "r_max_angstrom": R_MAX,
+        "mode": "eager (torch.jit.script fails in e3nn 0.4.4 under torch 2.9)",
+        "timed": "model call with compute_force=True; neighbour list timed separately",
+    }

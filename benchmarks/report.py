@@ -137,3 +137,8 @@ def number(value: float | None, digits: int = 3) -> str | None:
     if value is None:
         return None
     return f"{value:.{digits}g}"
+
+
+def demoted(markdown: str) -> str:
+    """A Markdown report as a section of another: every heading one level down."""
+    return "".join("#" + line if line.startswith("#") else line for line in markdown.splitlines(keepends=True))

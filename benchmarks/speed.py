@@ -158,19 +158,11 @@ def memory_probe(model: Path, structure: Path) -> dict:
     positions, numbers = engines.raw_inputs(ase.io.read(structure), getattr(torch, metadata["dtype"]))
     for _ in range(2):
         module(positions[:3], numbers[:3], 0, 1)
-    baseline = _status_mb("VmRSS")
+    baseline = engines.status_mb("VmRSS")
     for _ in range(3):
         module(positions, numbers, 0, 1)
-    peak = _status_mb("VmHWM")
+    peak = engines.status_mb("VmHWM")
     return {"rss_baseline_mb": baseline, "peak_rss_mb": peak, "evaluation_mb": peak - baseline}
-
-
-def _status_mb(key: str) -> float:
-    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {key} in /proc/self/status; the memory probe needs Linux")
 
 
 def fit_exponent(sizes: list[int], milliseconds: list[float]) -> float | None:
@@ -296,7 +288,7 @@ def run_speed(
         },
         "settings": settings,
         "matmul_gflops": context["matmul_gflops"],
-        "mace": mace_description(context),
+        "mace": mace_baseline.describe(context),
         "skipped": context["skipped"],
         "memory_method": "peak RSS (VmHWM in /proc/self/status) of a fresh process per size; evaluation_mb = peak - RSS after loading the export and evaluating 3 atoms",
         "rows": rows,
@@ -304,18 +296,6 @@ def run_speed(
     }
     write_results(results, Path(output))
     return results
-
-
-def mace_description(context: dict) -> dict:
-    if context["mace"] is None:
-        return {"skipped": context["skipped"].get("mace", "not requested")}
-    return {
-        "parameters": mace_baseline.count(context["mace"]),
-        "channels": context["mace_channels"],
-        "r_max_angstrom": mace_baseline.R_MAX,
-        "mode": "eager (torch.jit.script fails in e3nn 0.4.4 under torch 2.9)",
-        "timed": "model call with compute_force=True; neighbour list timed separately",
-    }
 
 
 def scaling(rows: list[dict]) -> dict:
@@ -343,12 +323,8 @@ def write_results(results: dict, output: Path) -> None:
 
 def water_section(output: Path) -> str:
     """The periodic-water comparison (local model, global model, MACE) of `speed_local.py`, when it has run."""
-    path = output / "speed-local.json"
-    if not path.is_file():
-        return ""
-    from benchmarks import speed_local
-
-    return "\n" + speed_local.markdown(json.loads(path.read_text()), heading="##")
+    section = output / "speed-local.md"
+    return "\n" + report.demoted(section.read_text()) if section.is_file() else ""
 
 
 def rewrite_markdown(output: Path) -> None:

@@ -46,7 +46,7 @@ import ase.io
 import numpy as np
 import torch
 
-from benchmarks import engines, mace_baseline, report, speed
+from benchmarks import engines, mace_baseline, report
 
 ROOT = Path(__file__).resolve().parent.parent
 GLOBAL_MODELS = (ROOT / "examples/models/md17-export.pt", ROOT / "export/fixtures/tiny-float32.pt")
@@ -248,8 +248,6 @@ def peak_memory(kind: str, model: str, atoms: ase.Atoms) -> dict:
 def memory_probe(kind: str, structure: Path, model: str) -> dict:
     """In the probe process: peak RSS of two evaluations of the structure, and its excess over a
     baseline taken after loading the model and evaluating a 3-atom piece (libraries paged in)."""
-    from benchmarks.speed import _status_mb
-
     torch.set_num_threads(1)
     atoms = ase.io.read(structure)
     if kind == "mace":
@@ -265,10 +263,10 @@ def memory_probe(kind: str, structure: Path, model: str) -> dict:
         calls = [make(module, a, getattr(torch, metadata["dtype"])) for a in (piece, atoms)]
     for _ in range(2):
         calls[0]()
-    baseline = _status_mb("VmRSS")
+    baseline = engines.status_mb("VmRSS")
     for _ in range(2):
         calls[1]()
-    peak = _status_mb("VmHWM")
+    peak = engines.status_mb("VmHWM")
     return {"rss_baseline_mb": baseline, "peak_rss_mb": peak, "evaluation_mb": peak - baseline}
 
 
@@ -505,7 +503,7 @@ def merged(earlier: dict, later: dict) -> dict:
 
 def mace_description(context: dict) -> dict:
     """speed.py's description of the MACE baseline, run here on periodic boxes."""
-    description = speed.mace_description(context)
+    description = mace_baseline.describe(context)
     if context["mace"] is not None:
         description["periodic"] = True
         description["mode"] = "eager, float32, random weights (L=1 features, 2 interactions, correlation 3)"

@@ -5,6 +5,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
+def open_model(path):
+    """A checkpoint or an export, read once and checked: kind, typed metadata, sha256, the module."""
+    from mdplugin.export.model_file import open_model as _open_model
+
+    return _open_model(path)
+
+
 def load(path, device: str = "cpu", threads: int | None = None):
     """A callable potential from an export or a checkpoint (scripted in memory); see `mdplugin.export.loader`.
 

@@ -91,3 +91,24 @@ def test_engine_adapters_do_not_import_the_md_application():
     for name, targets in graph.items():
         if name.startswith("mdplugin.engines"):
             assert not {t for t in targets if t.startswith(("mdplugin.md", "mdplugin.cli", "mdplugin.data"))}, name
+
+
+def test_one_model_object_serves_every_python_client():
+    """open_model gives the kind, typed metadata and hash once; load and the ASE calculator take the object
+    and compute what they compute from the path."""
+    import ase.io
+
+    import mdplugin
+    from mdplugin.engines.ase_calculator import TransformerCalculator
+    from mdplugin.hashing import file_sha256
+
+    for name, kind, local in (("tiny.pt", "checkpoint", False), ("tiny-local-float64.pt", "export", True)):
+        model = mdplugin.open_model(FIXTURES / name)
+        assert (model.kind, model.info.is_local) == (kind, local)
+        assert model.sha256 == file_sha256(FIXTURES / name)
+    model = mdplugin.open_model(FIXTURES / "tiny-float64.pt")
+    water = ase.io.read(FIXTURES / "water.xyz")
+    from_path = mdplugin.load(FIXTURES / "tiny-float64.pt").evaluate_atoms(water)
+    assert mdplugin.load(model).evaluate_atoms(water).energy == from_path.energy
+    water.calc = TransformerCalculator(model)
+    assert water.get_potential_energy() == from_path.energy

@@ -23,7 +23,10 @@ from mdplugin.training.dataset import Structure, read_forces_only, read_structur
 from mdplugin.training.train import TrainingOptions, evaluate, train
 
 TINY = dict(
-    model=ModelConfig(width=32, depth=2, heads=4, coordinate_features=24), batch_size=16, learning_rate=3e-3, progress=False
+    model=ModelConfig(width=32, depth=2, heads=4, coordinate_features=24),
+    batch_size=16,
+    learning_rate=3e-3,
+    progress=False,
 )
 
 

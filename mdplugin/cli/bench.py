@@ -1,31 +1,30 @@
 """`mdplugin bench` (speed, stability, accuracy measurements) and `mdplugin analyze` (what the model learned).
 
-The benchmarks live in the source tree's `benchmarks/` folder, next to their results; these commands
-load them from there, so they need mdplugin installed from its source tree (`pip install -e .`).
+The benchmarks are the `benchmarks` package of the source tree, installed with mdplugin (`pip install -e .`
+installs both); these commands import it like any installed module.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("speed", "stability", "accuracy")
 EXTRA_BENCHMARKS = ("speed-local",)  # run only when named: not part of `all`
 
 
 def benchmark_module(name: str):
-    """The module benchmarks/<name>.py of the source tree."""
-    if not (ROOT / "benchmarks" / f"{name}.py").is_file():
+    """The installed module benchmarks.<name>."""
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    except ModuleNotFoundError as error:
+        if error.name not in ("benchmarks", f"benchmarks.{name}"):
+            raise
         raise click.ClickException(
-            f"the benchmarks are not at {ROOT / 'benchmarks'}; run from an editable install of the source tree (pip install -e .)"
-        )
-    if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))  # appended: never shadows an installed package
-    return importlib.import_module(f"benchmarks.{name}")
+            "the benchmarks package is not installed; install mdplugin from its source tree (pip install -e .)"
+        ) from None
 
 
 def _numbers(text: str | None, kind: type, option: str, smallest: float, open_below: bool = False) -> list | None:

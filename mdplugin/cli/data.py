@@ -201,7 +201,7 @@ def _run(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     description = f"{len(molecules)} molecule(s) x {len(temperatures)} temperature(s)"
-    _generate(trajectories, rd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
+    _generate(trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
 
 
 WATER_LAYOUT = """
@@ -338,7 +338,7 @@ def water(
     description = (
         f"{len(temperatures)} temperature(s) x {len(densities)} density(ies), {waters} waters{around}, {labels} labels"
     )
-    _generate(trajectories, pd.run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
+    _generate(trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet)
 
 
 RELABEL_EPILOG = """
@@ -455,19 +455,18 @@ def relabel(
     click.echo(result.summary())
 
 
-def _generate(
-    trajectories, run_trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet
-) -> None:
+def _generate(trajectories, description, out_dir, temperatures, jobs, resume, overwrite, quiet) -> None:
     """Check the outputs, run the planned trajectories with a progress bar, write and report the combined files."""
     from tqdm import tqdm
 
     from mdplugin.data import molecules as rd
+    from mdplugin.data.trajectories import frames_to_do, run_trajectories
 
     try:
         rd.check_outputs(
             [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures)), resume, overwrite
         )
-        total = rd.frames_to_do(trajectories, resume, overwrite)
+        total = frames_to_do(trajectories, resume, overwrite)
         click.echo(
             f"{len(trajectories)} trajectories ({description}), {total} frames to compute, {jobs} processes, into {out_dir}"
         )

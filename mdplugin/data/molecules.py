@@ -12,19 +12,27 @@ run that was interrupted and continued with `resume=True` writes the same file a
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
+
+from mdplugin.data.trajectories import (  # noqa: F401 - the writer is shared; names kept here too
+    TrajectoryResult,
+    count_frames,
+    extxyz_text,
+    frame_spans,
+    frames_to_do,
+    parse_extxyz,
+    run_trajectories,
+    run_trajectory,
+)
 
 MAX_ATOMIC_NUMBER = 86  # GFN2-xTB has parameters for H to Rn
 SPLITS = ("train", "test")
@@ -79,13 +87,40 @@ class Trajectory:
     settings: MDSettings = MDSettings()
     base_seed: int = 0
 
+    identity_keys = (
+        "molecule",
+        "split",
+        "temperature_K",
+        "trajectory_seed",
+        "charge",
+        "multiplicity",
+        "method",
+        "timestep_fs",
+        "friction_per_fs",
+        "stride_steps",
+        "equilibration_steps",
+    )  # what a continued file must agree on (see trajectories.continue_from)
 
-@dataclass(frozen=True)
-class TrajectoryResult:
-    path: Path
-    frames: int  # frames in the file now
-    written: int  # frames written by this run
-    message: str = ""
+    @property
+    def numbers(self) -> np.ndarray:
+        return self.molecule.numbers
+
+    @property
+    def cost(self) -> float:
+        s = self.settings
+        return (s.equilibration_steps + self.frames * (s.stride + 1)) * len(self.molecule.numbers) ** 2
+
+    def provenance(self, created: str) -> dict:
+        return provenance(self, created)
+
+    def sampler(self):
+        """(index, last frame, info) -> (extxyz text, frame): GFN2-xTB Langevin MD, labelled by GFN2-xTB."""
+        calc = GFN2xTB(self.molecule)
+
+        def sample(index: int, last, info: dict):
+            return _labelled(_next_frame(self, index, last, calc), calc, info)
+
+        return sample
 
 
 # ---------------------------------------------------------------------------- starting structures
@@ -333,111 +368,6 @@ def provenance(trajectory: Trajectory, created: str) -> dict:
     }
 
 
-def frame_spans(path: Path) -> list[tuple[int, int]]:
-    """Byte ranges of the complete frames at the start of an extxyz file (a cut-off last frame is left out)."""
-    spans, start, index = [], 0, 0
-    with open(path, "rb") as handle:
-        lines = handle.readlines()
-    while index < len(lines):
-        try:
-            atoms = int(lines[index])
-        except ValueError:
-            break
-        end = index + 2 + atoms
-        if end > len(lines) or not lines[end - 1].endswith(b"\n"):
-            break
-        length = sum(len(line) for line in lines[index:end])
-        spans.append((start, start + length))
-        start, index = start + length, end
-    return spans
-
-
-def count_frames(path: Path) -> int:
-    """Complete frames in an extxyz file."""
-    return len(frame_spans(path))
-
-
-def run_trajectory(
-    trajectory: Trajectory, resume: bool = False, force: bool = False, on_frame: Callable[[], None] | None = None
-) -> TrajectoryResult:
-    """Write (or continue) one trajectory; returns how many frames the file holds and how many were added."""
-    path, done, last = trajectory.path, 0, None
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if path.exists() and not force:
-        if not resume:
-            raise FileExistsError(f"{path} exists; pass --resume to continue it or --force to overwrite it")
-        done, last = _continue_from(trajectory)
-        if done >= trajectory.frames:
-            return TrajectoryResult(path, done, 0, f"{path}: complete ({done} frames), skipped")
-        created = str(last.info.get("created", created)) if last is not None else created
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = provenance(trajectory, created)
-    calc = GFN2xTB(trajectory.molecule)
-    with open(path, "a" if done else "w") as handle:
-        for index in range(done, trajectory.frames):
-            atoms = _next_frame(trajectory, index, last, calc)
-            frame_info = {**info, "frame": index, "time_fs": _time_fs(trajectory.settings, index)}
-            text, last = _labelled(atoms, calc, frame_info)
-            handle.write(text)
-            handle.flush()
-            if on_frame is not None:
-                on_frame()
-    return TrajectoryResult(path, trajectory.frames, trajectory.frames - done)
-
-
-def _continue_from(trajectory: Trajectory):
-    """Frames already in the file and its last frame; an incomplete last frame is cut off."""
-    path = trajectory.path
-    spans = frame_spans(path)
-    if not spans:
-        if path.stat().st_size:
-            raise ValueError(f"{path} is not an extxyz file this command wrote; pass --force to overwrite it")
-        return 0, None
-    content = path.read_bytes()
-    try:
-        first, last = (_parse(content[a:b].decode()) for a, b in (spans[0], spans[-1]))
-    except Exception as error:
-        raise ValueError(
-            f"{path} is not an extxyz file this command wrote ({error}); pass --force to overwrite it"
-        ) from None
-    _check_same_trajectory(trajectory, first)
-    if spans[-1][1] < len(content):
-        with open(path, "r+b") as handle:
-            handle.truncate(spans[-1][1])
-    return len(spans), last
-
-
-_IDENTITY_KEYS = (
-    "molecule",
-    "split",
-    "temperature_K",
-    "trajectory_seed",
-    "charge",
-    "multiplicity",
-    "method",
-    "timestep_fs",
-    "friction_per_fs",
-    "stride_steps",
-    "equilibration_steps",
-)
-
-
-def _check_same_trajectory(trajectory: Trajectory, atoms) -> None:
-    """Refuse to continue a file that holds another trajectory."""
-    expected = provenance(trajectory, "")
-    differ = [k for k in _IDENTITY_KEYS if str(atoms.info.get(k)) != str(expected[k])]
-    if differ or not np.array_equal(atoms.numbers, trajectory.molecule.numbers):
-        found = ", ".join(f"{k}={atoms.info.get(k)} (not {expected[k]})" for k in differ) or "other atoms"
-        raise ValueError(
-            f"{trajectory.path} holds another trajectory ({found}); "
-            "pass --force to overwrite it or choose another output directory"
-        )
-
-
-def _time_fs(settings: MDSettings, index: int) -> float:
-    return (settings.equilibration_steps + index * settings.stride) * settings.timestep_fs
-
-
 def _next_frame(trajectory: Trajectory, index: int, last, calc):
     """Frame `index`: the equilibrated start for index 0, else `stride` steps on from the last frame."""
     from ase.md import velocitydistribution
@@ -506,108 +436,15 @@ def _labelled(atoms, calc, info: dict):
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    state = _parse(_text(Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta())))
+    state = parse_extxyz(
+        extxyz_text(Atoms(numbers=atoms.numbers, positions=atoms.positions, momenta=atoms.get_momenta()))
+    )
     state.calc = calc
     energy, forces = state.get_potential_energy(), state.get_forces()
     state.calc = SinglePointCalculator(state, energy=energy, forces=forces)
     state.info.update(info)
-    text = _text(state)
-    return text, _with_calculator(_parse(text), calc)
-
-
-def _text(atoms) -> str:
-    import ase.io
-
-    buffer = io.StringIO()
-    ase.io.write(buffer, atoms, format="extxyz")
-    return buffer.getvalue()
-
-
-def _parse(text: str):
-    import ase.io
-
-    atoms = ase.io.read(io.StringIO(text), format="extxyz")
-    atoms.set_constraint()
-    return atoms
-
-
-# ---------------------------------------------------------------------------- many trajectories
-
-_progress_queue = None
-
-
-def _start_worker(queue) -> None:
-    global _progress_queue
-    os.environ["OMP_NUM_THREADS"] = "1"  # one process per core; tblite's OpenMP would oversubscribe
-    _progress_queue = queue
-
-
-def _run_in_worker(trajectory: Trajectory, resume: bool, force: bool) -> TrajectoryResult:
-    return run_trajectory(trajectory, resume, force, on_frame=lambda: _progress_queue.put(1))
-
-
-def run_trajectories(
-    trajectories: Sequence[Trajectory],
-    jobs: int = 2,
-    resume: bool = False,
-    force: bool = False,
-    on_frame: Callable[[], None] | None = None,
-) -> list[TrajectoryResult]:
-    """Run every trajectory, largest first, in `jobs` worker processes of one OpenMP thread each.
-
-    Even one job runs in a worker: tblite's OpenMP threads, once started in a process, cannot be
-    reduced, and on a busy machine two spinning threads per process make xTB many times slower.
-    """
-    import multiprocessing
-
-    order = sorted(trajectories, key=_cost, reverse=True)
-    context = multiprocessing.get_context("spawn")  # workers start clean, with OMP_NUM_THREADS=1 set first
-    queue = context.Queue()
-    results = []
-    with ProcessPoolExecutor(max(1, jobs), mp_context=context, initializer=_start_worker, initargs=(queue,)) as pool:
-        pending = {pool.submit(_run_in_worker, t, resume, force): t for t in order}
-        while pending:
-            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(queue, on_frame)
-            for future in finished:
-                trajectory = pending.pop(future)
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    if isinstance(error, (ValueError, FileExistsError)):
-                        raise error  # these name the file already
-                    raise RuntimeError(f"{trajectory.path}: {type(error).__name__}: {error}") from error
-                results.append(future.result())
-        _drain(queue, on_frame)
-    return results
-
-
-def _drain(queue, on_frame) -> None:
-    import queue as queues
-
-    while True:
-        try:
-            queue.get_nowait()
-        except queues.Empty:
-            return
-        if on_frame is not None:
-            on_frame()
-
-
-def _cost(trajectory: Trajectory) -> float:
-    s = trajectory.settings
-    steps = s.equilibration_steps + trajectory.frames * (s.stride + 1)
-    return steps * len(trajectory.molecule.numbers) ** 2
-
-
-def frames_to_do(trajectories: Sequence[Trajectory], resume: bool, force: bool) -> int:
-    """Frames the run will write (for a progress bar)."""
-    total = 0
-    for t in trajectories:
-        done = count_frames(t.path) if resume and not force and t.path.exists() else 0
-        total += max(0, t.frames - done)
-    return total
+    text = extxyz_text(state)
+    return text, _with_calculator(parse_extxyz(text), calc)
 
 
 def write_combined(

@@ -31,6 +31,7 @@ import numpy as np
 
 from mdplugin.data import molecules as rd
 from mdplugin.data import water as pd
+from mdplugin.data.trajectories import frame_spans, parse_extxyz
 from mdplugin.hashing import file_sha256
 
 MDTRAJ_SUFFIXES = (".dcd", ".xtc", ".pdb")  # what `mdplugin run --trajectory-format` writes
@@ -329,7 +330,7 @@ _IDENTITY_KEYS = ("source_sha256", "method", "cutoff_angstrom", "switch_angstrom
 def _written_frames(output: Path, expected: dict) -> set[int]:
     """The source frames an earlier run wrote to `output`; an incomplete last frame is cut off, and a file of
     another trajectory or other labels is refused."""
-    spans = rd.frame_spans(output)
+    spans = frame_spans(output)
     if not spans:
         if output.stat().st_size:
             raise ValueError(f"{output} is not an extxyz file `data relabel` wrote; pass --force to overwrite it")
@@ -337,7 +338,7 @@ def _written_frames(output: Path, expected: dict) -> set[int]:
     content = output.read_bytes()
     done = set()
     for start, end in spans:
-        info = rd._parse(content[start:end].decode()).info
+        info = parse_extxyz(content[start:end].decode()).info
         if "source_frame" not in info:
             raise ValueError(f"{output} holds frames `data relabel` did not write; pass --force to overwrite it")
         differ = [k for k in _IDENTITY_KEYS if str(info.get(k)) != str(expected.get(k))]

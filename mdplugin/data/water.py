@@ -37,15 +37,20 @@ momenta, those of its own MD, are written with the frame for the same reason.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from mdplugin.data import molecules as rd
+from mdplugin.data.trajectories import (  # noqa: F401 - the writer is shared; names kept here too
+    TrajectoryResult,
+    extxyz_text,
+    parse_extxyz,
+    run_trajectories,
+    run_trajectory,
+)
 
 LABELS = ("gfn1-xtb", "classical")
 METHOD = {"gfn1-xtb": "GFN1-xTB", "classical": "SPC/Fw"}
@@ -147,6 +152,35 @@ class BoxTrajectory:
     settings: BoxSettings = field(default_factory=BoxSettings)
     base_seed: int = 0
     solute: rd.Molecule | None = field(default=None, compare=False)
+
+    @property
+    def identity_keys(self) -> tuple[str, ...]:
+        """What a continued file must agree on (see trajectories.continue_from)."""
+        return _IDENTITY_KEYS + (_SOLUTE_IDENTITY_KEYS if self.solute is not None else ())
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return frame_numbers(self)
+
+    @property
+    def cost(self) -> float:
+        return self.frames
+
+    def provenance(self, created: str) -> dict:
+        return provenance(self, created)
+
+    def sampler(self):
+        """(index, last frame, info) -> (extxyz text, frame): Langevin MD of the classical model, labelled
+        with GFN1-xTB or the classical model itself."""
+        s = self.settings
+        label = ClassicalLabeller(s.waters, s.water_model) if self.labels == "classical" else XTBLabeller()
+        numbers = frame_numbers(self)
+
+        def sample(index: int, last, info: dict):
+            positions, momenta, cell = _next_frame(self, index, last)
+            return _labelled(positions, momenta, cell, numbers, label, info)
+
+        return sample
 
 
 # ---------------------------------------------------------------------------- the classical model
@@ -654,64 +688,6 @@ def frame_numbers(trajectory: BoxTrajectory) -> np.ndarray:
     return numbers
 
 
-def run_trajectory(
-    trajectory: BoxTrajectory, resume: bool = False, force: bool = False, on_frame: Callable[[], None] | None = None
-) -> rd.TrajectoryResult:
-    """Write (or continue) one trajectory; returns how many frames the file holds and how many were added."""
-    path, done, last = trajectory.path, 0, None
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if path.exists() and not force:
-        if not resume:
-            raise FileExistsError(f"{path} exists; pass --resume to continue it or --force to overwrite it")
-        done, last = _continue_from(trajectory)
-        if done >= trajectory.frames:
-            return rd.TrajectoryResult(path, done, 0, f"{path}: complete ({done} frames), skipped")
-        created = str(last.info.get("created", created)) if last is not None else created
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = provenance(trajectory, created)
-    s = trajectory.settings
-    label = ClassicalLabeller(s.waters, s.water_model) if trajectory.labels == "classical" else XTBLabeller()
-    with open(path, "a" if done else "w") as handle:
-        for index in range(done, trajectory.frames):
-            positions, momenta, cell = _next_frame(trajectory, index, last)
-            frame_info = {**info, "frame": index, "time_fs": (s.equilibration_steps + index * s.stride) * s.timestep_fs}
-            text, last = _labelled(positions, momenta, cell, frame_numbers(trajectory), label, frame_info)
-            handle.write(text)
-            handle.flush()
-            if on_frame is not None:
-                on_frame()
-    return rd.TrajectoryResult(path, trajectory.frames, trajectory.frames - done)
-
-
-def _continue_from(trajectory: BoxTrajectory):
-    """Frames already in the file and its last frame; an incomplete last frame is cut off."""
-    path = trajectory.path
-    spans = rd.frame_spans(path)
-    if not spans:
-        if path.stat().st_size:
-            raise ValueError(f"{path} is not an extxyz file this command wrote; pass --force to overwrite it")
-        return 0, None
-    content = path.read_bytes()
-    try:
-        first, last = (rd._parse(content[a:b].decode()) for a, b in (spans[0], spans[-1]))
-    except Exception as error:
-        raise ValueError(
-            f"{path} is not an extxyz file this command wrote ({error}); pass --force to overwrite it"
-        ) from None
-    expected = provenance(trajectory, "")
-    keys = _IDENTITY_KEYS + (_SOLUTE_IDENTITY_KEYS if trajectory.solute is not None else ())
-    differ = [k for k in keys if str(first.info.get(k)) != str(expected[k])]
-    if differ or not np.array_equal(first.numbers, frame_numbers(trajectory)):
-        found = ", ".join(f"{k}={first.info.get(k)} (not {expected[k]})" for k in differ) or "other atoms"
-        raise ValueError(
-            f"{path} holds another trajectory ({found}); pass --force to overwrite it or choose another output directory"
-        )
-    if spans[-1][1] < len(content):
-        with open(path, "r+b") as handle:
-            handle.truncate(spans[-1][1])
-    return len(spans), last
-
-
 def _next_frame(trajectory: BoxTrajectory, index: int, last) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions (Å), momenta (amu Å/fs, ASE units) and cell of frame `index`: the equilibrated box for index 0,
     else `stride` steps of Langevin MD on from the last frame as written. A solute first takes its own next
@@ -774,55 +750,15 @@ def _labelled(positions: np.ndarray, momenta: np.ndarray, cell: np.ndarray, numb
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    state = rd._parse(rd._text(Atoms(numbers=numbers, positions=positions, momenta=momenta, cell=cell, pbc=True)))
+    state = parse_extxyz(extxyz_text(Atoms(numbers=numbers, positions=positions, momenta=momenta, cell=cell, pbc=True)))
     if isinstance(label, XTBLabeller):
         energy, forces, stress = label(state.positions, state.cell.array, state.numbers)
     else:
         energy, forces, stress = label(state.positions, state.cell.array)
     state.calc = SinglePointCalculator(state, energy=energy, forces=forces, stress=stress)
     state.info.update(info)
-    text = rd._text(state)
-    return text, rd._parse(text)
-
-
-# ---------------------------------------------------------------------------- many trajectories
-
-
-def _run_in_worker(trajectory: BoxTrajectory, resume: bool, force: bool) -> rd.TrajectoryResult:
-    return run_trajectory(trajectory, resume, force, on_frame=lambda: rd._progress_queue.put(1))
-
-
-def run_trajectories(
-    trajectories: Sequence[BoxTrajectory],
-    jobs: int = 2,
-    resume: bool = False,
-    force: bool = False,
-    on_frame: Callable[[], None] | None = None,
-) -> list[rd.TrajectoryResult]:
-    """Run every trajectory in `jobs` worker processes of one OpenMP thread each (see reference_data)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    results = []
-    order = sorted(trajectories, key=lambda t: t.frames, reverse=True)
-    with ProcessPoolExecutor(max(1, jobs), mp_context=context, initializer=rd._start_worker, initargs=(queue,)) as pool:
-        pending = {pool.submit(_run_in_worker, t, resume, force): t for t in order}
-        while pending:
-            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            rd._drain(queue, on_frame)
-            for future in finished:
-                trajectory = pending.pop(future)
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    if isinstance(error, (ValueError, FileExistsError)):
-                        raise error
-                    raise RuntimeError(f"{trajectory.path}: {type(error).__name__}: {error}") from error
-                results.append(future.result())
-        rd._drain(queue, on_frame)
-    return results
+    text = extxyz_text(state)
+    return text, parse_extxyz(text)
 
 
 def write_pdb(
