@@ -36,7 +36,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 import argparse
 import json
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +53,14 @@ COUNTED_ATOMS_PER_RANK = [300, 1_000, 3_000]  # counted on a configuration (the 
 
 
 def model_parameters(path: Path) -> dict:
-    """Range, depth and width from an export's metadata (extra/mdplugin.json)."""
-    with zipfile.ZipFile(path) as archive:
-        name = next(entry for entry in archive.namelist() if entry.endswith("extra/mdplugin.json"))
-        metadata = json.loads(archive.read(name))
-    if metadata.get("model_kind") != "local":
-        raise SystemExit(f"{path} is not a local model (model_kind {metadata.get('model_kind')})")
-    config = metadata["model_config"]
-    return {"range": float(metadata["interaction_range"]), "depth": int(config["depth"]), "width": int(config["width"])}
+    """Range, depth and width of a local model file (export or checkpoint)."""
+    from mdplugin.export.model_file import open_model
+
+    model = open_model(path)
+    if not model.is_local:
+        raise SystemExit(f"{path} is not a local model (it has global attention)")
+    config = model.export_metadata()["model_config"]
+    return {"range": float(model.info.interaction_range), "depth": int(config["depth"]), "width": int(config["width"])}
 
 
 # ---------------------------------------------------------------- geometry

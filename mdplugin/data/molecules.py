@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
-from ase.units import Bohr, Hartree
 
+from mdplugin.data.labellers import GFN2xTB  # noqa: F401 - names kept here too
 from mdplugin.data.trajectories import (  # noqa: F401 - the writer is shared; names kept here too
     TrajectoryResult,
     count_frames,
@@ -304,35 +303,6 @@ def check_outputs(paths: Sequence[Path], resume: bool, force: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- one trajectory
-
-
-class GFN2xTB(Calculator):
-    """GFN2-xTB energy (eV) and forces (eV/Å) from tblite, each SCF from a fresh guess.
-
-    tblite's own ASE calculator restarts every SCF from the last wavefunction, which moves the
-    forces by ~1e-5 eV/Å depending on the history; here every result is a function of the geometry
-    alone, so a resumed run repeats an uninterrupted one exactly.
-    """
-
-    implemented_properties = ["energy", "forces"]
-
-    def __init__(self, molecule: Molecule) -> None:
-        from tblite.interface import Calculator as TBLiteCalculator
-
-        super().__init__()
-        self.xtb = TBLiteCalculator(
-            "GFN2-xTB", molecule.numbers, molecule.positions / Bohr, molecule.charge, molecule.multiplicity - 1
-        )
-        self.xtb.set("verbosity", 0)
-
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        self.xtb.update(positions=self.atoms.positions / Bohr)
-        result = self.xtb.singlepoint()
-        self.results = {
-            "energy": float(result["energy"]) * Hartree,
-            "forces": -np.asarray(result["gradient"]) * Hartree / Bohr,
-        }
 
 
 def provenance(trajectory: Trajectory, created: str) -> dict:
