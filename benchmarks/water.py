@@ -2,7 +2,8 @@
 
 The reference is the classical SPC/Fw model of `mdplugin data water --labels classical` (PME, cutoff
 5.5 Å), whose own MD is cheap; the model was trained on frames labelled by it. Both run the same
-protocol in OpenMM (CPU platform, one thread) from the same 64-water box:
+protocol in OpenMM (CPU platform, one thread) from the same 64-water box, each segment through the MD loop
+of `mdplugin run` (`mdplugin.md.simulate.run_simulation`: its reporters, blow-up watch and wall-clock budget):
 
 1. NPT at 300 K and 1 bar (LangevinMiddleIntegrator, friction 1/ps, 1 fs; MonteCarloBarostat every 25
    steps): the density. With `--no-barostat` the same segment is NVT in the box of `--structure` (the
@@ -47,11 +48,13 @@ import argparse
 import csv
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import report
+from mdplugin.md.options import RunOptions
 from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM, KJ_PER_MOL_PER_EV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,53 +67,94 @@ KJ_PER_MOL_IN_EV = 1 / KJ_PER_MOL_PER_EV
 # ---------------------------------------------------------------------------- MD
 
 
-def build_simulation(potential: str, pdb_path: Path, integrator, threads: int, platform_name: str = "CPU"):
-    """An OpenMM Simulation of the box in `pdb_path` with the classical model or a model file, on the
-    CPU platform or CUDA (mixed precision, float32 model on the GPU)."""
-    import torch
-    from openmm import app
+def water_system(potential: str, topology, platform):
+    """The classical reference's System, or the model's (an export or checkpoint) through mdplugin's OpenMM
+    adapter: the CPU runs the model file's own dtype, CUDA float32 on the GPU."""
+    from mdplugin.data.labellers import classical_system
+    from mdplugin.engines.openmm_force import create_system
+    from mdplugin.md.simulate import model_dtype_and_device
 
-    from mdplugin.data.water import classical_system
-    from mdplugin.md.simulate import get_platform, model_dtype_and_device
-
-    pdb = app.PDBFile(str(pdb_path))
-    precision = "mixed" if platform_name.upper() in ("CUDA", "OPENCL") else None
-    platform, properties = get_platform(platform_name, precision)
-    if platform.getName() == "CPU":
-        properties["Threads"] = str(threads)
     if potential == "classical":
-        system = classical_system(pdb.topology)
-    else:
-        from mdplugin.engines.openmm_force import create_system
+        return classical_system(topology)
+    dtype, device = model_dtype_and_device(platform, "mixed") if platform.getName() != "CPU" else (None, "cpu")
+    return create_system(potential, topology, dtype=dtype, device=device)
 
-        torch.set_num_threads(threads)
-        # CPU: the model file's own dtype, as every CPU run here used; CUDA: float32 on the GPU
-        dtype, device = model_dtype_and_device(platform, precision) if platform.getName() != "CPU" else (None, "cpu")
-        system = create_system(potential, pdb.topology, dtype=dtype, device=device)
-    return pdb, system, integrator, platform, properties
+
+def segment_options(args: argparse.Namespace, kind: str) -> RunOptions:
+    """mdplugin run's options for one segment: NPT (or NVT with --no-barostat) or NVE, unwrapped DCD frames
+    (the diffusion coefficient needs them), bounded by its wall-clock budget."""
+    first = kind == "npt"
+    length_ps, timestep_fs = (args.npt_ps, args.npt_timestep_fs) if first else (args.nve_ps, args.nve_timestep_fs)
+    return RunOptions(
+        structure=str(args.structure),
+        model=args.potential,
+        output=str(RUNS / args.name / kind),
+        ensemble=("nvt" if args.no_barostat else "npt") if first else "nve",
+        steps=max(1, int(round(1000 * length_ps / timestep_fs))),
+        timestep_fs=timestep_fs,
+        temperature_k=300.0,
+        friction_per_ps=1.0,
+        pressure_bar=1.0,
+        barostat_interval=25,
+        platform=args.platform,
+        precision="mixed" if args.platform.upper() in ("CUDA", "OPENCL") else None,
+        seed=args.seed,
+        report_interval=args.npt_report_steps if first else args.nve_report_steps,
+        checkpoint_interval=10**9,  # one at the end
+        threads=args.threads,
+        max_wall_minutes=args.minutes if first else args.nve_minutes,
+        wrap_trajectory=False,
+        progress=False,
+        overwrite=True,
+    )
+
+
+def run_segment(simulation, options: RunOptions) -> dict:
+    """One segment through mdplugin's own MD loop (reporters, blow-up watch, wall-clock budget, summary);
+    the record the report reads."""
+    from mdplugin.md.simulate import RunFailed, output_paths, run_simulation
+
+    paths = output_paths(options)
+    try:
+        summary = asdict(run_simulation(simulation, options, paths))
+    except RunFailed:
+        summary = json.loads(paths["summary"].read_text())
+    return {
+        "kind": Path(options.output).name,
+        "requested_ps": options.steps * options.timestep_fs / 1000,
+        "ran_ps": summary["simulated_ps"],
+        "steps": summary["steps"],
+        "timestep_fs": options.timestep_fs,
+        "report_steps": options.report_interval,
+        "wall_s": summary["wall_seconds"],
+        "ms_per_step": 1000 * summary["wall_seconds"] / max(summary["steps"], 1),
+        "stopped_by_wall_clock": summary["stopped_by_wall_clock"],
+        "failed": summary["status"] == "failed",
+        "failure": summary["failure"],
+    }
 
 
 def run_md(args: argparse.Namespace) -> None:
-    """NPT then NVE, each stopped at its length or at the wall-clock budget, whichever comes first."""
-    import openmm
-    from openmm import app, unit
+    """NPT (or NVT) then NVE from its last state, each `mdplugin run`'s MD loop on a System of the classical
+    reference or of the model; each segment stops at its length or its wall-clock budget."""
+    import torch
+    from openmm import app
 
-    out = RUNS / args.name
-    deadline = time.time() + 60 * args.minutes
-    machine = report.machine_info()
-    npt_integrator = openmm.LangevinMiddleIntegrator(
-        300 * unit.kelvin, 1 / unit.picosecond, args.npt_timestep_fs * unit.femtosecond
-    )
-    npt_integrator.setRandomNumberSeed(args.seed)
-    pdb, system, _, platform, properties = build_simulation(
-        args.potential, Path(args.structure), npt_integrator, args.threads, args.platform
-    )
-    out.mkdir(parents=True, exist_ok=True)  # after the model, structure and platform were accepted
-    if not args.no_barostat:
-        system.addForce(openmm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 25))
-    simulation = app.Simulation(pdb.topology, system, npt_integrator, platform, properties)
+    from mdplugin.md.simulate import create_barostat, create_integrator, get_platform
+
+    first = segment_options(args, "npt")
+    platform, properties = get_platform(args.platform, first.precision)
+    if platform.getName() == "CPU":
+        properties["Threads"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    pdb = app.PDBFile(str(args.structure))
+    system = water_system(args.potential, pdb.topology, platform)
+    if first.ensemble == "npt":
+        system.addForce(create_barostat(first))
+    simulation = app.Simulation(pdb.topology, system, create_integrator(first), platform, properties)
     simulation.context.setPositions(pdb.positions)
-    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, args.seed)
+    simulation.context.setVelocitiesToTemperature(first.temperature_k, first.seed)
+    machine = report.machine_info()
     record = {
         "potential": args.potential,
         "potential_sha256": model_sha256(args.potential),
@@ -119,102 +163,44 @@ def run_md(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "barostat": not args.no_barostat,
         "platform": platform.getName(),
+        "md": "mdplugin.md.simulate.run_simulation (the MD loop of mdplugin run)",
     }
-    record["npt"] = segment(simulation, out / "npt", args.npt_ps, args.npt_timestep_fs, args.npt_report_steps, deadline)
-    # NVE from the last NPT state: same box, positions and velocities
-    record["nve"] = {
-        "kind": "nve",
-        "requested_ps": args.nve_ps,
-        "ran_ps": 0.0,
-        "steps": 0,
-        "failed": False,
-        "timestep_fs": args.nve_timestep_fs,
-        "report_steps": args.nve_report_steps,
-    }
+    record["npt"] = run_segment(simulation, first)
+    record["nve"] = {"kind": "nve", "requested_ps": args.nve_ps, "ran_ps": 0.0, "steps": 0, "failed": False,
+                     "timestep_fs": args.nve_timestep_fs, "report_steps": args.nve_report_steps}  # fmt: skip
     if not record["npt"]["failed"] and args.nve_ps > 0:
+        # NVE from the last state of the first segment: same box, positions and velocities
         state = simulation.context.getState(getPositions=True, getVelocities=True)
-        nve_system = build_simulation(args.potential, Path(args.structure), None, args.threads, args.platform)[1]
+        second = segment_options(args, "nve")
+        nve_system = water_system(args.potential, pdb.topology, platform)
         nve_system.setDefaultPeriodicBoxVectors(*state.getPeriodicBoxVectors())
-        nve_integrator = openmm.VerletIntegrator(args.nve_timestep_fs * unit.femtosecond)
-        nve = app.Simulation(pdb.topology, nve_system, nve_integrator, platform, properties)
-        nve.context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
-        nve.context.setPositions(state.getPositions())
-        nve.context.setVelocities(state.getVelocities())
-        nve_deadline = time.time() + 60 * args.nve_minutes
-        record["nve"] = segment(
-            nve, out / "nve", args.nve_ps, args.nve_timestep_fs, args.nve_report_steps, nve_deadline
-        )
+        nve = app.Simulation(pdb.topology, nve_system, create_integrator(second), platform, properties)
+        nve.context.setState(state)
+        nve.context.setTime(0.0)  # the NVE segment's own clock, as its drift and plots read it
+        record["nve"] = run_segment(nve, second)
     record["machine"] = report.finish(machine)
-    (out / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (RUNS / args.name / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=2, default=str))
 
 
-def segment(
-    simulation,
-    prefix: Path,
-    length_ps: float,
-    timestep_fs: float,
-    report_steps: int,
-    deadline: float,
-) -> dict:
-    """Run up to `length_ps` in chunks of `report_steps`, writing a CSV row and a DCD frame (unwrapped
-    positions, with the box) each chunk; stops early at `deadline`."""
-    from openmm import app, unit
+def read_segment(path: Path) -> dict[str, np.ndarray]:
+    """A segment's state data in the report's units (time_ps, potential/kinetic/total_eV, temperature_K,
+    density_g_cm3), from mdplugin run's CSV or from the CSV of runs made before water.py used it."""
+    from mdplugin.md.simulate import read_state_data
 
-    total_steps = int(round(1000 * length_ps / timestep_fs))
-    atoms = simulation.system.getNumParticles()
-    waters = atoms // 3
-    from mdplugin.data.water import density_g_cm3
-
-    simulation.reporters.append(app.DCDReporter(str(prefix) + ".dcd", report_steps, enforcePeriodicBox=False))
-    rows, started, steps, failure = [], time.time(), 0, None
-    with open(str(prefix) + ".csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K", "volume_A3", "density_g_cm3"]
-        )
-        while steps < total_steps and time.time() < deadline:
-            try:
-                simulation.step(report_steps)
-            except Exception as error:  # OpenMM stops on NaN coordinates: the run failed, record where
-                failure = f"{type(error).__name__}: {error}"
-                break
-            steps += report_steps
-            state = simulation.context.getState(getEnergy=True)
-            potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV
-            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_IN_EV
-            volume = state.getPeriodicBoxVolume().value_in_unit(unit.angstrom**3)
-            # 3N - 3 degrees of freedom (CMMotionRemover); kB in eV/K
-            temperature = 2 * kinetic / ((3 * atoms - 3) * 8.617333262e-5)
-            row = [
-                steps * timestep_fs / 1000,
-                potential,
-                kinetic,
-                potential + kinetic,
-                temperature,
-                volume,
-                density_g_cm3(waters, volume),
-            ]
-            writer.writerow(row)
-            handle.flush()
-            rows.append(row)
-            if not np.isfinite(row[3]) or temperature > 3000:
-                break
-    seconds = time.time() - started
-    simulation.reporters.clear()
-    done_ps = steps * timestep_fs / 1000
+    with open(path) as handle:
+        if handle.readline().startswith("time_ps"):
+            return read_csv(path)
+    data = read_state_data(path)
+    if not data:
+        return {}
     return {
-        "kind": prefix.name,
-        "requested_ps": length_ps,
-        "ran_ps": done_ps,
-        "steps": steps,
-        "timestep_fs": timestep_fs,
-        "report_steps": report_steps,
-        "wall_s": seconds,
-        "ms_per_step": 1000 * seconds / max(steps, 1),
-        "stopped_by_wall_clock": steps < total_steps and time.time() >= deadline,
-        "failed": failure is not None or (bool(rows) and (not np.isfinite(rows[-1][3]) or rows[-1][4] > 3000)),
-        "failure": failure,
+        "time_ps": data["Time (ps)"],
+        "potential_eV": data["Potential Energy (kJ/mole)"] * KJ_PER_MOL_IN_EV,
+        "kinetic_eV": data["Kinetic Energy (kJ/mole)"] * KJ_PER_MOL_IN_EV,
+        "total_eV": data["Total Energy (kJ/mole)"] * KJ_PER_MOL_IN_EV,
+        "temperature_K": data["Temperature (K)"],
+        "density_g_cm3": data["Density (g/mL)"],
     }
 
 
@@ -589,7 +575,7 @@ def closest_hydrogens(trajectory, frame_ps: float) -> dict:
 
 def analyze_run(name: str) -> dict:
     record = json.loads((RUNS / name / "run.json").read_text())
-    npt = read_csv(RUNS / name / "npt.csv")
+    npt = read_segment(RUNS / name / "npt.csv")
     result: dict = {"name": name, "potential": record["potential"], "atoms": record["atoms"], "run": record}
     frame_ps = record["npt"]["report_steps"] * record["npt"]["timestep_fs"] / 1000
     if record["npt"]["failed"]:
@@ -621,7 +607,7 @@ def analyze_run(name: str) -> dict:
     }
     result["diffusion_npt"] = diffusion(trajectory, frame_ps)
     if record.get("nve", {}).get("steps"):
-        nve = read_csv(RUNS / name / "nve.csv")
+        nve = read_segment(RUNS / name / "nve.csv")
         time_ps, total = nve["time_ps"], nve["total_eV"]
         slope = np.polyfit(time_ps, total, 1)[0] if len(time_ps) > 2 else float("nan")
         result["nve_drift_meV_per_atom_per_ps"] = float(1000 * slope / record["atoms"])
@@ -644,7 +630,7 @@ def density_trace(run: dict) -> tuple[np.ndarray, np.ndarray]:
     """Time (ps) and density (g/cm³) of a run's first segment, either engine."""
     if run.get("engine") == "lammps":
         return np.array(run["time_ps"]), np.array(run["density_trace"])
-    npt = read_csv(RUNS / run["name"] / "npt.csv")
+    npt = read_segment(RUNS / run["name"] / "npt.csv")
     return npt["time_ps"], npt["density_g_cm3"]
 
 
@@ -654,7 +640,7 @@ def nve_trace(run: dict) -> tuple[np.ndarray, np.ndarray] | None:
         return (np.array(run["nve_time_ps"]), np.array(run["nve_total_eV"])) if "nve_time_ps" in run else None
     if not run["run"]["nve"]["steps"] or not (RUNS / run["name"] / "nve.csv").exists():
         return None
-    nve = read_csv(RUNS / run["name"] / "nve.csv")
+    nve = read_segment(RUNS / run["name"] / "nve.csv")
     return nve["time_ps"], nve["total_eV"]
 
 
@@ -707,7 +693,7 @@ def write_report(args: argparse.Namespace) -> None:
             )
     stopped = {}
     for name in args.stopped:  # runs stopped by hand (no run.json): what their state data show
-        npt = read_csv(RUNS / name / "npt.csv")
+        npt = read_segment(RUNS / name / "npt.csv")
         stopped[name] = {
             "ran_ps": float(npt["time_ps"][-1]),
             "density_first_last_g_cm3": [float(npt["density_g_cm3"][0]), float(npt["density_g_cm3"][-1])],
@@ -831,7 +817,7 @@ def plot(reference: dict, model: dict, xtb: dict | None, lammps: list[dict], sto
                 time_ps, 1000 * (total - total[0]) / run["run"]["atoms"], color=color, lw=0.8, label=label(run)
             )
     for name in stopped:
-        npt = read_csv(RUNS / name / "npt.csv")
+        npt = read_segment(RUNS / name / "npt.csv")
         axes[0].plot(npt["time_ps"], npt["density_g_cm3"], color="0.6", lw=0.8, label=name + " (stopped)")
     axes[0].set_xlabel("first segment: time (ps)")
     axes[0].set_ylabel("density (g/cm³)")

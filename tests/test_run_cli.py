@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mdtraj
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -254,3 +255,42 @@ def test_solvate_needs_residues_the_force_field_knows(tmp_path):
     assert result.exit_code != 0
     assert "cannot solvate" in result.output and "residues the force field knows" in result.output
     assert not list(tmp_path.glob("out*"))
+
+
+def test_max_minutes_stops_cleanly_and_the_run_continues_with_restart(tmp_path):
+    """A wall-clock budget ends the run between reports with its checkpoint and summary written (a budget of
+    0.5 s against 10 million steps, which would take hours here)."""
+    prefix = tmp_path / "water"
+    result = run(WATER, "--model", MODEL, "-o", str(prefix), "--steps", "10000000", "--report-interval", "5",
+                 "--platform", "Reference", "--seed", "5", "--threads", "1", "--quiet", "--max-minutes", "0.008")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "stopped by --max-minutes" in result.output
+    summary = json.loads(Path(f"{prefix}-summary.json").read_text())
+    assert summary["stopped_by_wall_clock"] and summary["status"] == "completed"
+    assert 0 < summary["final_step"] < 10_000_000 and Path(f"{prefix}.chk").stat().st_size > 0
+    again = run(WATER, "--model", MODEL, "-o", str(prefix), "--steps", "10", "--report-interval", "5",
+                "--platform", "Reference", "--seed", "5", "--threads", "1", "--quiet", "--restart", f"{prefix}.chk")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(Path(f"{prefix}-summary.json").read_text())["final_step"] == summary["final_step"] + 10
+
+
+def test_unwrapped_trajectory_keeps_atoms_where_they_are(tmp_path):
+    """A periodic box whose atoms all sit one cell vector outside it: the default trajectory wraps them into
+    the box, --unwrapped keeps them where the dynamics has them (a few fs: they barely move)."""
+    import ase.io
+
+    box = ase.io.read(FIXTURES / "water-box.extxyz")
+    box.positions += box.cell[0]
+    shifted = tmp_path / "shifted.extxyz"
+    ase.io.write(shifted, box)
+    model = str(FIXTURES / "tiny-local-float64.pt")
+    frames = {}
+    for name, extra in (("wrapped", ()), ("unwrapped", ("--unwrapped",))):
+        prefix = tmp_path / name
+        result = run(str(shifted), "--model", model, "-o", str(prefix), "--steps", "4", "--report-interval", "2",
+                     "--platform", "Reference", "--seed", "1", "--threads", "1", "--quiet", "--no-minimize", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        frames[name] = 10 * mdtraj.load(f"{prefix}.dcd", top=f"{prefix}-topology.pdb").xyz[-1]  # Å
+    start = box.positions
+    assert np.abs(frames["unwrapped"] - start).max() < 0.2  # 2 fs of motion
+    assert np.abs(frames["wrapped"] - start).max() > 5.0  # moved back by a cell vector

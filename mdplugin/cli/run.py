@@ -146,10 +146,24 @@ from mdplugin.md.options import DEFAULT_FORCEFIELD, DOMAIN_CHECKS, ENSEMBLES, PR
     type=click.FloatRange(min=0, min_open=True),
     help="ML/MM in a periodic box: PME direct-space and Lennard-Jones cutoff, nm.",
 )
+@click.option(
+    "--max-minutes",
+    "max_wall_minutes",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Wall-clock budget: stop cleanly after this many minutes (checkpoint and summary written; continue "
+    "with --restart).",
+)
+@click.option(
+    "--unwrapped",
+    is_flag=True,
+    help="Write unwrapped positions to the trajectory (for mean-square displacements) instead of molecules "
+    "wrapped into the box.",
+)
 @click.option("--plot", is_flag=True, help="Also write PREFIX-energy.png and PREFIX-temperature.png.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite existing output files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(structure, quiet, forcefield, **options) -> None:
+def run(structure, quiet, forcefield, unwrapped, **options) -> None:
     """Run molecular dynamics of STRUCTURE (a PDB or XYZ/extxyz file, or a SMILES string) with a model.
 
     ML/MM (--ml-residues, --ml-atoms or --solvate): the model computes a molecule, an OpenMM force field
@@ -174,7 +188,13 @@ def run(structure, quiet, forcefield, **options) -> None:
         warnings.showwarning = show
         try:
             summary = simulate(
-                RunOptions(structure=structure, progress=not quiet, forcefield=tuple(forcefield), **options)
+                RunOptions(
+                    structure=structure,
+                    progress=not quiet,
+                    forcefield=tuple(forcefield),
+                    wrap_trajectory=not unwrapped,
+                    **options,
+                )
             )
         except RunFailed as error:
             raise click.ClickException(str(error)) from None
@@ -187,6 +207,8 @@ def run(structure, quiet, forcefield, **options) -> None:
         f"{summary.steps} steps ({summary.simulated_ps:.3f} ps) of {summary.atoms} atoms{computed} on "
         f"{summary.platform}, ending at step {summary.final_step}"
     )
+    if summary.stopped_by_wall_clock:
+        click.echo(f"stopped by --max-minutes before its {options['steps']} steps; continue it with --restart")
     click.echo(f"speed: {summary.ns_per_day:.2f} ns/day ({summary.wall_seconds:.1f} s, {summary.threads} torch "
                f"thread{'s' if summary.threads > 1 else ''}: {summary.threads_reason})")  # fmt: skip
     if summary.mean_temperature_k is None:

@@ -63,6 +63,8 @@ class RunOptions:
     plot: bool = False
     overwrite: bool = False
     progress: bool = True
+    max_wall_minutes: float | None = None  # stop (cleanly, checkpoint and summary written) after this long
+    wrap_trajectory: bool = True  # False: unwrapped positions in the trajectory (mean-square displacements)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Summary:
     closest_pair: str | None = None
     ml_atoms: int | None = None  # ML/MM: atoms the model computes (None: all of them)
     notes: list[str] = field(default_factory=list)
+    stopped_by_wall_clock: bool = False  # max_wall_minutes ended the run before its steps were done
     files: dict[str, str] = field(default_factory=dict)  # the files that exist
 
 
@@ -97,6 +100,8 @@ class Summary:
 
 def check_options(options: RunOptions) -> None:
     """Refuse values no run should start with (a sentence naming the fix); warn about risky ones."""
+    if options.max_wall_minutes is not None and not options.max_wall_minutes > 0:
+        raise ValueError(f"--max-minutes must be a positive number of minutes, got {options.max_wall_minutes:g}")
     if options.steps < 1 or options.report_interval < 1 or options.checkpoint_interval < 1:
         raise ValueError("--steps, --report-interval and --checkpoint-interval must be positive")
     if options.ensemble not in ENSEMBLES:

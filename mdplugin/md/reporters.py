@@ -323,15 +323,16 @@ class DCDReporter:
     """OpenMM's DCDReporter, with the header's first step right for a run that starts (or restarts
     into a new file) at any step, and the header's last step right when appending."""
 
-    def __init__(self, path: Path, interval: int, append: bool = False):
+    def __init__(self, path: Path, interval: int, append: bool = False, wrap: bool = True):
         self.path = path
         self.interval = interval
         self.append = append and path.exists()
+        self.wrap = wrap  # False: unwrapped positions, for mean-square displacements
         self._file = None
         self._dcd = None
 
     def describeNextReport(self, simulation: app.Simulation) -> dict:  # noqa: N802 - OpenMM's reporter API
-        return {"steps": self.interval - simulation.currentStep % self.interval, "periodic": None,
+        return {"steps": self.interval - simulation.currentStep % self.interval, "periodic": None if self.wrap else False,
                 "include": ["positions"]}  # fmt: skip
 
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:

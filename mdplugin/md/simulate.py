@@ -268,13 +268,26 @@ def add_reporters(
     ]
     trajectory = paths["trajectory"]
     if options.trajectory_format == "dcd":
-        reporters.append(DCDReporter(trajectory, options.report_interval, append=append and trajectory.exists()))
+        reporters.append(
+            DCDReporter(
+                trajectory, options.report_interval, append=append and trajectory.exists(), wrap=options.wrap_trajectory
+            )
+        )
     elif options.trajectory_format == "xtc":
         reporters.append(
-            app.XTCReporter(str(trajectory), options.report_interval, append=append and trajectory.exists())
+            app.XTCReporter(
+                str(trajectory),
+                options.report_interval,
+                append=append and trajectory.exists(),
+                enforcePeriodicBox=None if options.wrap_trajectory else False,
+            )
         )
     else:
-        reporters.append(app.PDBReporter(str(trajectory), options.report_interval))
+        reporters.append(
+            app.PDBReporter(
+                str(trajectory), options.report_interval, enforcePeriodicBox=None if options.wrap_trajectory else False
+            )
+        )
     reporters.append(app.CheckpointReporter(str(paths["checkpoint"]), options.checkpoint_interval))
     simulation.reporters.extend(reporters)
     return reporters
@@ -290,20 +303,24 @@ def close_reporters(simulation: app.Simulation) -> None:
 # ---------------------------------------------------------------------------------------------- run
 
 
-def run_steps(simulation: app.Simulation, options: RunOptions) -> None:
-    """Advance `options.steps` steps with a progress bar."""
+def run_steps(simulation: app.Simulation, options: RunOptions) -> bool:
+    """Advance `options.steps` steps with a progress bar; False when `max_wall_minutes` stopped it first."""
     from tqdm import tqdm
 
     chunk = max(1, options.report_interval)
     start = time.perf_counter()
+    deadline = start + 60 * options.max_wall_minutes if options.max_wall_minutes else float("inf")
     with tqdm(total=options.steps, unit="step", disable=not options.progress, dynamic_ncols=True, leave=False) as bar:
         done = 0
         while done < options.steps:
+            if time.perf_counter() >= deadline:
+                return False
             count = min(chunk, options.steps - done)
             simulation.step(count)
             done += count
             bar.update(count)
             bar.set_postfix(ns_per_day=f"{ns_per_day(done, options.timestep_fs, time.perf_counter() - start):.2f}")
+    return True
 
 
 def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
@@ -370,6 +387,7 @@ class Outcome:
     domain: DomainCheck | None = None
     domain_note: str = ""
     region: MLRegion | None = None
+    stopped_by_wall_clock: bool = False
 
 
 def summarize(
@@ -421,8 +439,8 @@ def summarize(
         final_potential_energy_ev=energy / KJ_PER_MOL_PER_EV if np.isfinite(energy) else None,
         status=outcome.status,
         failure=outcome.failure,
-        threads=outcome.threads.count,
-        threads_reason=outcome.threads.reason,
+        threads=outcome.threads.count if outcome.threads else torch.get_num_threads(),
+        threads_reason=outcome.threads.reason if outcome.threads else "set by the caller",
         mean_density_g_per_ml=float(np.mean(data["Density (g/mL)"])) if "Density (g/mL)" in data else None,
         domain_check=outcome.domain_note,
         closest_distance_ratio=domain.closest_ratio if domain else None,
@@ -430,6 +448,7 @@ def summarize(
         ml_atoms=len(outcome.region.atoms) if outcome.region else None,
         notes=notes,
         files={key: str(path) for key, path in paths.items() if path.exists()},
+        stopped_by_wall_clock=outcome.stopped_by_wall_clock,
     )
 
 
@@ -437,7 +456,6 @@ def simulate(options: RunOptions) -> Summary:
     """Run MD as `options` say and write the outputs; returns the summary (also in PREFIX-summary.json).
 
     Raises RunFailed (after writing the summary, marked failed) when the dynamics blow up."""
-    from mdplugin.export.loader import script_error_message
 
     check_options(options)
     paths = output_paths(options)
@@ -472,22 +490,41 @@ def simulate(options: RunOptions) -> Summary:
         prepare_continued_files(options, paths, simulation.currentStep, topology.getNumAtoms(), header)
         paths["run_record"].write_text(json.dumps(record, indent=2))
         prepare_state(simulation, options, paths["topology"])
-        add_reporters(simulation, options, paths, check)
-        start = time.perf_counter()
-        try:
-            run_steps(simulation, options)
-        except RunFailed as error:
-            outcome.status, outcome.failure = "failed", str(error)
-        except openmm.OpenMMException as error:
-            outcome.status = "failed"
-            outcome.failure = f"the run failed at step {simulation.currentStep}: {script_error_message(error)}"
-        except KeyboardInterrupt:
-            outcome.status = "interrupted"
-        finally:
-            outcome.seconds = time.perf_counter() - start
-            close_reporters(simulation)
-        if outcome.status == "completed":
-            simulation.saveCheckpoint(str(paths["checkpoint"]))
+        return run_simulation(simulation, options, paths, outcome)
+
+
+def run_simulation(
+    simulation: app.Simulation,
+    options: RunOptions,
+    paths: dict[str, Path],
+    outcome: Outcome | None = None,
+) -> Summary:
+    """Run `options.steps` steps of a prepared Simulation (positions and velocities set) with mdplugin's
+    reporters and blow-up watch, then write the checkpoint, state-data plots and PREFIX-summary.json.
+
+    `simulate` calls it for a model's run; a caller with a System of its own (a classical reference in a
+    benchmark) calls it directly, with `output_paths(options)`. Raises RunFailed (after writing the
+    summary, marked failed) when the dynamics blow up."""
+    from mdplugin.export.loader import script_error_message
+
+    outcome = outcome or Outcome(simulation.currentStep, 0.0)
+    paths["state_data"].parent.mkdir(parents=True, exist_ok=True)
+    add_reporters(simulation, options, paths, outcome.domain)
+    start = time.perf_counter()
+    try:
+        outcome.stopped_by_wall_clock = not run_steps(simulation, options)
+    except RunFailed as error:
+        outcome.status, outcome.failure = "failed", str(error)
+    except openmm.OpenMMException as error:
+        outcome.status = "failed"
+        outcome.failure = f"the run failed at step {simulation.currentStep}: {script_error_message(error)}"
+    except KeyboardInterrupt:
+        outcome.status = "interrupted"
+    finally:
+        outcome.seconds = time.perf_counter() - start
+        close_reporters(simulation)
+    if outcome.status == "completed":
+        simulation.saveCheckpoint(str(paths["checkpoint"]))
     data = read_state_data(paths["state_data"])
     if options.plot and data:
         plot_state_data(data, paths)
