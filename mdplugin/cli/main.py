@@ -10,6 +10,7 @@ from mdplugin import __version__
 from mdplugin.cli.bench import analyze, bench
 from mdplugin.cli.data import data
 from mdplugin.cli.lammps import lammps
+from mdplugin.cli.learn import learn
 from mdplugin.cli.run import run
 from mdplugin.cli.train import output_file, train
 from mdplugin.units import GPA_PER_EV_PER_CUBIC_ANGSTROM
@@ -111,5 +112,5 @@ def evaluate(model_file, structure, charge, multiplicity) -> None:
         click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
 
 
-for command in (train, run, data, lammps, bench, analyze):  # the verbs that live in their own modules
+for command in (train, run, data, learn, lammps, bench, analyze):  # the verbs that live in their own modules
     main.add_command(command)

@@ -1,0 +1,118 @@
+"""`mdplugin learn`: parse the options, then call mdplugin.learn.loop.learn."""
+
+from __future__ import annotations
+
+import click
+
+from mdplugin.learn.options import LearnOptions
+from mdplugin.training.options import default
+
+DEFAULTS = LearnOptions(structures=[], reference="")
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("structures", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--reference",
+    required=True,
+    help="What labels the frames: gfn2-xtb (molecules), gfn1-xtb (periodic boxes), spcfw (water boxes), emt, "
+    "openmm:SYSTEM.xml (any serialized OpenMM System, e.g. a force field as teacher) or python:MODULE:FUNCTION "
+    "(FUNCTION(atoms) returns an ASE calculator).",
+)
+@click.option("-o", "--output", default=DEFAULTS.output, help="The run's folder; the same call continues it.")
+@click.option(
+    "--temperatures-k", default="300", help="Comma-separated target temperatures, K (the loop also samples the "
+    "top one x --overheat)."
+)  # fmt: skip
+@click.option(
+    "--overheat",
+    default=DEFAULTS.overheat,
+    type=click.FloatRange(min=1),
+    help="Also sample at this x the top temperature.",
+)
+@click.option(
+    "--committee", default=DEFAULTS.committee, type=click.IntRange(min=2), help="Models per committee (seeds 0..K-1)."
+)
+@click.option(
+    "--max-rounds", default=DEFAULTS.max_rounds, type=click.IntRange(min=1), help="Stop after this many rounds."
+)
+@click.option(
+    "--initial-frames",
+    default=DEFAULTS.initial_frames,
+    type=click.IntRange(min=1),
+    help="Round 0: frames of the reference's own MD per structure and temperature.",
+)
+@click.option(
+    "--rattled-frames",
+    default=DEFAULTS.rattled_frames,
+    type=click.IntRange(min=0),
+    help="Round 0: randomly displaced frames per structure, trained on forces only.",
+)
+@click.option(
+    "--md-steps", default=DEFAULTS.md_steps, type=click.IntRange(min=1), help="MD steps per trajectory and round."
+)
+@click.option("--timestep-fs", default=DEFAULTS.timestep_fs, type=click.FloatRange(min=0, min_open=True, max=5))
+@click.option(
+    "--check-every",
+    default=DEFAULTS.check_every,
+    type=click.IntRange(min=1),
+    help="Steps between evaluations of the committee's force deviation.",
+)
+@click.option(
+    "--lower",
+    default=DEFAULTS.lower,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Trust level, eV/Å: frames whose force deviation is above it are labelled.",
+)
+@click.option(
+    "--upper",
+    default=DEFAULTS.upper,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Trust level, eV/Å: above it a frame is unphysical and the trajectory failed there.",
+)
+@click.option(
+    "--max-new-frames",
+    default=DEFAULTS.max_new_frames,
+    type=click.IntRange(min=1),
+    help="Frames labelled per trajectory and round.",
+)
+@click.option("--epochs", default=DEFAULTS.epochs, type=click.IntRange(min=1), help="Training epochs of round 1.")
+@click.option(
+    "--epochs-per-round",
+    default=DEFAULTS.epochs_per_round,
+    type=click.IntRange(min=1),
+    help="Epochs of each later round's fine-tuning (warm start from the round before).",
+)
+@click.option("--width", default=DEFAULTS.model.width, type=click.IntRange(min=1))
+@click.option("--depth", default=DEFAULTS.model.depth, type=click.IntRange(min=1))
+@click.option("--heads", default=DEFAULTS.model.heads, type=click.IntRange(min=1))
+@click.option(
+    "--interaction-range",
+    default=default("interaction_range"),
+    type=click.FloatRange(min=0, min_open=True),
+    help="Å: a local model (needed for periodic boxes); default: global attention.",
+)
+@click.option("--seed", default=DEFAULTS.seed, type=int)
+@click.option("--threads", default=DEFAULTS.threads, type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option("--quiet", is_flag=True)
+def learn(structures, temperatures_k, width, depth, heads, interaction_range, quiet, **options) -> None:
+    """Active learning: from STRUCTURES and a --reference to a model that survives its own MD.
+
+    Round 0 labels the reference's own MD and rattled frames; each round trains a committee, runs MD with
+    one member while the others check it, labels the frames where they disagree, and retrains, until every
+    trajectory runs its length without failure. Interrupted? Run the same command again.
+    """
+    from mdplugin.learn.loop import learn as run_learning
+    from mdplugin.learn.reference import ReferenceError
+    from mdplugin.model.config import ModelConfig
+
+    try:
+        temperatures = [float(t) for t in temperatures_k.split(",")]
+        model = ModelConfig(width=width, depth=depth, heads=heads, interaction_range=interaction_range)
+        settings = LearnOptions(structures=list(structures), temperatures_k=temperatures, model=model,
+                                progress=not quiet, **options)  # fmt: skip
+        state = run_learning(settings, say=(lambda _: None) if quiet else click.echo)
+    except (ValueError, FileNotFoundError, ReferenceError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{'converged' if state.get('converged') else 'not converged'} after {len(state['rounds'])} rounds; "
+               f"model: {state['export']}; report: {settings.output}/report.md")  # fmt: skip

@@ -1,0 +1,363 @@
+"""Active learning in one call: from start structures and a reference to a committee that survives its own MD.
+
+Round 0 labels frames of the reference's own Langevin MD at the target temperatures, plus rattled
+close-contact frames trained on forces only. Every round then
+1. trains a committee of K models that differ in their seed (round r warm-starts from round r-1's members);
+2. runs Langevin MD with member 0 from each start structure at every target temperature and at
+   `overheat` x the top one, and every `check_every` steps the committee's force deviation (max over atoms);
+3. labels the frames whose deviation lies between the trust levels `lower` and `upper` (DP-GEN's selection:
+   above `upper` a frame is taken as unphysical and the trajectory as failed there; the last frame before a
+   failure is labelled), and adds them to the training data.
+The loop stops when every trajectory runs its length with no failure and at most `converged_fraction` of
+the checked frames lie above `lower`; member 0 of the last committee is exported.
+
+Everything lives in one folder: `state.json` (options and every round's record), `data/` (round-NNN.extxyz:
+the frames each round added; rattled.extxyz), `round-NNN/` (the committee's checkpoints), `report.md`, and
+`model-export.pt`. Each step is written before the state records it, so an interrupted run continues with
+the same call where it stopped; a finished round is never repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mdplugin.learn.committee import Committee
+from mdplugin.learn.options import LearnOptions
+from mdplugin.learn.reference import ReferenceError, label, reference_calculator
+
+STATE = "state.json"
+
+
+def check_options(options: LearnOptions) -> None:
+    if not options.structures:
+        raise ValueError("give at least one start structure")
+    if options.committee < 2:
+        raise ValueError(f"--committee must be at least 2 (the deviation compares members), got {options.committee}")
+    if not 0 < options.lower < options.upper:
+        raise ValueError(
+            f"the trust levels must satisfy 0 < lower < upper, got {options.lower:g} and {options.upper:g}"
+        )
+    if not options.temperatures_k or min(options.temperatures_k) <= 0 or max(options.temperatures_k) > 5000:
+        raise ValueError(f"temperatures must lie in (0, 5000] K, got {options.temperatures_k}")
+    if options.overheat < 1:
+        raise ValueError(f"--overheat must be at least 1 (1: the target temperatures only), got {options.overheat:g}")
+    for name in ("max_rounds", "initial_frames", "md_steps", "check_every", "epochs", "epochs_per_round"):
+        if getattr(options, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
+
+
+def read_start(path: str):
+    import ase.io
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"start structure {path} does not exist")
+    atoms = ase.io.read(path)
+    if len(atoms) == 0:
+        raise ValueError(f"start structure {path} holds no atoms")
+    if not np.isfinite(atoms.positions).all():
+        raise ValueError(f"start structure {path} has NaN or infinite positions")
+    return atoms
+
+
+# ---------------------------------------------------------------------------- state
+
+
+class Run:
+    """The run's folder and its state.json."""
+
+    def __init__(self, options: LearnOptions):
+        self.folder = Path(options.output)
+        self.path = self.folder / STATE
+        recorded = asdict(options)
+        if self.path.exists():
+            self.state = json.loads(self.path.read_text())
+            fixed = {k: v for k, v in recorded.items() if k not in ("max_rounds", "progress", "threads")}
+            before = {k: v for k, v in self.state["options"].items() if k in fixed}
+            if before != {k: fixed[k] for k in before}:
+                changed = sorted(k for k in before if before[k] != fixed[k])
+                raise ValueError(
+                    f"{self.folder} holds a run with other options ({', '.join(changed)}); continue it with the same "
+                    "options (only --max-rounds and --threads may change) or choose another --output"
+                )
+        else:
+            self.state = {"options": recorded, "rounds": [], "data": {}}
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(STATE + ".partial")
+        temporary.write_text(json.dumps(self.state, indent=2, default=str))
+        temporary.replace(self.path)
+
+    def data_files(self) -> list[str]:
+        return [self.state["data"][key] for key in sorted(self.state["data"]) if key.startswith("round")]
+
+
+def write_frames(frames: list, path: Path) -> str:
+    """Write labelled frames atomically (a run never reads a half-written file)."""
+    import ase.io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    ase.io.write(temporary, frames, format="extxyz")
+    temporary.replace(path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- round 0
+
+
+def langevin(atoms, calculator, temperature_k: float, options: LearnOptions, seed: int):
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md import velocitydistribution
+    from ase.md.langevin import Langevin
+
+    atoms.calc = calculator
+    atoms.set_constraint(FixCom())
+    rng = np.random.default_rng(seed)
+    # thermalize_momenta is the name from ASE 3.28 on; MaxwellBoltzmannDistribution before
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+    thermalize = thermalize or velocitydistribution.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=temperature_k, rng=rng)
+    velocitydistribution.Stationary(atoms)
+    return Langevin(atoms, timestep=options.timestep_fs * units.fs, temperature_K=temperature_k,
+                    friction=options.friction_per_fs / units.fs, fixcm=False, rng=rng)  # fmt: skip
+
+
+def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
+    """Round 0: the reference's own MD frames (fully labelled) and rattled frames (forces only)."""
+    if "round-000" in run.state["data"]:
+        return
+    thermal, rattled = [], []
+    rng = np.random.default_rng(options.seed)
+    for index, start in enumerate(starts):
+        calculator = reference_calculator(options.reference, start)
+        for temperature in options.temperatures_k:
+            atoms = start.copy()
+            dynamics = langevin(atoms, calculator, temperature, options, seed=options.seed + 1000 * index)
+            for frame in range(options.initial_frames):
+                try:
+                    dynamics.run(options.initial_stride)
+                except ReferenceError:
+                    raise
+                except Exception as error:
+                    raise ReferenceError(
+                        f"the reference's own MD of {options.structures[index]} at {temperature:g} K failed at frame "
+                        f"{frame} ({type(error).__name__}: {error})"
+                    ) from None
+                where = f"frame {frame} of the reference's MD of {options.structures[index]} at {temperature:g} K"
+                thermal.append(label(atoms, calculator, where))
+        for frame in range(options.rattled_frames):
+            shaken = start.copy()
+            shaken.positions += rng.normal(0.0, options.rattle_angstrom, shaken.positions.shape)
+            rattled.append(label(shaken, calculator, f"rattled frame {frame} of {options.structures[index]}"))
+    run.state["data"]["round-000"] = write_frames(thermal, run.folder / "data" / "round-000.extxyz")
+    if rattled:
+        run.state["data"]["rattled"] = write_frames(rattled, run.folder / "data" / "rattled.extxyz")
+    run.save()
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train_committee(run: Run, options: LearnOptions, number: int, periodic: bool) -> list[str]:
+    """Round `number`'s members: trained from scratch in round 1, warm-started from the round before later."""
+    from dataclasses import replace
+
+    from mdplugin.model.checkpoint import read_checkpoint
+    from mdplugin.training.options import TrainingOptions
+    from mdplugin.training.train import train
+
+    folder = run.folder / f"round-{number:03d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = options.model
+    if periodic and model.interaction_range is None:
+        raise ValueError("the start structures are periodic: give the model an interaction range (--interaction-range)")
+    epochs = options.epochs + (number - 1) * options.epochs_per_round
+    members = []
+    for member in range(options.committee):
+        path = folder / f"member-{member}.pt"
+        previous = run.folder / f"round-{number - 1:03d}" / f"member-{member}.pt"
+        resume = path.exists()
+        if resume and len(read_checkpoint(path)["training"]["history"]) >= epochs:
+            members.append(str(path))
+            continue
+        if not resume and number > 1:
+            shutil.copyfile(previous, path)  # warm start: continue the previous round's member
+            resume = True
+        settings = TrainingOptions(
+            train_files=run.data_files(),
+            forces_only_files=[run.state["data"]["rattled"]] if "rattled" in run.state["data"] else [],
+            output=str(path),
+            model=replace(model),
+            seed=options.seed + member,
+            epochs=epochs,
+            batch_size=options.batch_size,
+            threads=options.threads,
+            progress=False,
+        )
+        train(settings, resume=resume)
+        members.append(str(path))
+    return members
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def sample(committee: Committee, options: LearnOptions, start, temperature: float, seed: int) -> tuple[dict, list]:
+    """One trajectory with member 0 and the committee's check every `check_every` steps: its record and the
+    frames selected for labelling."""
+    from mdplugin.engines.ase_calculator import TransformerCalculator
+
+    atoms = start.copy()
+    dynamics = langevin(atoms, TransformerCalculator(committee.members[0]), temperature, options, seed)
+    record = {"temperature_k": temperature, "steps": 0, "checks": 0, "above_lower": 0, "failed": None,
+              "max_deviation": 0.0, "deviations": []}  # fmt: skip
+    candidates, last_good = [], None
+    while record["steps"] < options.md_steps:
+        try:
+            dynamics.run(options.check_every)
+        except Exception as error:  # the model's refusal or NaN positions: a failure, not a crash of the loop
+            record["failed"] = f"step {record['steps']}: {type(error).__name__}: {error}"
+            break
+        record["steps"] += options.check_every
+        if not np.isfinite(atoms.positions).all():
+            record["failed"] = f"step {record['steps']}: non-finite positions"
+            break
+        deviation = committee.deviation(atoms).max_force
+        record["checks"] += 1
+        record["deviations"].append(deviation)
+        record["max_deviation"] = max(record["max_deviation"], deviation)
+        if deviation >= options.upper:
+            record["failed"] = f"step {record['steps']}: force deviation {deviation:.3f} eV/Å above {options.upper:g}"
+            break
+        if deviation >= options.lower:
+            record["above_lower"] += 1
+            candidates.append(atoms.copy())
+        last_good = atoms.copy()
+    if record["failed"] and last_good is not None:
+        candidates.append(last_good)  # the last frame before the failure: where the data must grow
+    if len(candidates) > options.max_new_frames:
+        keep = np.linspace(0, len(candidates) - 1, options.max_new_frames).round().astype(int)
+        candidates = [candidates[i] for i in sorted(set(keep))]
+    return record, candidates
+
+
+def converged(records: list[dict], options: LearnOptions) -> bool:
+    checks = sum(r["checks"] for r in records)
+    above = sum(r["above_lower"] for r in records)
+    complete = all(r["failed"] is None and r["steps"] >= options.md_steps for r in records)
+    return complete and checks > 0 and above <= options.converged_fraction * checks
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def learn(options: LearnOptions, say=print) -> dict:
+    """Run (or continue) the loop; returns the state. See the module docstring."""
+    from mdplugin.threads import torch_threads
+
+    check_options(options)
+    starts = [read_start(path) for path in options.structures]
+    for index, start in enumerate(starts):  # a reference that refuses a start structure: before anything is written
+        label(start, reference_calculator(options.reference, start), f"start structure {options.structures[index]}")
+    periodic = any(start.pbc.any() for start in starts)
+    run = Run(options)
+    with torch_threads(options.threads):
+        initial_data(run, options, starts)
+        say(f"round 0: {len(run.data_files())} data file(s) from the reference's own MD")
+        while not run.state.get("converged") and len(run.state["rounds"]) < options.max_rounds:
+            number = len(run.state["rounds"]) + 1
+            members = train_committee(run, options, number, periodic)
+            committee = Committee.load(members, threads=options.threads)
+            temperatures = sorted({*options.temperatures_k, max(options.temperatures_k) * options.overheat})
+            records, selected = [], []
+            for index, start in enumerate(starts):
+                for temperature in temperatures:
+                    seed = options.seed + 7919 * number + 101 * index + int(temperature)
+                    record, frames = sample(committee, options, start, temperature, seed)
+                    record["structure"] = options.structures[index]
+                    records.append(record)
+                    selected += frames
+            done = converged(records, options)
+            new_frames = []
+            if not done and selected:
+                calculator = reference_calculator(options.reference, starts[0])
+                for i, frame in enumerate(selected):
+                    calculator = reference_calculator(options.reference, frame) if len(starts) > 1 else calculator
+                    new_frames.append(label(frame, calculator, f"selected frame {i} of round {number}"))
+                key = f"round-{number:03d}"
+                run.state["data"][key] = write_frames(new_frames, run.folder / "data" / f"{key}.extxyz")
+            summary = summarize_round(number, members, records, len(new_frames), options)
+            run.state["rounds"].append(summary)
+            run.state["converged"] = done
+            run.save()
+            say(
+                f"round {number}: {summary['failures']} failed trajectories, {summary['fraction_above_lower']:.1%} of "
+                f"{summary['checks']} checks above {options.lower:g} eV/Å, {len(new_frames)} frames added"
+                + (" - converged" if done else "")
+            )
+        final = run.state["rounds"][-1]["members"][0]
+        export_path = run.folder / "model-export.pt"
+        from mdplugin.export.exporter import export
+
+        export(final, export_path, dtype="float32", overwrite=True)
+        run.state["export"] = str(export_path)
+        run.save()
+    write_report(run)
+    return run.state
+
+
+def summarize_round(number: int, members: list[str], records: list[dict], added: int, options) -> dict:
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    checks = sum(r["checks"] for r in records)
+    above = sum(r["above_lower"] for r in records)
+    last = read_checkpoint(members[0])["training"]["history"][-1]
+    deviations = np.concatenate([r["deviations"] for r in records]) if checks else np.zeros(0)
+    histogram = np.histogram(deviations, bins=[0, options.lower / 2, options.lower, options.upper, np.inf])[0]
+    return {
+        "round": number,
+        "members": members,
+        "validation_force_mae_mev_per_a": last["force_mae_mev_per_a"],
+        "validation_energy_mae_mev_per_atom": last["energy_mae_mev_per_atom"],
+        "trajectories": [{k: v for k, v in r.items() if k != "deviations"} for r in records],
+        "failures": sum(r["failed"] is not None for r in records),
+        "checks": checks,
+        "fraction_above_lower": above / checks if checks else 1.0,
+        "deviation_histogram": {
+            "bins_ev_per_a": [0, options.lower / 2, options.lower, options.upper, "inf"],
+            "counts": histogram.tolist(),
+        },  # fmt: skip
+        "frames_added": added,
+    }
+
+
+def write_report(run: Run) -> Path:
+    """report.md: one row per round, and what the loop ended with."""
+    options = run.state["options"]
+    lines = [
+        "# Active learning",
+        "",
+        f"Reference `{options['reference']}`, start structures {', '.join(options['structures'])}, "
+        f"temperatures {options['temperatures_k']} K (and {options['overheat']}x the top one), committee of "
+        f"{options['committee']}, trust levels {options['lower']}-{options['upper']} eV/Å.",
+        "",
+        "| round | validation force MAE (meV/Å) | failed trajectories | checks | above lower | frames added |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in run.state["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['validation_force_mae_mev_per_a']:.1f} | {r['failures']} / {len(r['trajectories'])} "
+            f"| {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} |"
+        )
+    ending = "converged" if run.state.get("converged") else f"did not converge in {len(run.state['rounds'])} rounds"
+    lines += ["", f"The loop {ending}; exported: `{run.state.get('export')}` (member 0 of the last committee).", ""]
+    path = run.folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,37 @@
+"""What `mdplugin learn` takes, with its defaults (torch-free, so that the CLI's --help stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mdplugin.model.config import ModelConfig
+
+
+@dataclass
+class LearnOptions:
+    structures: list[str]  # start structures: files ASE reads (a cell with pbc makes a periodic box)
+    reference: str  # see mdplugin.learn.reference
+    output: str = "learn"  # the run's folder
+    temperatures_k: list[float] = field(default_factory=lambda: [300.0])
+    overheat: float = 1.5  # also sample at this x the top temperature (1: not)
+    committee: int = 4
+    max_rounds: int = 8
+    initial_frames: int = 40  # round 0: frames of the reference's MD per structure and temperature
+    initial_stride: int = 10  # steps between them
+    rattled_frames: int = 20  # per structure, trained on forces only
+    rattle_angstrom: float = 0.2  # standard deviation of the random displacements
+    md_steps: int = 2000  # per trajectory and round
+    timestep_fs: float = 0.5
+    friction_per_fs: float = 0.01
+    check_every: int = 20  # steps between committee evaluations
+    lower: float = 0.10  # eV/Å: frames above are labelled
+    upper: float = 0.35  # eV/Å: frames above are unphysical, the trajectory failed there
+    max_new_frames: int = 10  # per trajectory and round
+    converged_fraction: float = 0.01
+    epochs: int = 60  # the first round's training
+    epochs_per_round: int = 20  # each later round's fine-tuning
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(width=64, depth=3, heads=4))
+    batch_size: int = 16
+    seed: int = 0
+    threads: int = 1
+    progress: bool = True

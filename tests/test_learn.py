@@ -1,0 +1,144 @@
+"""`mdplugin learn`: a full round on a cheap reference in seconds, resume, the report, clear errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mdplugin
+from mdplugin.cli.main import main
+from mdplugin.learn import loop
+from mdplugin.learn.options import LearnOptions
+from mdplugin.learn.reference import OpenMMReference, ReferenceError, finite_difference_stress, label
+from mdplugin.model.config import ModelConfig
+
+sys.path.insert(0, str(Path(__file__).parent))  # learn_references, the users' own calculators of these tests
+
+TOY = np.array([[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.2], [1.1, 1.1, 0.2], [-0.9, 0.3, 0.4]]) * 1.4
+
+
+@pytest.fixture
+def toy(tmp_path) -> str:
+    path = tmp_path / "toy.xyz"
+    ase.io.write(path, ase.Atoms("CHHOHN", positions=TOY))
+    return str(path)
+
+
+def tiny(structure: str, output: Path, **changes) -> LearnOptions:
+    """Seconds per round: two members of width 16, 20 reference frames, 40 MD steps per trajectory."""
+    settings = dict(structures=[structure], reference="emt", output=str(output), committee=2, max_rounds=1,
+                    initial_frames=20, rattled_frames=5, md_steps=40, check_every=10, epochs=4, epochs_per_round=2,
+                    model=ModelConfig(width=16, depth=1, heads=2), progress=False)  # fmt: skip
+    return LearnOptions(**{**settings, **changes})
+
+
+def test_a_round_trains_a_committee_samples_labels_and_reports(toy, tmp_path):
+    state = loop.learn(tiny(toy, tmp_path / "run"), say=lambda _: None)
+    folder = tmp_path / "run"
+    (record,) = state["rounds"]
+    assert len(record["members"]) == 2 and all(Path(m).is_file() for m in record["members"])
+    assert len(record["trajectories"]) == 2  # 300 K and the overheated 450 K
+    assert record["checks"] == sum(t["checks"] for t in record["trajectories"]) > 0
+    assert sum(record["deviation_histogram"]["counts"]) == record["checks"]
+    added = record["frames_added"]
+    if added:  # the frames a round adds are labelled by the reference and read back as training data
+        assert len(ase.io.read(folder / "data" / "round-001.extxyz", index=":")) == added
+    assert (folder / "report.md").read_text().count("\n| 1 |") == 1
+    model = mdplugin.load(state["export"])
+    assert np.isfinite(model(TOY, list("CHHOHN")).energy)
+
+
+def test_the_same_call_continues_and_never_repeats_a_round(toy, tmp_path):
+    options = tiny(toy, tmp_path / "run", lower=1e-4)  # a trust level no tiny model meets: never converged
+    first = loop.learn(options, say=lambda _: None)
+    member = Path(first["rounds"][0]["members"][0])
+    written = member.stat().st_mtime_ns
+    assert not first["converged"] and first["rounds"][0]["frames_added"] > 0
+    options.max_rounds = 2
+    second = loop.learn(options, say=lambda _: None)
+    assert len(second["rounds"]) == 2 and member.stat().st_mtime_ns == written
+    assert second["rounds"][0] == first["rounds"][0]
+    # round 2's members continue round 1's: their histories are longer
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    assert len(read_checkpoint(second["rounds"][1]["members"][0])["training"]["history"]) == 4 + 2
+
+
+def test_an_interrupted_round_is_continued(toy, tmp_path, monkeypatch):
+    options = tiny(toy, tmp_path / "run")
+
+    def interrupted(*arguments, **keywords):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.learn(options, say=lambda _: None)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["rounds"] == [] and "round-000" in state["data"]  # round 0's data survived
+    monkeypatch.undo()
+    assert len(loop.learn(options, say=lambda _: None)["rounds"]) == 1
+
+
+def test_other_options_on_an_existing_run_are_refused(toy, tmp_path):
+    loop.learn(tiny(toy, tmp_path / "run"), say=lambda _: None)
+    with pytest.raises(ValueError, match="other options.*committee"):
+        loop.learn(tiny(toy, tmp_path / "run", committee=3), say=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("banana", "unknown reference 'banana'"),
+        ("python:learn_references:failing", "failed at frame 0 .*SCF did not converge"),
+        ("python:learn_references:nan_forces", "non-finite labels"),
+        ("python:learn_references:not_a_calculator", "returned int, not an ASE calculator"),
+        ("python:no_such_module:f", "cannot import f from no_such_module"),
+        ("spcfw", "boxes of whole waters"),
+        ("openmm:missing.xml", "missing.xml does not exist"),
+    ],
+)
+def test_bad_references_get_a_clear_error_and_write_nothing_they_cannot(toy, tmp_path, reference, message):
+    output = tmp_path / "run"
+    result = CliRunner().invoke(main, ["learn", toy, "--reference", reference, "-o", str(output), "--committee", "2",
+                                       "--initial-frames", "3", "--width", "16", "--depth", "1", "--heads", "2"])  # fmt: skip
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    import re
+
+    assert re.search(message, result.output), result.output
+    assert not (output / "data" / "round-000.extxyz").exists()  # no round with a broken label is recorded
+
+
+def test_an_openmm_system_teaches_what_the_force_field_computes(tmp_path):
+    """The serialized System of the SPC/Fw box labels it as the classical labeller does; the stress of a
+    reference without one comes from finite differences and agrees with the labeller's own."""
+    import openmm
+
+    from mdplugin.data.labellers import ClassicalLabeller, WaterModel, classical_system, water_topology
+    from mdplugin.data.water import box_length_angstrom, water_lattice
+
+    waters = 8
+    length = box_length_angstrom(waters, 1.0)
+    positions = water_lattice(waters, length, seed=1)
+    cell = np.diag([length] * 3)
+    model = WaterModel(3.0, 2.5)  # a cutoff below half of the 8-water box
+    system = classical_system(water_topology(waters, cell), model)
+    xml = tmp_path / "system.xml"
+    xml.write_text(openmm.XmlSerializer.serialize(system))
+    atoms = ase.Atoms("OH2" * waters, positions=positions, cell=cell, pbc=True)
+    labelled = label(atoms, OpenMMReference(xml))
+    energy, forces, stress = ClassicalLabeller(waters, model)(positions, cell)
+    assert labelled.get_potential_energy() == pytest.approx(energy, abs=1e-6)  # eV: the same PME sums
+    np.testing.assert_allclose(labelled.get_forces(), forces, atol=1e-5)
+    # central differences with a 1e-5 strain on both sides: agreement to the labeller's own differences
+    np.testing.assert_allclose(labelled.get_stress(), stress, atol=2e-6)
+    np.testing.assert_allclose(finite_difference_stress(atoms, OpenMMReference(xml)), stress, atol=2e-6)
+    with pytest.raises(ReferenceError, match="21 atoms and the OpenMM System 24 particles"):
+        label(atoms[:-3].copy(), OpenMMReference(xml))
