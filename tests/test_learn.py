@@ -142,3 +142,31 @@ def test_an_openmm_system_teaches_what_the_force_field_computes(tmp_path):
     np.testing.assert_allclose(finite_difference_stress(atoms, OpenMMReference(xml)), stress, atol=2e-6)
     with pytest.raises(ReferenceError, match="21 atoms and the OpenMM System 24 particles"):
         label(atoms[:-3].copy(), OpenMMReference(xml))
+
+
+def test_a_periodic_box_is_sampled_at_several_densities_with_stress_labels(tmp_path):
+    """A box periodic in x, y and z is also sampled at 0.9x and 1.1x its volume, and every frame of the
+    reference carries a stress, which the local model trains on."""
+    from ase.build import bulk
+
+    box = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    path = tmp_path / "copper.extxyz"
+    ase.io.write(path, box)
+    model = ModelConfig(width=16, depth=1, heads=2, interaction_range=3.0)
+    state = loop.learn(tiny(str(path), tmp_path / "run", model=model, initial_frames=4), say=lambda _: None)
+    frames = ase.io.read(tmp_path / "run" / "data" / "round-000.extxyz", index=":")
+    volumes = sorted({round(frame.get_volume(), 3) for frame in frames})
+    assert np.allclose(volumes, [0.9 * box.get_volume(), box.get_volume(), 1.1 * box.get_volume()])
+    assert all(np.isfinite(frame.get_stress()).all() for frame in frames)
+    names = {t["structure"] for t in state["rounds"][0]["trajectories"]}
+    assert len(names) == 3 and any("x0.9 volume" in name for name in names)
+
+
+def test_a_periodic_box_needs_a_local_model(tmp_path):
+    from ase.build import bulk
+
+    path = tmp_path / "copper.extxyz"
+    ase.io.write(path, bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2)))
+    with pytest.raises(ValueError, match="periodic: give the model an interaction range"):
+        loop.learn(tiny(str(path), tmp_path / "run", initial_frames=2), say=lambda _: None)
+    assert not (tmp_path / "run").exists()  # refused before the reference labelled anything

@@ -25,6 +25,12 @@ DEFAULTS = LearnOptions(structures=[], reference="")
     "top one x --overheat)."
 )  # fmt: skip
 @click.option(
+    "--volume-scales",
+    default=",".join(f"{v:g}" for v in DEFAULTS.volume_scales),
+    help="Periodic boxes are also sampled at these volume factors (comma-separated), so that the model learns "
+    "the virial away from one density.",
+)
+@click.option(
     "--overheat",
     default=DEFAULTS.overheat,
     type=click.FloatRange(min=1),
@@ -95,7 +101,7 @@ DEFAULTS = LearnOptions(structures=[], reference="")
 @click.option("--seed", default=DEFAULTS.seed, type=int)
 @click.option("--threads", default=DEFAULTS.threads, type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True)
-def learn(structures, temperatures_k, width, depth, heads, interaction_range, quiet, **options) -> None:
+def learn(structures, temperatures_k, volume_scales, width, depth, heads, interaction_range, quiet, **options) -> None:
     """Active learning: from STRUCTURES and a --reference to a model that survives its own MD.
 
     Round 0 labels the reference's own MD and rattled frames; each round trains a committee, runs MD with
@@ -108,6 +114,7 @@ def learn(structures, temperatures_k, width, depth, heads, interaction_range, qu
 
     try:
         temperatures = [float(t) for t in temperatures_k.split(",")]
+        options["volume_scales"] = [float(v) for v in volume_scales.split(",")]
         model = ModelConfig(width=width, depth=depth, heads=heads, interaction_range=interaction_range)
         settings = LearnOptions(structures=list(structures), temperatures_k=temperatures, model=model,
                                 progress=not quiet, **options)  # fmt: skip

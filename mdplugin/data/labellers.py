@@ -155,6 +155,12 @@ class ClassicalLabeller:
             unit.kilojoule_per_mole / unit.angstrom
         ) * KJ_PER_MOL_IN_EV
 
+    def energy_and_forces(self, positions: np.ndarray, cell: np.ndarray) -> tuple[float, np.ndarray]:
+        """Energy (eV) and forces (eV/Å) without the stress's twelve extra energies (for MD)."""
+        cell = _reduced_cell(cell)
+        self._prepare(cell)
+        return self._energy_forces(np.asarray(positions, dtype=np.float64), cell)
+
     def energy(self, positions: np.ndarray, cell: np.ndarray) -> float:
         """Energy (eV) of positions [N, 3] Å in the cell [3, 3] Å (rows are vectors, OpenMM's reduced form)."""
         cell = _reduced_cell(cell)

@@ -51,6 +51,21 @@ def check_options(options: LearnOptions) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
 
 
+def starting_points(starts: list, options: LearnOptions) -> list[tuple[str, object]]:
+    """(name, structure) pairs to sample from: each start structure, and each periodic one also scaled to
+    every volume in `volume_scales` (atoms and cell together)."""
+    points = []
+    for path, start in zip(options.structures, starts):
+        if not start.pbc.all():
+            points.append((path, start))
+            continue
+        for scale in options.volume_scales:
+            scaled = start.copy()
+            scaled.set_cell(start.cell.array * scale ** (1 / 3), scale_atoms=True)
+            points.append((path if scale == 1 else f"{path} x{scale:g} volume", scaled))
+    return points
+
+
 def read_start(path: str):
     import ase.io
 
@@ -135,7 +150,7 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
         return
     thermal, rattled = [], []
     rng = np.random.default_rng(options.seed)
-    for index, start in enumerate(starts):
+    for index, (name, start) in enumerate(starting_points(starts, options)):
         calculator = reference_calculator(options.reference, start)
         for temperature in options.temperatures_k:
             atoms = start.copy()
@@ -147,15 +162,16 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
                     raise
                 except Exception as error:
                     raise ReferenceError(
-                        f"the reference's own MD of {options.structures[index]} at {temperature:g} K failed at frame "
-                        f"{frame} ({type(error).__name__}: {error})"
+                        f"the reference's own MD of {name} at {temperature:g} K failed at frame {frame} "
+                        f"({type(error).__name__}: {error})"
                     ) from None
-                where = f"frame {frame} of the reference's MD of {options.structures[index]} at {temperature:g} K"
-                thermal.append(label(atoms, calculator, where))
+                thermal.append(
+                    label(atoms, calculator, f"frame {frame} of the reference's MD of {name} at {temperature:g} K")
+                )
         for frame in range(options.rattled_frames):
             shaken = start.copy()
             shaken.positions += rng.normal(0.0, options.rattle_angstrom, shaken.positions.shape)
-            rattled.append(label(shaken, calculator, f"rattled frame {frame} of {options.structures[index]}"))
+            rattled.append(label(shaken, calculator, f"rattled frame {frame} of {name}"))
     run.state["data"]["round-000"] = write_frames(thermal, run.folder / "data" / "round-000.extxyz")
     if rattled:
         run.state["data"]["rattled"] = write_frames(rattled, run.folder / "data" / "rattled.extxyz")
@@ -165,7 +181,7 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
 # ---------------------------------------------------------------------------- training
 
 
-def train_committee(run: Run, options: LearnOptions, number: int, periodic: bool) -> list[str]:
+def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
     """Round `number`'s members: trained from scratch in round 1, warm-started from the round before later."""
     from dataclasses import replace
 
@@ -176,8 +192,6 @@ def train_committee(run: Run, options: LearnOptions, number: int, periodic: bool
     folder = run.folder / f"round-{number:03d}"
     folder.mkdir(parents=True, exist_ok=True)
     model = options.model
-    if periodic and model.interaction_range is None:
-        raise ValueError("the start structures are periodic: give the model an interaction range (--interaction-range)")
     epochs = options.epochs + (number - 1) * options.epochs_per_round
     members = []
     for member in range(options.committee):
@@ -267,29 +281,33 @@ def learn(options: LearnOptions, say=print) -> dict:
     for index, start in enumerate(starts):  # a reference that refuses a start structure: before anything is written
         label(start, reference_calculator(options.reference, start), f"start structure {options.structures[index]}")
     periodic = any(start.pbc.any() for start in starts)
+    if periodic and options.model.interaction_range is None:
+        raise ValueError(
+            "the start structures are periodic: give the model an interaction range (--interaction-range, Å); "
+            "global attention cannot see periodic images"
+        )
     run = Run(options)
     with torch_threads(options.threads):
         initial_data(run, options, starts)
         say(f"round 0: {len(run.data_files())} data file(s) from the reference's own MD")
         while not run.state.get("converged") and len(run.state["rounds"]) < options.max_rounds:
             number = len(run.state["rounds"]) + 1
-            members = train_committee(run, options, number, periodic)
+            members = train_committee(run, options, number)
             committee = Committee.load(members, threads=options.threads)
             temperatures = sorted({*options.temperatures_k, max(options.temperatures_k) * options.overheat})
             records, selected = [], []
-            for index, start in enumerate(starts):
+            for index, (name, start) in enumerate(starting_points(starts, options)):
                 for temperature in temperatures:
                     seed = options.seed + 7919 * number + 101 * index + int(temperature)
                     record, frames = sample(committee, options, start, temperature, seed)
-                    record["structure"] = options.structures[index]
+                    record["structure"] = name
                     records.append(record)
                     selected += frames
             done = converged(records, options)
             new_frames = []
             if not done and selected:
-                calculator = reference_calculator(options.reference, starts[0])
                 for i, frame in enumerate(selected):
-                    calculator = reference_calculator(options.reference, frame) if len(starts) > 1 else calculator
+                    calculator = reference_calculator(options.reference, frame)
                     new_frames.append(label(frame, calculator, f"selected frame {i} of round {number}"))
                 key = f"round-{number:03d}"
                 run.state["data"][key] = write_frames(new_frames, run.folder / "data" / f"{key}.extxyz")

@@ -18,6 +18,9 @@ class LearnOptions:
     max_rounds: int = 8
     initial_frames: int = 40  # round 0: frames of the reference's MD per structure and temperature
     initial_stride: int = 10  # steps between them
+    # periodic boxes are also sampled at these volume factors: a many-body model's virial is not fixed by forces,
+    # and a model that saw one density drifts away from it under a barostat
+    volume_scales: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     rattled_frames: int = 20  # per structure, trained on forces only
     rattle_angstrom: float = 0.2  # standard deviation of the random displacements
     md_steps: int = 2000  # per trajectory and round

@@ -92,6 +92,10 @@ class CellLabellerCalculator(Calculator):
         if not self.atoms.pbc.all():
             raise ReferenceError("this reference labels periodic boxes: give a structure with a cell and pbc T T T")
         arguments = (self.atoms.positions, self.atoms.cell.array)
+        if "stress" not in properties and hasattr(self.labeller, "energy_and_forces"):  # MD: no stress needed
+            energy, forces = self.labeller.energy_and_forces(*arguments)
+            self.results = {"energy": energy, "forces": forces}
+            return
         if self.needs_numbers:
             arguments += (self.atoms.numbers,)
         energy, forces, stress = self.labeller(*arguments)
