@@ -52,7 +52,8 @@ def test_a_round_trains_a_committee_samples_labels_and_reports(toy, tmp_path):
         assert len(ase.io.read(folder / "data" / "round-001.extxyz", index=":")) == added
     assert (folder / "report.md").read_text().count("\n| 1 |") == 1
     model = mdplugin.load(state["export"])
-    assert np.isfinite(model(TOY, list("CHHOHN")).energy)
+    assert np.isfinite(model(TOY, list("CHHOHN")).energy) and model.info.committee == 2
+    assert model.deviation(TOY, list("CHHOHN"))[0] >= 0
 
 
 def test_the_same_call_continues_and_never_repeats_a_round(toy, tmp_path):

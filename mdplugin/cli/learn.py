@@ -49,6 +49,12 @@ DEFAULTS = LearnOptions(structures=[], reference="")
     help="Round 0: frames of the reference's own MD per structure and temperature.",
 )
 @click.option(
+    "--initial-stride",
+    default=DEFAULTS.initial_stride,
+    type=click.IntRange(min=1),
+    help="Round 0: MD steps between the reference's frames.",
+)
+@click.option(
     "--rattled-frames",
     default=DEFAULTS.rattled_frames,
     type=click.IntRange(min=0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -24,6 +25,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("more_checkpoints", nargs=-1, type=click.Path(dir_okay=False))
 @click.option(
     "-o",
     "--output",
@@ -37,15 +39,28 @@ def main() -> None:
 )
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]), help="Device the export is prepared for.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file.")
-def export(checkpoint, output, dtype, device, overwrite) -> None:
-    """Write a TorchScript export of CHECKPOINT for OpenMM, LAMMPS, ASE and libtorch."""
+def export(checkpoint, more_checkpoints, output, dtype, device, overwrite) -> None:
+    """Write a TorchScript export of CHECKPOINT for OpenMM, LAMMPS, ASE and libtorch.
+
+    With MORE_CHECKPOINTS (the same architecture, other seeds): one committee export. Engines run its first
+    member as a single model; its `deviation` method gives the members' force deviation (mdplugin run's
+    state data, the ASE calculator's results, Potential.deviation).
+    """
+    from mdplugin.export.committee import export_committee
+    from mdplugin.export.exporter import default_output_path
     from mdplugin.export.exporter import export as write_export
 
     try:
-        path = write_export(checkpoint, output, dtype=dtype, device=device, overwrite=overwrite)
+        if more_checkpoints:
+            output = output or default_output_path(checkpoint).with_name(f"{Path(checkpoint).stem}-committee.pt")
+            members = [checkpoint, *more_checkpoints]
+            path = export_committee(members, output, dtype=dtype, device=device, overwrite=overwrite)
+        else:
+            path = write_export(checkpoint, output, dtype=dtype, device=device, overwrite=overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"wrote {path} ({dtype}, {device})")
+    kind = f", a committee of {len(more_checkpoints) + 1}" if more_checkpoints else ""
+    click.echo(f"wrote {path} ({dtype}, {device}{kind})")
 
 
 @main.command()

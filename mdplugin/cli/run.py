@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mdplugin.md.options import DEFAULT_FORCEFIELD, DOMAIN_CHECKS, ENSEMBLES, PRECISIONS, TRAJECTORY_FORMATS
+from mdplugin.md.options import DEFAULT_FORCEFIELD, DOMAIN_CHECKS, ENSEMBLES, PRECISIONS, TRAJECTORY_FORMATS, RunOptions
 
 
 @click.command(context_settings={"show_default": True})
@@ -117,6 +117,13 @@ from mdplugin.md.options import DEFAULT_FORCEFIELD, DOMAIN_CHECKS, ENSEMBLES, PR
     help="A pair closer than this x its shortest training distance is out of domain.",
 )
 @click.option(
+    "--deviation-threshold",
+    default=RunOptions.deviation_threshold,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A committee export (mdplugin export M1.pt M2.pt ...): its members' force deviation, eV/Å, is written at "
+    "each report; above this the run warns or stops, as --domain-check says.",
+)
+@click.option(
     "--ml-residues",
     default=None,
     help="ML/MM: the residues the model computes, by name or PDB number (e.g. ACE,ALA,NME or 1-3); an OpenMM "
@@ -178,7 +185,7 @@ def run(structure, quiet, forcefield, unwrapped, **options) -> None:
     from openmm import OpenMMException
 
     from mdplugin.export.loader import script_error_message
-    from mdplugin.md.simulate import RunFailed, RunOptions, RunWarning, simulate
+    from mdplugin.md.simulate import RunFailed, RunWarning, simulate
 
     def show(message, category, *_) -> None:
         click.echo(f"Warning: {message}", err=True)
@@ -221,6 +228,8 @@ def run(structure, quiet, forcefield, unwrapped, **options) -> None:
         click.echo(f"NVE energy drift: {summary.energy_drift_mev_per_atom_ps:.4f} meV/atom/ps")
     click.echo(f"final potential energy: {summary.final_potential_energy_ev:.6f} eV")
     domain = summary.domain_check
+    if summary.max_force_deviation is not None:
+        domain += f"; largest committee force deviation {summary.max_force_deviation:.3f} eV/Å"
     if summary.closest_distance_ratio is not None:
         domain += (
             f"; closest approach {summary.closest_distance_ratio:.2f} x the training minimum ({summary.closest_pair})"

@@ -15,7 +15,9 @@ class TransformerCalculator(Calculator):
 
     Charge and multiplicity come from `atoms.info` ("charge", "multiplicity") when present, else from
     the constructor. A global-attention model refuses periodic cells; a local model treats any cell
-    and pbc, and leaves out the stress of a structure without a periodic cell.
+    and pbc, and leaves out the stress of a structure without a periodic cell. A committee export adds its
+    model deviation to the results: "max_force_deviation" (eV/Å), "force_deviations" [N] (eV/Å) and
+    "energy_deviation_per_atom" (eV), computed by every member (K x one model's cost).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
@@ -65,6 +67,11 @@ class TransformerCalculator(Calculator):
             "forces": result.forces,
             "energies": result.per_atom_energy,
         }
+        if self.potential.info.committee:  # a committee export: its model deviation comes with every result
+            largest, per_atom, energy_deviation = self.potential.deviation_atoms(self.atoms)
+            self.results.update(
+                max_force_deviation=largest, force_deviations=per_atom, energy_deviation_per_atom=energy_deviation
+            )
         if periodic and result.virial is not None and self.atoms.pbc.all():
             # ASE's stress is (1/V) dE/dstrain = -virial / V, in Voigt order xx yy zz yz xz xy; the model is
             # rotation invariant only approximately, so its virial is symmetrised (a symmetric strain's response)

@@ -68,13 +68,8 @@ class Potential:
     def _evaluate(self, positions, numbers, charge, multiplicity, cell, pbc, periodic: bool) -> Result:
         try:
             if self.is_local:
-                box = torch.as_tensor(np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64))
-                flags = torch.as_tensor(
-                    np.zeros(3, bool) if pbc is None else np.array(np.broadcast_to(np.asarray(pbc, bool), 3))
-                )
-                energy, forces, per_atom, virial = self.module(
-                    positions, numbers, charge, multiplicity, box.to(self.device), flags.to(self.device)
-                )
+                box, flags = _cell_and_pbc(cell, pbc, self.device)
+                energy, forces, per_atom, virial = self.module(positions, numbers, charge, multiplicity, box, flags)
                 virial = virial.detach().cpu().double().numpy()
             else:
                 self.info.check_periodic(periodic)
@@ -89,6 +84,36 @@ class Potential:
             virial,
         )
 
+    def deviation(self, positions, atomic_numbers, charge: int = 0, multiplicity: int = 1, cell=None, pbc=None):
+        """A committee export's model deviation of one structure: (max per-atom force deviation eV/Å,
+        per-atom force deviations [N] eV/Å, energy deviation per atom eV). Arguments as for a call."""
+        if not self.info.committee:
+            raise ValueError("this model is a single model, not a committee: export several checkpoints together")
+        numbers = [atomic_number(a) if isinstance(a, str) else int(a) for a in atomic_numbers]
+        positions = torch.as_tensor(np.asarray(positions, dtype=np.float64), device=self.device)
+        numbers = torch.tensor(numbers, dtype=torch.long, device=self.device)
+        charge, multiplicity = integer_state(charge, "charge"), integer_state(multiplicity, "multiplicity")
+        with torch_threads(choose_threads(len(numbers), self.threads).count):
+            try:
+                if self.is_local:
+                    box, flags = _cell_and_pbc(cell, pbc, self.device)
+                    largest, per_atom, energy = self.module.deviation(
+                        positions, numbers, charge, multiplicity, box, flags
+                    )
+                else:
+                    self.info.check_periodic(pbc is not None and bool(np.any(pbc)))
+                    largest, per_atom, energy = self.module.deviation(positions, numbers, charge, multiplicity)
+            except torch.jit.Error as error:
+                raise ValueError(script_error_message(error)) from None
+        return float(largest.detach()), per_atom.detach().cpu().double().numpy(), float(energy.detach())
+
+    def deviation_atoms(self, atoms):
+        """`deviation` of an ase.Atoms (charge and multiplicity from atoms.info; cell and pbc)."""
+        periodic = atoms.pbc.any()
+        return self.deviation(atoms.positions, atoms.numbers, atoms.info.get("charge", 0),
+                              atoms.info.get("multiplicity", 1), atoms.cell.array if periodic else None,
+                              atoms.pbc if periodic else None)  # fmt: skip
+
     def evaluate_atoms(self, atoms) -> Result:
         """Evaluate an ase.Atoms (charge and multiplicity from atoms.info when present; cell and pbc)."""
         return self(
@@ -99,6 +124,13 @@ class Potential:
             atoms.cell.array if atoms.pbc.any() else None,
             atoms.pbc if atoms.pbc.any() else None,
         )
+
+
+def _cell_and_pbc(cell, pbc, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A local model's cell [3, 3] (zeros: none) and pbc [3] (all False: none) as tensors."""
+    box = torch.as_tensor(np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64))
+    flags = torch.as_tensor(np.zeros(3, bool) if pbc is None else np.array(np.broadcast_to(np.asarray(pbc, bool), 3)))
+    return box.to(device), flags.to(device)
 
 
 def integer_state(value, name: str) -> int:

@@ -41,6 +41,7 @@ class ModelInfo:
     multiplicity_range: tuple[int, int]
     domain: dict | None = None  # what the training data covered; None for models made before it was recorded
     dtype: str | None = None  # an export's precision; None for a checkpoint (chosen when it is scripted)
+    committee: int = 0  # members of a committee export (its module has `deviation`); 0: a single model
 
     @property
     def is_local(self) -> bool:
@@ -61,6 +62,7 @@ class ModelInfo:
             multiplicity_range=tuple(metadata.get("multiplicity_range", (1, 1000))),
             domain=metadata.get("domain"),
             dtype=metadata["dtype"],
+            committee=int((metadata.get("committee") or {}).get("members", 0)),
         )
 
     @classmethod

@@ -9,7 +9,8 @@ close-contact frames trained on forces only. Every round then
    above `upper` a frame is taken as unphysical and the trajectory as failed there; the last frame before a
    failure is labelled), and adds them to the training data.
 The loop stops when every trajectory runs its length with no failure and at most `converged_fraction` of
-the checked frames lie above `lower`; member 0 of the last committee is exported.
+the checked frames lie above `lower`; the last committee is exported as one file (engines run member 0; its
+`deviation` method, `mdplugin run`'s state data and the ASE results give the model deviation).
 
 Everything lives in one folder: `state.json` (options and every round's record), `data/` (round-NNN.extxyz:
 the frames each round added; rattled.extxyz), `round-NNN/` (the committee's checkpoints), `report.md`, and
@@ -320,11 +321,10 @@ def learn(options: LearnOptions, say=print) -> dict:
                 f"{summary['checks']} checks above {options.lower:g} eV/Å, {len(new_frames)} frames added"
                 + (" - converged" if done else "")
             )
-        final = run.state["rounds"][-1]["members"][0]
-        export_path = run.folder / "model-export.pt"
-        from mdplugin.export.exporter import export
+        from mdplugin.export.committee import export_committee
 
-        export(final, export_path, dtype="float32", overwrite=True)
+        export_path = run.folder / "model-export.pt"  # the committee: member 0 runs, the others give the deviation
+        export_committee(run.state["rounds"][-1]["members"], export_path, dtype="float32", overwrite=True)
         run.state["export"] = str(export_path)
         run.save()
     write_report(run)
@@ -375,7 +375,12 @@ def write_report(run: Run) -> Path:
             f"| {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} |"
         )
     ending = "converged" if run.state.get("converged") else f"did not converge in {len(run.state['rounds'])} rounds"
-    lines += ["", f"The loop {ending}; exported: `{run.state.get('export')}` (member 0 of the last committee).", ""]
+    lines += [
+        "",
+        f"The loop {ending}; exported: `{run.state.get('export')}` (the last committee: engines run member 0, "
+        "its `deviation` gives the members' force deviation).",
+        "",
+    ]
     path = run.folder / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -55,6 +55,7 @@ class RunOptions:
     threads: int | None = None  # CPU threads for torch; None: mdplugin.threads.choose_threads
     domain_check: str = "warn"  # warn, stop or off: pairs closer than in the model's training data
     domain_tolerance: float = 0.9  # out of domain: closer than this x the shortest training distance
+    deviation_threshold: float = 0.3  # eV/Å; a committee export whose force deviation exceeds it is out of domain
     ml_residues: str | None = None  # ML/MM: residues the model computes ("ACE,ALA,NME", "1-3"); the rest: forcefield
     ml_atoms: str | None = None  # ML/MM: 0-based atom indices the model computes ("0-21")
     solvate_nm: float | None = None  # ML/MM: add water (Modeller) this far around the structure; the structure is ML
@@ -89,6 +90,7 @@ class Summary:
     domain_check: str = ""  # what the out-of-domain check did
     closest_distance_ratio: float | None = None  # smallest (pair distance / training minimum) seen
     closest_pair: str | None = None
+    max_force_deviation: float | None = None  # eV/Å: a committee export's largest deviation over the reports
     ml_atoms: int | None = None  # ML/MM: atoms the model computes (None: all of them)
     notes: list[str] = field(default_factory=list)
     stopped_by_wall_clock: bool = False  # max_wall_minutes ended the run before its steps were done
@@ -129,6 +131,10 @@ def check_options(options: RunOptions) -> None:
         raise ValueError("--pressure-bar and --barostat-interval must be positive for --ensemble npt")
     if options.domain_check not in DOMAIN_CHECKS:
         raise ValueError(f"unknown --domain-check {options.domain_check!r}; use one of {', '.join(DOMAIN_CHECKS)}")
+    if not options.deviation_threshold > 0:
+        raise ValueError(
+            f"--deviation-threshold must be positive (eV/Å, e.g. 0.3), got {options.deviation_threshold:g}"
+        )
     if options.domain_tolerance <= 0:
         raise ValueError(f"--domain-tolerance must be positive (e.g. 0.9), got {options.domain_tolerance:g}")
     if options.trajectory_format not in TRAJECTORY_FORMATS:

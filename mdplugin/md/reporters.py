@@ -33,6 +33,7 @@ TEMPERATURE_RUNAWAY_FACTOR = 10.0  # a temperature above 10x the target (or the 
 TEMPERATURE_RUNAWAY_FLOOR_K = 1000.0  # so that a run near 0 K is not stopped by its first hot step
 ENERGY_JUMP_EV_PER_ATOM = 1.0  # NVE total energy may wander by meV/atom; 1 eV/atom means broken dynamics
 DOMAIN_RATIO = "Shortest distance / training (ratio)"
+DEVIATION = "Max force deviation (eV/A)"
 VOLUME = "Box Volume (nm^3)"
 DENSITY = "Density (g/mL)"
 
@@ -127,6 +128,42 @@ class DomainCheck:
         return ratio
 
 
+@dataclass
+class DeviationCheck:
+    """A committee export's model deviation (the largest per-atom force deviation of its members) at each
+    report; above `threshold` it warns once, or with mode stop ends the run."""
+
+    potential: object  # mdplugin.export.loader.Potential of a committee export
+    numbers: list[int]
+    charge: int
+    multiplicity: int
+    threshold: float  # eV/Å
+    mode: str = "warn"
+    atoms: list[int] | None = None  # the particles the model computes (ML/MM); None: all
+    largest: float | None = None  # the largest deviation seen so far
+    warned: bool = False
+    stop_reason: str | None = None
+
+    def check(self, positions: np.ndarray, box: np.ndarray | None, step: int) -> float:
+        if self.atoms is not None:
+            positions = positions[self.atoms]
+        periodic = box is not None and self.potential.is_local
+        deviation = self.potential.deviation(positions, self.numbers, self.charge, self.multiplicity,
+                                             box if periodic else None, [True] * 3 if periodic else None)[0]  # fmt: skip
+        self.largest = deviation if self.largest is None else max(self.largest, deviation)
+        if deviation > self.threshold:
+            message = (
+                f"at step {step} the committee's force deviation is {deviation:.3f} eV/Å, above {self.threshold:g}: "
+                "its members disagree, the model is outside what it learned"
+            )
+            if self.mode == "stop":
+                self.stop_reason = f"{message}; the run was stopped (--domain-check stop)"
+            elif not self.warned:
+                self.warned = True
+                warnings.warn(f"{message}; its energies and forces there are not to be trusted", RunWarning, 2)
+        return deviation
+
+
 # ----------------------------------------------------------------------------------- state data
 
 
@@ -156,18 +193,20 @@ class StateReporter:
         periodic: bool,
         domain: DomainCheck | None = None,
         append: bool = False,
+        deviation: DeviationCheck | None = None,
     ):
         self.interval = interval
         self.ensemble = ensemble
         self.temperature_limit_k = max(TEMPERATURE_RUNAWAY_FACTOR * temperature_k, TEMPERATURE_RUNAWAY_FLOOR_K)
         self.periodic = periodic
         self.domain = domain
+        self.deviation = deviation
         self.atoms = system.getNumParticles()
         self.degrees_of_freedom = degrees_of_freedom(system)
         self.mass_amu = sum(system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(self.atoms))
         self.first_total_energy_kj: float | None = None
         self._clock: tuple[float, float] | None = None  # (wall time, simulated ps) at the start
-        self.header = state_data_header(periodic, domain is not None)
+        self.header = state_data_header(periodic, domain is not None, deviation is not None)
         self._file = open(path, "a" if append else "w", newline="")
         self._writer = csv.writer(self._file)
         if not append:
@@ -200,11 +239,14 @@ class StateReporter:
         finite = bool(np.isfinite(positions).all()) and math.isfinite(total)
         if self.domain is not None:
             row.append(self.domain.check(positions, box, step) if finite else math.nan)
+        if self.deviation is not None:
+            row.append(self.deviation.check(positions, box, step) if finite else math.nan)
         self._writer.writerow(row)
         self._file.flush()
         self.watch(step, total, temperature, finite)
-        if self.domain is not None and self.domain.stop_reason:
-            raise RunFailed(self.domain.stop_reason)
+        for check in (self.domain, self.deviation):
+            if check is not None and check.stop_reason:
+                raise RunFailed(check.stop_reason)
 
     def watch(self, step: int, total_kj: float, temperature_k: float, finite: bool) -> None:
         """Raise RunFailed when the run has blown up."""
@@ -233,7 +275,7 @@ class StateReporter:
         self._file.close()
 
 
-def state_data_header(periodic: bool, domain: bool) -> list[str]:
+def state_data_header(periodic: bool, domain: bool, deviation: bool = False) -> list[str]:
     names = ["Step", "Time (ps)", "Potential Energy (kJ/mole)", "Kinetic Energy (kJ/mole)", "Total Energy (kJ/mole)",
              "Temperature (K)"]  # fmt: skip
     if periodic:
@@ -241,6 +283,8 @@ def state_data_header(periodic: bool, domain: bool) -> list[str]:
     names.append("Speed (ns/day)")
     if domain:
         names.append(DOMAIN_RATIO)
+    if deviation:
+        names.append(DEVIATION)
     return names
 
 

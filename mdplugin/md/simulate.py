@@ -42,7 +42,7 @@ from mdplugin.md.options import (
     Summary,
     check_options,
 )
-from mdplugin.md.reporters import DCDReporter, DomainCheck, StateReporter, state_data_header
+from mdplugin.md.reporters import DCDReporter, DeviationCheck, DomainCheck, StateReporter, state_data_header
 from mdplugin.md.restart import check_restart, prepare_continued_files, run_record
 from mdplugin.md.structure_input import read_structure
 from mdplugin.threads import ThreadChoice, choose_threads, torch_threads
@@ -85,6 +85,21 @@ def domain_check(
         check,
         f"{options.domain_check}: pairs closer than {options.domain_tolerance:g} x their shortest training distance",
     )
+
+
+def deviation_check(
+    options: RunOptions, model: ModelFile, topology: app.Topology, charge: int, atoms: list[int] | None = None
+) -> DeviationCheck | None:
+    """The committee's force-deviation check of a committee export (None: a single model, or the checks off)."""
+    if not model.info.committee or options.domain_check == "off":
+        return None
+    from mdplugin.export.loader import Potential
+
+    every_atom = list(topology.atoms())
+    numbers = [every_atom[i].element.atomic_number for i in (atoms if atoms is not None else range(len(every_atom)))]
+    potential = Potential.load(model, threads=options.threads)
+    return DeviationCheck(potential, numbers, charge, options.multiplicity, options.deviation_threshold,
+                          options.domain_check, atoms)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -248,7 +263,11 @@ def prepare_state(simulation: app.Simulation, options: RunOptions, topology_path
 
 
 def add_reporters(
-    simulation: app.Simulation, options: RunOptions, paths: dict[str, Path], domain: DomainCheck | None
+    simulation: app.Simulation,
+    options: RunOptions,
+    paths: dict[str, Path],
+    domain: DomainCheck | None,
+    deviation: DeviationCheck | None = None,
 ) -> list:
     """State data first: it stops a blown-up run before the trajectory reporter chokes on NaN."""
     append = bool(options.restart) and not options.overwrite
@@ -264,6 +283,7 @@ def add_reporters(
             periodic,
             domain,
             append=append and state_data.exists(),
+            deviation=deviation,
         )  # fmt: skip
     ]
     trajectory = paths["trajectory"]
@@ -388,6 +408,7 @@ class Outcome:
     domain_note: str = ""
     region: MLRegion | None = None
     stopped_by_wall_clock: bool = False
+    deviation: DeviationCheck | None = None
 
 
 def summarize(
@@ -445,6 +466,7 @@ def summarize(
         domain_check=outcome.domain_note,
         closest_distance_ratio=domain.closest_ratio if domain else None,
         closest_pair=domain.closest_pair if domain else None,
+        max_force_deviation=outcome.deviation.largest if outcome.deviation else None,
         ml_atoms=len(outcome.region.atoms) if outcome.region else None,
         notes=notes,
         files={key: str(path) for key, path in paths.items() if path.exists()},
@@ -476,6 +498,11 @@ def simulate(options: RunOptions) -> Summary:
     model = open_model(options.model)  # the one read of the model file; passed on from here
     warn_outside_training_states(model.domain, charge, options.multiplicity)
     check, domain_note = domain_check(options, model.domain, topology, region.atoms if region else None)
+    deviation = deviation_check(options, model, topology, charge, region.atoms if region else None)
+    if deviation is not None:
+        domain_note += (
+            f"; committee of {model.info.committee}: force deviation above {options.deviation_threshold:g} eV/Å"
+        )
     record = run_record(options, model.sha256, topology, charge, region)
     if options.restart:
         check_restart(record, Path(options.restart))
@@ -483,10 +510,10 @@ def simulate(options: RunOptions) -> Summary:
     with torch_threads(threads.count):
         simulation = build_simulation(options, model, topology, positions, charge, region, mm_system)
         outcome = Outcome(simulation.currentStep, 0.0, threads=threads, domain=check, domain_note=domain_note,
-                          region=region)  # fmt: skip
+                          region=region, deviation=deviation)  # fmt: skip
         # nothing is written before this point: every input has been checked
         paths["state_data"].parent.mkdir(parents=True, exist_ok=True)
-        header = state_data_header(periodic, check is not None)
+        header = state_data_header(periodic, check is not None, deviation is not None)
         prepare_continued_files(options, paths, simulation.currentStep, topology.getNumAtoms(), header)
         paths["run_record"].write_text(json.dumps(record, indent=2))
         prepare_state(simulation, options, paths["topology"])
@@ -509,7 +536,7 @@ def run_simulation(
 
     outcome = outcome or Outcome(simulation.currentStep, 0.0)
     paths["state_data"].parent.mkdir(parents=True, exist_ok=True)
-    add_reporters(simulation, options, paths, outcome.domain)
+    add_reporters(simulation, options, paths, outcome.domain, outcome.deviation)
     start = time.perf_counter()
     try:
         outcome.stopped_by_wall_clock = not run_steps(simulation, options)
