@@ -1,0 +1,102 @@
+"""No silent wrong answers from `mdplugin run` and `mdplugin evaluate` (issue 25): structures made the
+way users make them (ase.io.write PDBs and extxyz files) that OpenMM would read or simulate differently
+from what the file says are refused with the fix, or read in full with a warning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import openmm
+import pytest
+from click.testing import CliRunner
+from openmm import unit
+
+import mdplugin
+from mdplugin.cli.main import main
+from mdplugin.engines.openmm_force import create_system
+from mdplugin.engines.structure_input import read_structure
+
+FIXTURES = Path(__file__).resolve().parents[1] / "export" / "fixtures"
+MODEL = str(FIXTURES / "tiny-float64.pt")
+LOCAL_MODEL = str(FIXTURES / "tiny-local-float64.pt")
+WATER = np.array([[0, 0, 0.119], [0, 0.763, -0.477], [0, -0.763, -0.477]])
+
+
+def invoke(*arguments: str):
+    return CliRunner().invoke(main, list(arguments), catch_exceptions=False)
+
+
+def short_run(structure: str, output: Path, *extra: str, model: str = MODEL):
+    """A few steps on the Reference platform, one torch thread, no minimisation."""
+    return invoke("run", structure, "--model", model, "-o", str(output), "--steps", "4", "--report-interval", "2",
+                  "--platform", "Reference", "--no-minimize", "--seed", "5", "--threads", "1", "--quiet", *extra)  # fmt: skip
+
+
+def waters(count_per_side: int = 2, spacing: float = 3.1) -> np.ndarray:
+    grid = range(count_per_side)
+    return np.vstack([WATER + np.array([i, j, k]) * spacing for i in grid for j in grid for k in grid])
+
+
+def openmm_energy_ev(structure: str, model: str) -> float:
+    """The model's energy of `structure` as `mdplugin run` reads it, from a Reference-platform Context."""
+    topology, positions, _ = read_structure(structure)
+    system = create_system(model, topology, dtype="float64", device="cpu")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    if topology.getPeriodicBoxVectors() is not None:
+        context.setPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
+    context.setPositions(positions)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    return energy / 96.48533212
+
+
+# ------------------------------------------------------------------------ 1: partly periodic extxyz
+
+
+@pytest.mark.parametrize("pbc", [[True, True, False], [True, False, False]], ids=["slab", "wire"])
+def test_run_refuses_a_partly_periodic_extxyz(tmp_path, pbc):
+    """OpenMM boxes are periodic in all three directions: a slab or wire would become a 3-D crystal."""
+    structure = tmp_path / "slab.extxyz"
+    ase.io.write(structure, ase.Atoms("OH2" * 8, positions=waters(), cell=np.eye(3) * 6.2, pbc=pbc))
+    result = short_run(str(structure), tmp_path / "out" / "slab", model=LOCAL_MODEL)
+    assert result.exit_code != 0
+    flags = " ".join("T" if flag else "F" for flag in pbc)
+    assert f'pbc="{flags}"' in result.output and "boundary p p f" in result.output and "vacuum" in result.output
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+# ------------------------------------------------------------------------ 2: ASE-written PDB
+
+
+def test_run_reads_every_atom_of_an_ase_written_pdb(tmp_path):
+    """ase.io.write names every atom of a water box O, H, H in residue MOL 1; OpenMM's PDBFile keys atoms
+    by residue and name and kept 2 of 24. Every atom is read, with a warning, at the file's positions."""
+    structure = tmp_path / "waters.pdb"
+    positions = waters(spacing=3.4)
+    ase.io.write(structure, ase.Atoms("OH2" * 8, positions=positions), format="proteindatabank")
+    with pytest.warns(UserWarning, match="24 atoms"):
+        topology, read_positions, _ = read_structure(str(structure))
+    assert topology.getNumAtoms() == 24
+    assert [a.element.symbol for a in topology.atoms()] == ["O", "H", "H"] * 8
+    # PDB coordinates have 3 decimals
+    assert np.allclose(np.array(read_positions.value_in_unit(unit.angstrom)), positions, atol=1e-3)
+    result = short_run(str(structure), tmp_path / "waters")
+    assert result.exit_code == 0, result.output
+    assert "of 24 atoms" in result.output and "repeats names" in result.output
+    assert json.loads((tmp_path / "waters-summary.json").read_text())["atoms"] == 24
+
+
+def test_a_pdb_with_unique_names_is_read_without_a_warning(tmp_path):
+    import warnings
+
+    structure = tmp_path / "water.pdb"
+    ase.io.write(structure, ase.Atoms("OH2", positions=WATER), format="proteindatabank")
+    text = structure.read_text().replace(" H MOL", "H1 MOL", 1).replace(" H MOL", "H2 MOL", 1)
+    structure.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        topology, _, _ = read_structure(str(structure))
+    assert [a.name for a in topology.atoms()] == ["O", "H1", "H2"]
