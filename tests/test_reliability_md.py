@@ -100,3 +100,37 @@ def test_a_pdb_with_unique_names_is_read_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         topology, _, _ = read_structure(str(structure))
     assert [a.name for a in topology.atoms()] == ["O", "H1", "H2"]
+
+
+# ------------------------------------------------------------------------ 3: the ML region
+
+
+DIPEPTIDE = str(Path(__file__).resolve().parents[1] / "examples" / "mlmm" / "alanine-dipeptide.pdb")
+
+
+@pytest.mark.parametrize(
+    "selection, message",
+    [
+        (
+            ("--ml-atoms", "0-21,30-25"),
+            "--ml-atoms: the range '30-25' runs backwards; write it from low to high (25-30)",
+        ),
+        (("--ml-atoms", "0-21,20-23"), "atoms 20-21 are selected more than once"),
+        (("--ml-atoms", "0-21,900"), "--ml-atoms: atom 900 is outside the structure's 721 atoms"),
+        (
+            ("--ml-atoms", "0-5"),
+            "cuts 1 covalent bond(s), e.g. atom 4 (C of ACE 1) in the region to atom 6 (N of ALA 2)",
+        ),
+        (("--ml-residues", "ALA"), "cuts 2 covalent bond(s)"),
+    ],
+    ids=["reversed", "repeated", "outside", "cut-bond", "cut-residue"],
+)
+def test_run_refuses_an_ml_region_it_cannot_compute_as_given(tmp_path, selection, message):
+    """Before: the reversed range was dropped silently (22 atoms computed, the summary naming 0-21,30-25),
+    and a cut bond ended in OpenMM's "wrong number of positions"."""
+    result = short_run(DIPEPTIDE, tmp_path / "out" / "mlmm", "--solvate", "1.0", "--nonbonded-cutoff-nm", "0.9",
+                       *selection)  # fmt: skip
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "wrong number of positions" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -198,8 +198,8 @@ def test_mlmm_run_of_a_solvated_dipeptide(tmp_path):
                       "--restart", f"{prefix}.chk")  # fmt: skip
     assert result.exit_code == 0 and "ending at step 20" in result.output, result.output
     result = mlmm_run(DIPEPTIDE, prefix, "--solvate", "1.0", "--ensemble", "npt", "--barostat-interval", "2",
-                      "--ml-atoms", "0-20", "--restart", f"{prefix}.chk")  # fmt: skip
-    assert result.exit_code != 0 and "the ML region (--ml-residues, --ml-atoms) was 0-21, now 0-20" in result.output
+                      "--ml-atoms", "0-24", "--restart", f"{prefix}.chk")  # fmt: skip
+    assert result.exit_code != 0 and "the ML region (--ml-residues, --ml-atoms) was 0-21, now 0-24" in result.output
 
     for selection in (("--ml-residues", "ACE,ALA,NME"), ("--ml-atoms", "0-21"), ("--ml-residues", "A:1-3")):
         output = tmp_path / selection[1].replace(":", "")

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import openmm
 import openmm.app as app
 from openmm import unit
 
@@ -76,7 +77,7 @@ def _read_pdb(path: Path) -> tuple[app.Topology, unit.Quantity, None]:
             topology.setPeriodicBoxVectors(None)
         elif topology.getPeriodicBoxVectors() is not None:
             vectors = np.array(topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer)) * 10.0
-            topology.setPeriodicBoxVectors(openmm_box(path, vectors) * 0.1)  # Å -> nm
+            topology.setPeriodicBoxVectors(box_vectors(openmm_box(path, vectors)))
     return topology, positions, None
 
 
@@ -168,7 +169,7 @@ def _read_with_ase(path: Path) -> tuple[app.Topology, unit.Quantity, int | None]
             openmm_box(path, atoms.cell.array)  # the error naming what is wrong with it
         if np.linalg.det(atoms.cell.array) > 0:  # rotate into OpenMM's orientation (a along x, b in xy)
             atoms.set_cell(atoms.cell.standard_form()[0], scale_atoms=True)
-        topology.setPeriodicBoxVectors(openmm_box(path, atoms.cell.array) * 0.1)  # Å -> nm
+        topology.setPeriodicBoxVectors(box_vectors(openmm_box(path, atoms.cell.array)))
     charge = atoms.info.get("charge")
     return topology, unit.Quantity(atoms.positions * 0.1, unit.nanometer), None if charge is None else int(charge)
 
@@ -203,6 +204,11 @@ def openmm_box(path: Path, cell) -> np.ndarray:
     box[2] -= np.round(box[2, 0] / box[0, 0]) * box[0]
     box[1] -= np.round(box[1, 0] / box[0, 0]) * box[0]
     return box
+
+
+def box_vectors(box: np.ndarray) -> unit.Quantity:
+    """Box rows in Å as OpenMM's box vectors (Vec3s in nm)."""
+    return unit.Quantity([openmm.Vec3(*(row * 0.1)) for row in box], unit.nanometer)
 
 
 def check_full_periodicity(path: Path, pbc) -> None:
