@@ -134,3 +134,40 @@ def test_run_refuses_an_ml_region_it_cannot_compute_as_given(tmp_path, selection
     assert message in result.output, result.output
     assert "wrong number of positions" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ 4: several ML molecules, global model
+
+
+def water_topology(molecules: int, box_nm: float) -> openmm.app.Topology:
+    topology = openmm.app.Topology()
+    chain = topology.addChain()
+    for index in range(molecules):
+        residue = topology.addResidue("HOH", chain, id=str(index + 1))
+        oxygen = topology.addAtom("O", openmm.app.Element.getBySymbol("O"), residue)
+        for name in ("H1", "H2"):
+            topology.addBond(oxygen, topology.addAtom(name, openmm.app.Element.getBySymbol("H"), residue))
+    topology.setPeriodicBoxVectors(np.eye(3) * box_nm)
+    return topology
+
+
+def test_a_global_model_refuses_several_ml_molecules_in_a_periodic_box():
+    """Two waters of three computed by a global model in a 1 nm box: which image of one the other sees
+    flips at half the box, so the energy would jump; refused, naming the molecules and the fix."""
+    from mdplugin.engines.openmm_force import create_torch_force
+
+    topology = water_topology(3, 1.0)
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
+    for atom in topology.atoms():
+        system.addParticle(atom.element.mass)
+    with pytest.raises(ValueError, match=r"holds 2 molecules \(HOH 1 \(atoms 0-2\), HOH 2 \(atoms 3-5\)\)") as error:
+        create_torch_force(MODEL, topology, range(6), system=system, dtype="float64", device="cpu")
+    assert "select one molecule" in str(error.value) and "local model" in str(error.value)
+    create_torch_force(MODEL, topology, range(3), system=system, dtype="float64", device="cpu")  # one is fine
+
+
+def test_run_refuses_a_solvated_ml_region_of_two_molecules(tmp_path):
+    result = short_run(DIPEPTIDE, tmp_path / "out" / "mlmm", "--solvate", "1.0", "--nonbonded-cutoff-nm", "0.9",
+                       "--ml-atoms", "0-24")  # fmt: skip
+    assert result.exit_code != 0 and "the ML region holds 2 molecules" in result.output, result.output
