@@ -171,3 +171,94 @@ def test_run_refuses_a_solvated_ml_region_of_two_molecules(tmp_path):
     result = short_run(DIPEPTIDE, tmp_path / "out" / "mlmm", "--solvate", "1.0", "--nonbonded-cutoff-nm", "0.9",
                        "--ml-atoms", "0-24")  # fmt: skip
     assert result.exit_code != 0 and "the ML region holds 2 molecules" in result.output, result.output
+
+
+# ------------------------------------------------------------------------ 5: charges outside the training domain
+
+SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "models"
+
+
+def test_run_warns_about_a_charged_smiles_on_a_model_without_a_recorded_domain(tmp_path):
+    """The MD17 model (neutral molecules) records no training charges: the acetate anion ran with no word."""
+    # (the unminimised ETKDG geometry may blow up in 4 steps: only the warning up front matters here)
+    result = short_run("CC(=O)[O-]", tmp_path / "acetate", model=str(SHIPPED / "md17-export.pt"))
+    assert "total charge -1, but the model records no training charges" in result.output
+
+
+def test_evaluate_and_ase_warn_about_a_charge_outside_the_training_domain(tmp_path):
+    """The water model was trained on neutral water only; charge 2 shifts its energy by eV with no word."""
+    from mdplugin.engines.ase_calculator import TransformerCalculator
+
+    structure = tmp_path / "water.xyz"
+    ase.io.write(structure, ase.Atoms("OH2", positions=WATER))
+    model = str(SHIPPED / "water-xtb-export.pt")
+    result = invoke("evaluate", model, str(structure), "--charge", "2")
+    assert result.exit_code == 0, result.output
+    assert "trained on total charge 0 only, and this system has total charge 2" in result.output
+    assert "Warning" not in invoke("evaluate", model, str(structure)).output  # neutral: in the domain
+    atoms = ase.Atoms("OH2", positions=WATER, info={"charge": 2})
+    atoms.calc = TransformerCalculator(model)
+    with pytest.warns(UserWarning, match="trained on total charge 0 only, and this system has total charge 2"):
+        atoms.get_potential_energy()
+
+
+# ------------------------------------------------------------------------ 6: CRYST1 0 0 0
+
+
+def test_run_and_evaluate_agree_that_cryst1_0_0_0_means_no_box(tmp_path):
+    """OpenMM's PDBFile reads CRYST1 0 0 0 as no box (run: a droplet), ASE as a periodic cell of zero
+    volume (evaluate refused it). Both now treat it as no box, with the same warning."""
+    plain = tmp_path / "water.pdb"
+    ase.io.write(plain, ase.Atoms("OH2", positions=WATER), format="proteindatabank")
+    plain.write_text(plain.read_text().replace(" H MOL", "H1 MOL", 1).replace(" H MOL", "H2 MOL", 1))
+    placeholder = tmp_path / "placeholder.pdb"
+    placeholder.write_text("CRYST1    0.000    0.000    0.000  90.00  90.00  90.00 P 1\n" + plain.read_text())
+    evaluated = invoke("evaluate", MODEL, str(placeholder))
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "zero lengths (such as CRYST1 0 0 0)" in evaluated.output and "no cell" in evaluated.output
+    energy = [line for line in evaluated.output.splitlines() if line.startswith("energy:")]
+    assert energy == [line for line in invoke("evaluate", MODEL, str(plain)).output.splitlines() if "energy:" in line]
+    result = short_run(str(placeholder), tmp_path / "run")
+    assert result.exit_code == 0 and "zero lengths (such as CRYST1 0 0 0)" in result.output, result.output
+    assert "mean density" not in result.output
+    with pytest.warns(UserWarning, match="zero lengths"):
+        assert abs(openmm_energy_ev(str(placeholder), MODEL) - float(energy[0].split()[1])) < 1e-6
+
+
+# ------------------------------------------------------------------------ 7: cells OpenMM cannot take as given
+
+
+@pytest.mark.parametrize(
+    "lattice, message",
+    [
+        ("nan 0 0 0 6.2 0 0 0 6.2", "NaN or infinite"),
+        ("6.2 0 0 0 6.2 0 0 0 -6.2", "left-handed (negative volume)"),
+        ("6.2 0 0 6.2 0 0 0 0 6.2", "zero volume"),
+    ],
+    ids=["nan", "left-handed", "flat"],
+)
+def test_run_refuses_a_cell_that_is_no_box(tmp_path, lattice, message):
+    structure = tmp_path / "box.extxyz"
+    ase.io.write(structure, ase.Atoms("OH2" * 8, positions=waters(), cell=np.eye(3) * 6.2, pbc=True))
+    lines = structure.read_text().splitlines()
+    lines[1] = lines[1].replace('Lattice="6.2 0.0 0.0 0.0 6.2 0.0 0.0 0.0 6.2"', f'Lattice="{lattice}"')
+    structure.write_text("\n".join(lines) + "\n")
+    result = short_run(str(structure), tmp_path / "out" / "box", model=LOCAL_MODEL)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreduced_cell_is_reduced_to_the_same_lattice(tmp_path):
+    """b = (4.0, 6.2, 0) is longer than OpenMM's reduced form allows (|bx| <= ax / 2): OpenMM refused it
+    ("Triclinic box vectors must be in reduced form"). The run reduces it to the same lattice: the
+    OpenMM energy equals the model's energy of the cell as written (a local model; round-off)."""
+    cell = np.array([[6.2, 0, 0], [4.0, 6.2, 0], [0.5, 3.5, 6.2]])
+    atoms = ase.Atoms("OH2" * 8, positions=waters(), cell=cell, pbc=True)
+    structure = tmp_path / "unreduced.extxyz"
+    ase.io.write(structure, atoms)
+    topology, _, _ = read_structure(str(structure))
+    box = np.array(topology.getPeriodicBoxVectors().value_in_unit(unit.angstrom))
+    assert abs(box[1, 0]) <= box[0, 0] / 2 and abs(box[2, 0]) <= box[0, 0] / 2 and abs(box[2, 1]) <= box[1, 1] / 2
+    assert np.isclose(np.linalg.det(box), np.linalg.det(cell))
+    written = mdplugin.load(LOCAL_MODEL).evaluate_atoms(atoms).energy
+    assert abs(openmm_energy_ev(str(structure), LOCAL_MODEL) - written) < 1e-6

@@ -186,17 +186,30 @@ def model_domain(path: str | Path) -> dict | None:
 
 def warn_outside_training_states(domain: dict | None, charge: int, multiplicity: int) -> None:
     """A charge or spin multiplicity the model never saw in training runs, but deserves a word."""
-    if not domain:
-        return
-    for name, value, seen in (("total charge", charge, domain.get("charges")),
-                              ("spin multiplicity", multiplicity, domain.get("multiplicities"))):  # fmt: skip
+    for message in training_state_messages(domain, charge, multiplicity, "--charge and --multiplicity"):
+        warnings.warn(message, RunWarning, 2)
+
+
+def training_state_messages(domain: dict | None, charge: int, multiplicity: int, options: str) -> list[str]:
+    """Why the charge or multiplicity is outside what the model was trained on (`domain`: its 'charges'
+    and 'multiplicities'), one sentence each; `options` names where the user sets them. A model that
+    records no domain cannot be checked: a charged or open-shell system gets a sentence saying so."""
+    messages = []
+    for name, value, key, usual in (("total charge", charge, "charges", 0),
+                                    ("spin multiplicity", multiplicity, "multiplicities", 1)):  # fmt: skip
+        seen = (domain or {}).get(key)
         if seen is not None and value not in seen:
-            warnings.warn(
+            messages.append(
                 f"the model was trained on {name} {', '.join(str(v) for v in seen)} only, and this system has "
-                f"{name} {value}: its energies and forces are extrapolated; check --charge and --multiplicity",
-                RunWarning,
-                2,
+                f"{name} {value}: its energies and forces are extrapolated; check {options}"
             )
+        elif seen is None and value != usual:
+            messages.append(
+                f"this system has {name} {value}, but the model records no training {key} (it was made before "
+                f"mdplugin recorded them), so nothing shows it was trained on {name} {value}; a model trained "
+                f"on neutral singlets only extrapolates here; check {options} and the model's training data"
+            )
+    return messages
 
 
 def domain_check(

@@ -140,12 +140,7 @@ def cryst1_lengths(path: Path, line: str) -> tuple[float, float, float] | None:
     except ValueError:
         raise ValueError(f"{path}: cannot read the cell lengths of its CRYST1 line {line.strip()!r}") from None
     if all(length == 0 for length in lengths):
-        warnings.warn(
-            f"{path} has CRYST1 0 0 0, a placeholder for no unit cell: it is treated as a molecule without a "
-            "periodic box; give the box lengths on the CRYST1 line for a periodic system",
-            RunWarning,
-            4,
-        )
+        warnings.warn(no_cell_message(path), RunWarning, 4)
         return None
     if not all(np.isfinite(length) and length > 0 for length in lengths):
         raise ValueError(
@@ -162,6 +157,10 @@ def _read_with_ase(path: Path) -> tuple[app.Topology, unit.Quantity, int | None]
         atoms = ase.io.read(str(path))
     except Exception as error:  # ase raises many kinds for a file it cannot parse
         raise ValueError(f"cannot read {path} as a structure ({reason(error)}); use PDB or XYZ/extxyz") from None
+    if no_cell_placeholder(path, atoms):
+        from mdplugin.engines.reporters import RunWarning
+
+        warnings.warn(no_cell_message(path), RunWarning, 3)
     check_full_periodicity(path, atoms.pbc)
     topology = topology_from_symbols(atoms.get_chemical_symbols())
     if atoms.pbc.any():
@@ -209,6 +208,49 @@ def openmm_box(path: Path, cell) -> np.ndarray:
 def box_vectors(box: np.ndarray) -> unit.Quantity:
     """Box rows in Å as OpenMM's box vectors (Vec3s in nm)."""
     return unit.Quantity([openmm.Vec3(*(row * 0.1)) for row in box], unit.nanometer)
+
+
+def no_cell_message(path: Path | str) -> str:
+    return (
+        f"{path} has a periodic cell of zero lengths (such as CRYST1 0 0 0), a placeholder for no cell: it is "
+        "treated as a molecule without a periodic box; give the cell lengths for a periodic system"
+    )
+
+
+def no_cell_placeholder(path: Path | str, atoms) -> bool:
+    """True for an ase.Atoms marked periodic with a cell of zero lengths (ASE reads CRYST1 0 0 0 so): it
+    is then set non-periodic, as OpenMM reads that PDB, so that `run` and `evaluate` agree."""
+    if not atoms.pbc.any() or np.any(atoms.cell.array != 0):
+        return False
+    atoms.pbc = False
+    return True
+
+
+# no covalent bond is this short (H2: 0.74 Å): closer atoms are a duplicated atom or a broken file
+SHORTEST_PAIR_DISTANCE = 0.5
+
+
+def check_overlaps(name: str, atoms) -> None:
+    """An error for two atoms (or an atom and a periodic image, its own included) closer than
+    SHORTEST_PAIR_DISTANCE: the model gives such a structure a finite, meaningless energy."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return
+    first, second, distance = neighbor_list("ijd", atoms, SHORTEST_PAIR_DISTANCE, self_interaction=False)
+    if not len(first):
+        return
+    k = int(np.argmin(distance))
+    i, j = int(first[k]), int(second[k])
+    symbols = atoms.get_chemical_symbols()
+    where = "on a periodic image of itself" if i == j else f"and atom {j} ({symbols[j]})"
+    direct = float(np.linalg.norm(atoms.positions[i] - atoms.positions[j]))
+    image = " (one on the other's periodic image)" if i != j and direct > distance[k] + 1e-6 else ""
+    raise ValueError(
+        f"{name}: atom {i} ({symbols[i]}) {where} {distance[k]:.2f} Å apart{image}, closer than any bond "
+        f"({SHORTEST_PAIR_DISTANCE} Å): the file holds a duplicated atom or a cell too small for its atoms; fix "
+        "the structure (remove the duplicate, or give the right cell)"
+    )
 
 
 def check_full_periodicity(path: Path, pbc) -> None:
