@@ -262,3 +262,58 @@ def test_an_unreduced_cell_is_reduced_to_the_same_lattice(tmp_path):
     assert np.isclose(np.linalg.det(box), np.linalg.det(cell))
     written = mdplugin.load(LOCAL_MODEL).evaluate_atoms(atoms).energy
     assert abs(openmm_energy_ev(str(structure), LOCAL_MODEL) - written) < 1e-6
+
+
+# ------------------------------------------------------------------------ 8: reasons never empty
+
+
+@pytest.mark.parametrize("name, text", [("blank.xyz", "\n\n"), ("broken.cif", "x\ny\n")], ids=["blank-xyz", "cif"])
+def test_a_file_ase_cannot_read_is_refused_with_a_reason(tmp_path, name, text):
+    """ASE raises a bare StopIteration (blank XYZ) or AssertionError (broken CIF): the message read
+    "cannot read x ()". The reason names the exception at least."""
+    structure = tmp_path / name
+    structure.write_text(text)
+    result = short_run(str(structure), tmp_path / "out")
+    assert result.exit_code != 0 and "cannot read" in result.output and "with no message" in result.output
+    result = invoke("evaluate", MODEL, str(structure))  # reads every frame: a blank file holds none
+    assert result.exit_code != 0 and "()" not in result.output
+    assert "with no message" in result.output or "holds no atoms" in result.output, result.output
+
+
+# ------------------------------------------------------------------------ 10: evaluate: frames and overlaps
+
+
+def test_evaluate_prints_every_frame_or_the_one_asked_for(tmp_path):
+    """An 8-frame file printed only its last frame, unlabelled."""
+    structure = tmp_path / "frames.extxyz"
+    rng = np.random.default_rng(0)
+    frames = [ase.Atoms("OH2", positions=WATER + rng.normal(0, 0.05, (3, 3))) for _ in range(8)]
+    ase.io.write(structure, frames)
+    potential = mdplugin.load(MODEL)
+    expected = [potential.evaluate_atoms(atoms).energy for atoms in frames]
+    result = invoke("evaluate", MODEL, str(structure))
+    assert result.exit_code == 0, result.output
+    energies = [float(line.split()[1]) for line in result.output.splitlines() if line.startswith("energy:")]
+    assert np.allclose(energies, expected, atol=1e-6)  # printed to 6 decimals
+    assert "frame 0 of 8:" in result.output and "frame 7 of 8:" in result.output
+    one = invoke("evaluate", MODEL, str(structure), "--frame", "2")
+    assert "frame 2 of 8:" in one.output and one.output.count("energy:") == 1
+    assert f"energy: {expected[2]:.6f} eV" in one.output
+    assert "8 frame(s), 0..7" in invoke("evaluate", MODEL, str(structure), "--frame", "8").output
+
+
+def test_evaluate_refuses_atoms_on_one_position(tmp_path):
+    """Two atoms on one position (or one on the other's periodic image) gave an energy eV lower with no
+    word; refused, naming the atoms."""
+    duplicated = tmp_path / "duplicated.xyz"
+    ase.io.write(duplicated, ase.Atoms("OH2H", positions=[*WATER, WATER[1]]))
+    result = invoke("evaluate", MODEL, str(duplicated))
+    assert result.exit_code != 0 and "atom 1 (H) and atom 3 (H) 0.00 Å apart" in result.output, result.output
+    box = tmp_path / "image.extxyz"
+    positions = waters()
+    positions[3] = positions[0] + [6.2, 0, 0]  # the second oxygen on the first one's periodic image
+    ase.io.write(box, ase.Atoms("OH2" * 8, positions=positions, cell=np.eye(3) * 6.2, pbc=True))
+    result = invoke("evaluate", LOCAL_MODEL, str(box))
+    assert result.exit_code != 0 and "atom 0 (O) and atom 3 (O) 0.00 Å apart (one on the other's periodic image)" in (
+        result.output
+    ), result.output
