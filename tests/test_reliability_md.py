@@ -317,3 +317,19 @@ def test_evaluate_refuses_atoms_on_one_position(tmp_path):
     assert result.exit_code != 0 and "atom 0 (O) and atom 3 (O) 0.00 Å apart (one on the other's periodic image)" in (
         result.output
     ), result.output
+
+
+# ------------------------------------------------------------------------ 9: a minimiser that tears the ML region apart
+
+
+def test_a_minimisation_that_tears_the_ml_region_apart_says_so(tmp_path):
+    """The random-weight fixture model's energy falls as the dipeptide comes apart: the minimiser broke its
+    bonds and the run stopped with "a molecule of the ML region spans 10.0 Å", about the box. Now the
+    error names a broken bond, its lengths before and after, and the charge to check."""
+    result = invoke("run", DIPEPTIDE, "--model", MODEL, "-o", str(tmp_path / "mlmm"), "--solvate", "1.0",
+                    "--nonbonded-cutoff-nm", "0.9", "--steps", "2", "--platform", "Reference", "--threads", "1",
+                    "--quiet")  # fmt: skip
+    assert result.exit_code != 0
+    assert "energy minimisation tore the structure apart" in result.output, result.output
+    assert "bond(s) broke, e.g. atom" in result.output and "check the total charge (0)" in result.output
+    assert "--no-minimize" in result.output and "spans" not in result.output
