@@ -333,3 +333,12 @@ def test_a_minimisation_that_tears_the_ml_region_apart_says_so(tmp_path):
     assert "energy minimisation tore the structure apart" in result.output, result.output
     assert "bond(s) broke, e.g. atom" in result.output and "check the total charge (0)" in result.output
     assert "--no-minimize" in result.output and "spans" not in result.output
+
+
+def test_run_refuses_a_cryst1_line_with_a_negative_length(tmp_path):
+    structure = tmp_path / "negative.pdb"
+    ase.io.write(structure, ase.Atoms("OH2", positions=WATER), format="proteindatabank")
+    text = structure.read_text().replace(" H MOL", "H1 MOL", 1).replace(" H MOL", "H2 MOL", 1)
+    structure.write_text("CRYST1   -6.200    6.200    6.200  90.00  90.00  90.00 P 1\n" + text)
+    result = short_run(str(structure), tmp_path / "out" / "negative")
+    assert result.exit_code != 0 and "cell lengths -6.2, 6.2, 6.2 Å" in result.output, result.output

@@ -66,7 +66,7 @@ def test_restart_continues_the_run_and_appends(tmp_path):
 
 def test_smiles_and_pdb_inputs_and_xtc_output(tmp_path):
     result = run("CO", "--model", MODEL, "-o", str(tmp_path / "methanol"), "--steps", "10", "--report-interval", "5",
-                 "--platform", "Reference", "--trajectory-format", "xtc", "--seed", "2", "--threads", "1", "--quiet")  # fmt: skip
+                 "--platform", "Reference", "--trajectory-format", "xtc", "--no-minimize", "--seed", "2", "--threads", "1", "--quiet")  # fmt: skip
     assert result.exit_code == 0, result.output
     trajectory = mdtraj.load(str(tmp_path / "methanol.xtc"), top=str(tmp_path / "methanol-topology.pdb"))
     assert trajectory.n_atoms == 6 and trajectory.n_frames == 2

@@ -60,6 +60,7 @@ def _read_pdb(path: Path) -> tuple[app.Topology, unit.Quantity, None]:
     if not records:
         raise ValueError(f"the structure {path} holds no atoms (no ATOM or HETATM records); give a complete PDB file")
     cryst1 = next((line for line in lines if line.startswith("CRYST1")), None)
+    lengths = cryst1_lengths(path, cryst1) if cryst1 is not None else None  # before OpenMM's error about it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # one "duplicate atom" line per merged atom; counted below instead
@@ -72,7 +73,6 @@ def _read_pdb(path: Path) -> tuple[app.Topology, unit.Quantity, None]:
     if topology.getNumAtoms() < records:
         topology, positions = _read_merged_pdb(path, records, topology)
     if cryst1 is not None:
-        lengths = cryst1_lengths(path, cryst1)
         if lengths is None:
             topology.setPeriodicBoxVectors(None)
         elif topology.getPeriodicBoxVectors() is not None:
