@@ -408,7 +408,7 @@ def minimize(simulation: app.Simulation, charge: int, multiplicity: int) -> None
     after = bond_lengths(simulation, bonds)
     torn = np.flatnonzero((after > TORN_BOND_RATIO * before) & (after - before > TORN_BOND_STRETCH))
     if len(torn):
-        k = int(torn[np.argmax((after / before)[torn])])
+        k = int(torn[np.argmax((after / np.maximum(before, 1e-3))[torn])])
         first, second = bonds[k]
         raise ValueError(
             f"energy minimisation tore the structure apart: {len(torn)} bond(s) broke, e.g. atom {first.index} "
