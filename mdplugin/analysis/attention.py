@@ -173,7 +173,11 @@ def read_frames(path: str | Path, max_structures: int) -> list:
     try:
         frames = ase.io.read(path, index=":")
     except Exception as error:  # ase raises many kinds for a file it cannot parse
-        raise ValueError(f"cannot read {path} as structures ({error}); give an extxyz, XYZ or PDB file") from None
+        from mdplugin.errors import reason  # a bare StopIteration has no text
+
+        raise ValueError(
+            f"cannot read {path} as structures ({reason(error)}); give an extxyz, XYZ or PDB file"
+        ) from None
     if not frames:
         raise ValueError(f"{path} holds no structures")
     small = [index for index, atoms in enumerate(frames) if len(atoms) < 2]

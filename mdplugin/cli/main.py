@@ -91,40 +91,70 @@ def info(model_file, as_json) -> None:
 @click.argument("structure", type=click.Path(exists=True, dir_okay=False))
 @click.option("--charge", default=None, type=int, help="Total charge [default: the file's info, or 0].")
 @click.option("--multiplicity", default=None, type=int, help="Spin multiplicity [default: the file's info, or 1].")
-def evaluate(model_file, structure, charge, multiplicity) -> None:
-    """Print the energy (eV), forces (eV/Å) and, for a periodic cell, the stress of a STRUCTURE file.
+@click.option(
+    "--frame",
+    default=None,
+    type=int,
+    help="Evaluate only this frame of a trajectory file (0-based; -1: the last) [default: every frame].",
+)
+def evaluate(model_file, structure, charge, multiplicity, frame) -> None:
+    """Print the energy (eV), forces (eV/Å) and, for a periodic cell, the stress of a STRUCTURE file, for
+    every frame of a file with several (or the one --frame names).
 
     A PDB with a CRYST1 line or an extxyz with a cell is periodic: a local model treats it, a global
-    model refuses it.
+    model refuses it. A cell of zero lengths (CRYST1 0 0 0) means no cell, as in `mdplugin run`.
     """
     import ase.io
 
     import mdplugin
+    from mdplugin.errors import reason
+    from mdplugin.md.structure_input import check_overlaps, no_cell_message, no_cell_placeholder
 
     try:
         potential = mdplugin.load(model_file)
         try:
-            atoms = ase.io.read(structure)
+            frames = ase.io.read(structure, index=":")
         except Exception as error:  # ase raises many kinds for a file it cannot parse
-            raise ValueError(f"cannot read {structure} as a structure ({error}); use PDB or XYZ/extxyz") from None
-        if len(atoms) == 0:
+            raise ValueError(
+                f"cannot read {structure} as a structure ({reason(error)}); use PDB or XYZ/extxyz"
+            ) from None
+        if not frames or len(frames[0]) == 0:
             raise ValueError(f"{structure} holds no atoms")
-        if charge is not None:
-            atoms.info["charge"] = charge
-        if multiplicity is not None:
-            atoms.info["multiplicity"] = multiplicity
-        result = potential.evaluate_atoms(atoms)
+        if frame is not None:
+            if not -len(frames) <= frame < len(frames):
+                raise ValueError(f"--frame {frame}: {structure} has {len(frames)} frame(s), 0..{len(frames) - 1}")
+            chosen = [(frame % len(frames), frames[frame])]
+        else:
+            chosen = list(enumerate(frames))
+        results = []
+        for index, atoms in chosen:
+            name = structure if len(frames) == 1 else f"{structure} frame {index}"
+            if no_cell_placeholder(name, atoms):
+                click.echo(f"Warning: {no_cell_message(name)}", err=True)
+            check_overlaps(name, atoms)
+            if charge is not None:
+                atoms.info["charge"] = charge
+            if multiplicity is not None:
+                atoms.info["multiplicity"] = multiplicity
+            results.append((index, atoms, potential.evaluate_atoms(atoms)))
+        states = {(atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1)) for _, atoms, _ in results}
+        for state in sorted(states):
+            for message in potential.info.state_messages(*state, "--charge and --multiplicity"):
+                click.echo(f"Warning: {message}", err=True)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from None
-    periodic = "periodic cell" if atoms.pbc.any() else "no cell"
-    click.echo(f"energy: {result.energy:.6f} eV ({len(atoms)} atoms, {periodic})")
-    if result.virial is not None and atoms.pbc.all():
-        stress = -0.5 * (result.virial + result.virial.T) / atoms.get_volume() * GPA_PER_EV_PER_CUBIC_ANGSTROM
-        click.echo(f"pressure (virial part): {-stress.trace() / 3:.6f} GPa")
-        click.echo("stress (GPa): " + " ".join(f"{value:.6f}" for value in stress.flatten()))
-    click.echo("forces (eV/Å):")
-    for symbol, force in zip(atoms.get_chemical_symbols(), result.forces):
-        click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
+    for index, atoms, result in results:
+        if len(frames) > 1:
+            click.echo(f"frame {index} of {len(frames)}:")
+        periodic = "periodic cell" if atoms.pbc.any() else "no cell"
+        click.echo(f"energy: {result.energy:.6f} eV ({len(atoms)} atoms, {periodic})")
+        if result.virial is not None and atoms.pbc.all():
+            stress = -0.5 * (result.virial + result.virial.T) / atoms.get_volume() * GPA_PER_EV_PER_CUBIC_ANGSTROM
+            click.echo(f"pressure (virial part): {-stress.trace() / 3:.6f} GPa")
+            click.echo("stress (GPa): " + " ".join(f"{value:.6f}" for value in stress.flatten()))
+        click.echo("forces (eV/Å):")
+        for symbol, force in zip(atoms.get_chemical_symbols(), result.forces):
+            click.echo(f"  {symbol:2s} {force[0]:12.6f} {force[1]:12.6f} {force[2]:12.6f}")
 
 
 for command in (train, run, data, learn, lammps, bench, analyze):  # the verbs that live in their own modules

@@ -172,8 +172,10 @@ def molecule_from_file(path: str | Path, name: str | None = None, charge: int = 
     try:
         atoms = ase.io.read(path, index=0)
     except Exception as error:
+        from mdplugin.errors import reason  # a bare StopIteration has no text
+
         raise ValueError(
-            f"cannot read {path} with ASE ({error}); give an XYZ, PDB or another ASE-readable file"
+            f"cannot read {path} with ASE ({reason(error)}); give an XYZ, PDB or another ASE-readable file"
         ) from None
     if len(atoms) == 0:
         raise ValueError(f"{path} holds no atoms")

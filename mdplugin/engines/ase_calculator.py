@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ase.calculators.calculator import Calculator, all_changes
@@ -35,6 +36,7 @@ class TransformerCalculator(Calculator):
         self.charge = charge
         self.multiplicity = multiplicity
         self._state: tuple = ()
+        self._warned: set[tuple] = set()
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         # ASE compares positions, numbers, cell, pbc and its own fields, but not atoms.info: a changed
@@ -47,12 +49,22 @@ class TransformerCalculator(Calculator):
     def _system_state(self, atoms) -> tuple:
         return (atoms.info.get("charge", self.charge), atoms.info.get("multiplicity", self.multiplicity))
 
+    def _warn_outside_training_states(self, charge, multiplicity) -> None:
+        """Once per charge and multiplicity: a word where the model was not trained on them."""
+        if (charge, multiplicity) in self._warned:
+            return
+        self._warned.add((charge, multiplicity))
+        where = 'atoms.info["charge"] and atoms.info["multiplicity"] (or the calculator\'s charge and multiplicity)'
+        for message in self.potential.info.state_messages(charge, multiplicity, where):
+            warnings.warn(message, UserWarning, 2)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         periodic = bool(self.atoms.pbc.any())
         self.potential.info.check_periodic(periodic)  # before the cached state changes
         self._state = self._system_state(self.atoms)
         charge, multiplicity = self._state
+        self._warn_outside_training_states(charge, multiplicity)
         result = self.potential(
             self.atoms.positions,
             self.atoms.numbers,

@@ -237,6 +237,7 @@ def create_torch_force(
         wrapper = LocalTorchForceModule(*arguments)
     elif periodic:
         molecules = ml_molecules(topology, atoms, system)
+        check_one_molecule(topology, molecules)
         anchors, labels = molecule_anchors(molecules, atoms)
         wrapper = MoleculesTorchForceModule(
             *arguments,
@@ -308,6 +309,24 @@ def ml_molecules(
                 "(or call topology.createStandardBonds()), and select whole molecules as the ML region"
             )
     return molecules
+
+
+def check_one_molecule(topology: openmm.app.Topology, molecules: list[list[int]]) -> None:
+    """A global model in a periodic box computes one molecule. With several, attention sees them together,
+    and which periodic image of one the other sees flips when their separation crosses half the box: the
+    energy jumps (by 1.1 eV for two waters, issue 25), with no force to tell the dynamics."""
+    if len(molecules) < 2:
+        return
+    atoms = list(topology.atoms())
+    names = ", ".join(
+        f"{atoms[m[0]].residue.name} {atoms[m[0]].residue.id} (atoms {min(m)}-{max(m)})" for m in molecules[:3]
+    )
+    raise ValueError(
+        f"the ML region holds {len(molecules)} molecules ({names}{', ...' if len(molecules) > 3 else ''}), and the "
+        "model uses global attention: it sees them together, and in a periodic box which image of one the other "
+        "sees flips when their separation crosses half the box, so the energy would jump; select one molecule as "
+        "the ML region, or use a local model (finite interaction range: mdplugin train --interaction-range)"
+    )
 
 
 def _eccentricity(atom: int, neighbours: dict[int, set[int]]) -> int:

@@ -93,6 +93,27 @@ class ModelInfo:
                 "or mdplugin run --ml-residues), or use a local model (mdplugin train --interaction-range)"
             )
 
+    def state_messages(self, charge: int, multiplicity: int, options: str) -> list[str]:
+        """Why the charge or multiplicity is outside what the model was trained on (the training domain's 'charges'
+        and 'multiplicities'), one sentence each; `options` names where the user sets them. A model that
+        records no domain cannot be checked: a charged or open-shell system gets a sentence saying so."""
+        messages = []
+        for name, value, key, usual in (("total charge", charge, "charges", 0),
+                                        ("spin multiplicity", multiplicity, "multiplicities", 1)):  # fmt: skip
+            seen = (self.domain or {}).get(key)
+            if seen is not None and value not in seen:
+                messages.append(
+                    f"the model was trained on {name} {', '.join(str(v) for v in seen)} only, and this system has "
+                    f"{name} {value}: its energies and forces are extrapolated; check {options}"
+                )
+            elif seen is None and value != usual:
+                messages.append(
+                    f"this system has {name} {value}, but the model records no training {key} (it was made before "
+                    f"mdplugin recorded them), so nothing shows it was trained on {name} {value}; a model trained "
+                    f"on neutral singlets only extrapolates here; check {options} and the model's training data"
+                )
+        return messages
+
     def check_state(self, charge: int, multiplicity: int) -> None:
         """Refuse a charge or multiplicity outside what the model's embeddings cover."""
         low, high = self.charge_range

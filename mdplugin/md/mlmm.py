@@ -83,9 +83,12 @@ def parse_indices(text: str, option: str) -> list[int]:
             continue
         first, dash, last = token.partition("-")
         try:
-            indices.extend(range(int(first), int(last) + 1) if dash else [int(token)])
+            start, end = (int(first), int(last)) if dash else (int(token), int(token))
         except ValueError:
             raise ValueError(f"{option}: {token!r} is not a number or a range such as 0-21") from None
+        if end < start:  # range() would select nothing, silently
+            raise ValueError(f"{option}: the range {token!r} runs backwards; write it from low to high ({end}-{start})")
+        indices.extend(range(start, end + 1))
     if not indices:
         raise ValueError(f"{option} selects nothing; give numbers or ranges such as 0-21")
     return indices
@@ -141,7 +144,14 @@ def ml_region(
         atoms = select_residues(topology, options.ml_residues)
         description = f"residues {options.ml_residues}"
     elif options.ml_atoms is not None:
-        atoms = sorted(set(parse_indices(options.ml_atoms, "--ml-atoms")))
+        given = parse_indices(options.ml_atoms, "--ml-atoms")
+        atoms = sorted(set(given))
+        if len(atoms) < len(given):
+            repeated = atom_ranges(sorted({a for a in atoms if given.count(a) > 1}))
+            raise ValueError(
+                f"--ml-atoms {options.ml_atoms}: atoms {repeated} are selected more than once (overlapping ranges); "
+                "give each atom once"
+            )
         outside = [a for a in atoms if not 0 <= a < topology.getNumAtoms()]
         if outside:
             raise ValueError(
@@ -152,12 +162,34 @@ def ml_region(
     else:
         atoms = list(range(solute))  # --solvate alone: the structure given is the ML region
         description = "the solute"
+    check_no_cut_bonds(topology, atoms, description)
     if len(atoms) == topology.getNumAtoms():
         raise ValueError(
             "the ML region is the whole system, so no atom is left for the force field; select part of it with "
             "--ml-residues or --ml-atoms, or leave out the ML/MM options for an all-ML run"
         )
     return topology, positions, MLRegion(atoms, forcefield, description)
+
+
+def check_no_cut_bonds(topology: app.Topology, atoms: list[int], description: str) -> None:
+    """Mechanical embedding computes whole molecules with the model: an ML region that cuts a covalent bond
+    would need link atoms (openmm-ml adds particles the topology lacks, and OpenMM fails with "wrong number
+    of positions"). Refuse it, naming the bond."""
+    selected = set(atoms)
+    cut = [bond for bond in topology.bonds() if (bond.atom1.index in selected) != (bond.atom2.index in selected)]
+    if not cut:
+        return
+
+    def name(atom: app.topology.Atom) -> str:
+        return f"atom {atom.index} ({atom.name} of {atom.residue.name} {atom.residue.id})"
+
+    first = cut[0]
+    inside, outside = (first.atom1, first.atom2) if first.atom1.index in selected else (first.atom2, first.atom1)
+    raise ValueError(
+        f"the ML region ({description}) cuts {len(cut)} covalent bond(s), e.g. {name(inside)} in the region to "
+        f"{name(outside)} outside it: the model computes whole molecules (mechanical embedding, no link atoms); "
+        "select whole molecules or all residues of a molecule (e.g. --ml-residues ACE,ALA,NME)"
+    )
 
 
 def create_mm_system(region: MLRegion, topology: app.Topology, options: RunOptions) -> openmm.System:

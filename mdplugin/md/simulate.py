@@ -29,7 +29,7 @@ import torch
 from openmm import unit
 
 from mdplugin.engines.openmm_force import create_system
-from mdplugin.export.model_file import ModelFile, open_model
+from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
 from mdplugin.md.mlmm import MLRegion, create_mixed_system, create_mm_system, ml_region, ml_region_charge
 from mdplugin.md.options import (
     DEFAULT_PREFIX,
@@ -53,19 +53,10 @@ __all__ = ["RunFailed", "RunOptions", "RunWarning", "Summary", "read_state_data"
 # ---------------------------------------------------------------------------------------------- model
 
 
-def warn_outside_training_states(domain: dict | None, charge: int, multiplicity: int) -> None:
+def warn_outside_training_states(info: ModelInfo, charge: int, multiplicity: int) -> None:
     """A charge or spin multiplicity the model never saw in training runs, but deserves a word."""
-    if not domain:
-        return
-    for name, value, seen in (("total charge", charge, domain.get("charges")),
-                              ("spin multiplicity", multiplicity, domain.get("multiplicities"))):  # fmt: skip
-        if seen is not None and value not in seen:
-            warnings.warn(
-                f"the model was trained on {name} {', '.join(str(v) for v in seen)} only, and this system has "
-                f"{name} {value}: its energies and forces are extrapolated; check --charge and --multiplicity",
-                RunWarning,
-                2,
-            )
+    for message in info.state_messages(charge, multiplicity, "--charge and --multiplicity"):
+        warnings.warn(message, RunWarning, 2)
 
 
 def domain_check(
@@ -249,17 +240,63 @@ def _load_checkpoint(simulation: app.Simulation, path: str) -> None:
         ) from None
 
 
-def prepare_state(simulation: app.Simulation, options: RunOptions, topology_path: Path) -> None:
+def prepare_state(simulation: app.Simulation, options: RunOptions, topology_path: Path, charge: int = 0) -> None:
     """Minimise and draw velocities (a restart has its state already); write the starting structure."""
     if not options.restart:
         if options.minimize:
-            simulation.minimizeEnergy()
+            minimize(simulation, charge, options.multiplicity)
         seed = () if options.seed is None else (options.seed,)
         simulation.context.setVelocitiesToTemperature(options.temperature_k * unit.kelvin, *seed)
     if not (options.restart and topology_path.exists()):
         positions = simulation.context.getState(getPositions=True).getPositions()
         with open(topology_path, "w") as handle:
             app.PDBFile.writeFile(simulation.topology, positions, handle)
+
+
+# a bond longer than this x its starting length, and by this much (Å), after minimisation: torn apart
+TORN_BOND_RATIO, TORN_BOND_STRETCH = 1.5, 0.5
+
+
+def minimize(simulation: app.Simulation, charge: int, multiplicity: int) -> None:
+    """OpenMM's minimiser, with a clear error when it tears a molecule apart (a model whose energy keeps
+    falling as bonds break, typically outside its training domain): otherwise that shows up later as an
+    ML molecule "longer than half the box", or as dynamics of fragments."""
+    bonds = [(bond.atom1, bond.atom2) for bond in simulation.topology.bonds()]
+    before = bond_lengths(simulation, bonds)
+    try:
+        simulation.minimizeEnergy()
+        failure = None
+    except openmm.OpenMMException as error:  # e.g. the model refusing a molecule the minimiser stretched
+        failure = error
+    after = bond_lengths(simulation, bonds)
+    torn = np.flatnonzero((after > TORN_BOND_RATIO * before) & (after - before > TORN_BOND_STRETCH))
+    if len(torn):
+        k = int(torn[np.argmax((after / np.maximum(before, 1e-3))[torn])])
+        first, second = bonds[k]
+        raise ValueError(
+            f"energy minimisation tore the structure apart: {len(torn)} bond(s) broke, e.g. atom {first.index} "
+            f"({first.name} of {first.residue.name} {first.residue.id}) to atom {second.index} ({second.name}) "
+            f"went from {before[k]:.2f} to {after[k]:.2f} Å. The model's energy fell as the molecule came apart, "
+            f"a sign that the system is outside what it was trained on: check the total charge ({charge}) and "
+            f"spin multiplicity ({multiplicity}) against the model's training domain (mdplugin info), and the "
+            "model; --no-minimize skips the minimisation"
+        )
+    if failure is not None:
+        raise failure
+
+
+def bond_lengths(simulation: app.Simulation, bonds: list) -> np.ndarray:
+    """Lengths (Å) of `bonds` in the context's positions, each the minimum image in a periodic box."""
+    if not bonds:
+        return np.zeros(0)
+    state = simulation.context.getState(getPositions=True)
+    positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+    vectors = positions[[a.index for a, _ in bonds]] - positions[[b.index for _, b in bonds]]
+    if simulation.topology.getPeriodicBoxVectors() is not None:
+        box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom))
+        for axis in (2, 1, 0):  # OpenMM's reduced box: c, then b, then a
+            vectors -= np.round(vectors[:, axis : axis + 1] / box[axis, axis]) * box[axis]
+    return np.linalg.norm(vectors, axis=1)
 
 
 def add_reporters(
@@ -496,7 +533,7 @@ def simulate(options: RunOptions) -> Summary:
             "line or an extxyz with a cell and pbc, or use --ensemble nvt"
         )
     model = open_model(options.model)  # the one read of the model file; passed on from here
-    warn_outside_training_states(model.domain, charge, options.multiplicity)
+    warn_outside_training_states(model.info, charge, options.multiplicity)
     check, domain_note = domain_check(options, model.domain, topology, region.atoms if region else None)
     deviation = deviation_check(options, model, topology, charge, region.atoms if region else None)
     if deviation is not None:
@@ -516,7 +553,7 @@ def simulate(options: RunOptions) -> Summary:
         header = state_data_header(periodic, check is not None, deviation is not None)
         prepare_continued_files(options, paths, simulation.currentStep, topology.getNumAtoms(), header)
         paths["run_record"].write_text(json.dumps(record, indent=2))
-        prepare_state(simulation, options, paths["topology"])
+        prepare_state(simulation, options, paths["topology"], charge)
         return run_simulation(simulation, options, paths, outcome)
 
 

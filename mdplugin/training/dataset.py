@@ -47,8 +47,10 @@ def read_structures(path: str | Path) -> list[Structure]:
     try:
         frames = ase.io.read(path, index=":")
     except Exception as error:
+        from mdplugin.errors import reason  # a bare StopIteration has no text
+
         raise ValueError(
-            f"cannot read {path} with ASE ({error}); give an extxyz or another ASE-readable file"
+            f"cannot read {path} with ASE ({reason(error)}); give an extxyz or another ASE-readable file"
         ) from error
     structures = []
     for index, atoms in enumerate(frames):
