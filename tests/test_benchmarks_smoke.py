@@ -216,3 +216,29 @@ def test_water_md_refuses_an_unknown_platform_without_a_traceback(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "water.py md: OpenMM platform 'Banana' is not available here" in done.stderr
     assert not (ROOT / "runs" / "water" / "never-written").exists()
+
+
+def test_bench_scaling_quick_fits_and_resumes(tmp_path):
+    """A 3 x 3 grid of tiny runs (20 steps each) on EMT-labelled toy molecules: every run recorded, power laws
+    and the joint fit written, and a second call trains nothing again."""
+    from conftest import write_toy_data
+
+    train = write_toy_data(tmp_path / "train.extxyz", frames=40, seed=1)
+    test = write_toy_data(tmp_path / "test.extxyz", frames=12, seed=2)
+    arguments = ["bench", "scaling", "--quick", "--train-data", str(train), "--test-data", str(test), "--steps", "20",
+                 "--threads", "1", "-o", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "scaling.json").read_text())
+    assert len(results["runs"]) == 9 and all(positive(r["test_force_mae_mev_per_a"]) for r in results["runs"])
+    assert {r["frames"] for r in results["runs"]} == {8, 16, 32}
+    assert results["fit_parameters"]["points"] == 3 and results["fit_data"]["points"] == 3
+    assert results["joint_fit"] is not None
+    assert (tmp_path / "out" / "scaling.md").read_text().startswith("# Scaling")
+    assert (tmp_path / "out" / "scaling.png").stat().st_size > 0
+    recorded = sorted((tmp_path / "out" / "runs").glob("*/result.json"))
+    stamps = [path.stat().st_mtime_ns for path in recorded]
+    assert CliRunner().invoke(main, arguments).exit_code == 0
+    assert [path.stat().st_mtime_ns for path in recorded] == stamps  # nothing retrained
+    refused = CliRunner().invoke(main, [*arguments[:-2], "--data-sizes", "8,1000", "-o", str(tmp_path / "x")])
+    assert refused.exit_code != 0 and "the largest --data-sizes is 1000" in refused.output

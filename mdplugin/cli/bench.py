@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 BENCHMARKS = ("speed", "stability", "accuracy")
-EXTRA_BENCHMARKS = ("speed-local",)  # run only when named: not part of `all`
+EXTRA_BENCHMARKS = ("speed-local", "scaling")  # run only when named: not part of `all`
 
 
 def benchmark_module(name: str):
@@ -130,6 +130,27 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
 )
 @click.option("--timesteps-fs", default=None, help="Stability: comma-separated timesteps in fs [default: 0.25,0.5,1].")
 @click.option(
+    "--train-data",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Scaling: training file (repeatable); its frames are shuffled once (--seed) and the grid's data sizes "
+    "are the first D of them.",
+)
+@click.option(
+    "--model-sizes", default=None, help="Scaling: WIDTHxDEPTH list [default: 16x1,32x2,64x2,64x4,128x4,256x4]."
+)
+@click.option(
+    "--data-sizes", default=None, help="Scaling: training-set sizes in frames [default: 64,128,256,512,1024]."
+)
+@click.option("--steps", default=3000, type=click.IntRange(1), help="Scaling: optimizer steps of every run.")
+@click.option(
+    "--interaction-range",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Scaling: Å, the local model (periodic data needs one); default: global attention.",
+)
+@click.option("--seed", default=0, type=int, help="Scaling: the shuffle of the frames and every run's seed.")
+@click.option(
     "--quick", is_flag=True, help="Small sizes and short runs: checks that everything runs; the numbers are not final."
 )
 def bench(
@@ -151,12 +172,21 @@ def bench(
     molecules,
     duration_ps,
     timesteps_fs,
+    train_data,
+    model_sizes,
+    data_sizes,
+    steps,
+    interaction_range,
+    seed,
     quick,
 ) -> None:
     """Measure speed and scaling, NVE stability and accuracy; write tables and plots to --output.
 
     speed-local: the local model on periodic water boxes (about 200 to 32,000 atoms) against the
-    global model on the same atoms and MACE, one thread; its summary also goes into speed.md."""
+    global model on the same atoms and MACE, one thread; its summary also goes into speed.md.
+
+    scaling: test force error against model size and training-set size (a grid of training runs of equal
+    optimizer steps, power-law and joint fits, the compute-optimal size); resumable, every run recorded."""
     chosen = BENCHMARKS if which == "all" else (which,)
     atom_counts = _numbers(sizes, int, "--sizes", 1)  # checked before any benchmark starts
     box_edges = _numbers(edges, int, "--edges", 2)
@@ -174,6 +204,17 @@ def bench(
                 model, global_model, output, box_edges, repeats, quick, engine_names, memory=memory
             )
             click.echo(f"wrote {Path(output) / 'speed-local.md'} and its section of {Path(output) / 'speed.md'}")
+        if "scaling" in chosen:
+            import argparse
+
+            scaling = benchmark_module("scaling")
+            arguments = argparse.Namespace(
+                output=output, train_data=list(train_data), test_data=list(test_data), model_sizes=model_sizes,
+                data_sizes=_numbers(data_sizes, int, "--data-sizes", 1), steps=steps,
+                interaction_range=interaction_range, seed=seed, threads=threads or 1, quick=quick,
+            )  # fmt: skip
+            scaling.run_scaling(arguments)
+            click.echo(f"wrote {Path(output) / 'scaling.md'}")
         if "stability" in chosen:
             stability = benchmark_module("stability")
             names = molecules.split(",") if molecules else None
