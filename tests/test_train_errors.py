@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ase.io
+import numpy as np
 import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -182,3 +183,35 @@ def test_cli_train_refuses_a_device_it_cannot_use(tmp_path, small_data, monkeypa
 def test_cuda_training_without_cuda_names_the_fix(tmp_path, small_data):
     with pytest.raises(ValueError, match="sees no CUDA device; use --device cpu"):
         train(TrainingOptions(train_files=[str(small_data)], output=str(tmp_path / "m.pt"), device="cuda", **TINY))
+
+
+def test_periodic_data_without_stress_at_one_density_gets_a_warning(tmp_path):
+    """Forces do not fix a many-body model's pressure: periodic frames with no stress label and one volume per
+    atom are named; a stress label or a second density silences it."""
+    import ase
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mdplugin.training.dataset import periodic_data_warning, read_structures
+
+    def frames(scales, stress: bool):
+        written = []
+        rng = np.random.default_rng(0)
+        for scale in scales:
+            atoms = bulk("Cu", "fcc", a=3.6 * scale, cubic=True).repeat((2, 2, 2))
+            atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+            atoms.calc = EMT()
+            labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+            if stress:
+                labels["stress"] = atoms.get_stress()
+            atoms.calc = SinglePointCalculator(atoms, **labels)
+            written.append(atoms)
+        path = tmp_path / f"{len(scales)}-{stress}.extxyz"
+        ase.io.write(path, written)
+        return read_structures(path)
+
+    message = periodic_data_warning(frames([1.0, 1.0, 1.0], stress=False))
+    assert message and "no stress" in message and "one density" in message
+    assert periodic_data_warning(frames([1.0, 1.0], stress=True)) is None
+    assert periodic_data_warning(frames([0.97, 1.0, 1.03], stress=False)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -236,7 +237,10 @@ def train(context, train_files, output, elements, resume, overwrite, quiet, vali
             progress=not quiet,
             **{**options, "forces_only_files": list(options["forces_only_files"])},
         )
-        path = run_training(settings, resume=resume, given=given)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_: click.echo(f"Warning: {message}", err=True)
+            path = run_training(settings, resume=resume, given=given)
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {path}")

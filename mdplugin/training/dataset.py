@@ -249,3 +249,21 @@ def fit_reference_energies(structures: list[Structure], elements: list[int]) -> 
     e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     force_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.ravel() for s in structures]) ** 2)))
     return e0, max(force_rms, 1e-3)  # at least 1 meV/Å: data of relaxed structures still trains
+
+
+def periodic_data_warning(structures: list[Structure], spread: float = 0.03) -> str | None:
+    """A sentence when periodic training data cannot fix a many-body model's virial: no frame carries a
+    stress label and every box has about the same volume per atom (within `spread`). Forces alone leave the
+    pressure free; a local water model trained so expanded from 1.02 to 0.76 g/cm³ in 1.9 ps of NPT."""
+    periodic = [s for s in structures if s.cell is not None and s.pbc is not None and bool(np.all(s.pbc))]
+    if not periodic or any(s.virial is not None for s in periodic):
+        return None
+    volumes = np.array([abs(np.linalg.det(s.cell)) / len(s.atomic_numbers) for s in periodic])
+    if volumes.max() > (1 + spread) * volumes.min():
+        return None
+    return (
+        f"the {len(periodic)} periodic training frames carry no stress and all have about one density "
+        f"({volumes.mean():.2f} Å^3 per atom): the model's pressure is then unconstrained and NPT may drift far "
+        "from the data's density; add stress labels (mdplugin data water labels them) or boxes at other "
+        "densities (mdplugin learn samples 0.9x and 1.1x the volume)"
+    )

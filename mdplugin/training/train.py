@@ -6,6 +6,7 @@ import copy
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from mdplugin.training.dataset import (
     check_elements,
     collate,
     fit_reference_energies,
+    periodic_data_warning,
     read_forces_only,
     read_structures,
     split,
@@ -249,6 +251,9 @@ def train(
     data_hashes = {str(f): file_sha256(f) for f in data_files}
     # the domain is where the energies were fitted: rattled or collapsed forces-only frames would widen it
     domain = training_domain([s for s in training_set if not s.forces_only])
+    caution = periodic_data_warning([s for s in training_set if not s.forces_only])
+    if caution:
+        warnings.warn(caution, UserWarning, 2)
 
     # model
     torch.manual_seed(options.seed)
