@@ -237,7 +237,7 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
     while record["steps"] < options.md_steps:
         try:
             dynamics.run(options.check_every)
-        except Exception as error:  # the model's refusal or NaN positions: a failure, not a crash of the loop
+        except (ValueError, RuntimeError, FloatingPointError) as error:  # the model refused what the MD reached
             record["failed"] = f"step {record['steps']}: {type(error).__name__}: {error}"
             break
         record["steps"] += options.check_every
