@@ -467,6 +467,7 @@ def _generate(
         rd.check_outputs(
             [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures)), resume, overwrite
         )
+        rd.check_combined(trajectories, out_dir, temperatures, overwrite)
         total = rd.frames_to_do(trajectories, resume, overwrite)
         click.echo(
             f"{len(trajectories)} trajectories ({description}), {total} frames to compute, {jobs} processes, into {out_dir}"

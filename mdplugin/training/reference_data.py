@@ -610,17 +610,51 @@ def frames_to_do(trajectories: Sequence[Trajectory], resume: bool, force: bool) 
     return total
 
 
+def _combined_parts(trajectories: Sequence[Trajectory], split: str, temperature: float | None) -> list[Trajectory]:
+    """The trajectories whose frames one combined file concatenates, in order."""
+    return [
+        t
+        for t in trajectories
+        if t.split == split and (temperature is None or t.temperature_K == temperature) and t.path.exists()
+    ]
+
+
+def is_combined_file(path: Path, parts: Sequence[Trajectory]) -> bool:
+    """Whether `path` holds, byte for byte, leading frames of each of `parts` in order: a combined file this
+    command wrote earlier (the trajectory files only grow, so an earlier run's combined file still matches)."""
+    data, offset = path.read_bytes(), 0
+    for t in parts:
+        text = t.path.read_bytes()
+        for start, end in frame_spans(t.path):
+            if not data.startswith(text[start:end], offset):
+                break
+            offset += end - start
+    return offset == len(data)
+
+
+def check_combined(
+    trajectories: Sequence[Trajectory], out_dir: str | Path, temperatures_K: Sequence[float], force: bool
+) -> None:
+    """Refuse (unless `force`) to replace an existing combined file that is not one this command wrote from these
+    trajectories: --resume continues trajectories; it never replaces a user's own OUT/train.extxyz."""
+    if force:
+        return
+    for path, (split, temperature) in combined_paths(out_dir, temperatures_K).items():
+        if path.exists() and not is_combined_file(path, _combined_parts(trajectories, split, temperature)):
+            raise FileExistsError(
+                f"{path} is not the combined file of this run's trajectories (a file of your own, or one another "
+                f"run wrote), and --resume does not replace it; move it away, choose another output directory, or "
+                f"pass --force to overwrite it"
+            )
+
+
 def write_combined(
     trajectories: Sequence[Trajectory], out_dir: str | Path, temperatures_K: Sequence[float]
 ) -> list[Path]:
     """Concatenate the first `frames` frames of each trajectory file into the files of `combined_paths`."""
     written = []
     for path, (split, temperature) in combined_paths(out_dir, temperatures_K).items():
-        parts = [
-            t
-            for t in trajectories
-            if t.split == split and (temperature is None or t.temperature_K == temperature) and t.path.exists()
-        ]
+        parts = _combined_parts(trajectories, split, temperature)
         if not parts:
             continue
         partial = path.with_name(path.name + ".partial")
@@ -650,6 +684,7 @@ def generate(
     """Plan, check the outputs, run every trajectory and write the combined files."""
     trajectories = plan(molecules, temperatures_K, out_dir, frames, test_frames, seed, settings)
     check_outputs([t.path for t in trajectories] + list(combined_paths(out_dir, temperatures_K)), resume, force)
+    check_combined(trajectories, out_dir, temperatures_K, force)
     results = run_trajectories(trajectories, jobs, resume, force, on_frame)
     return results, write_combined(trajectories, out_dir, temperatures_K)
 
@@ -661,6 +696,7 @@ __all__ = [
     "Molecule",
     "Trajectory",
     "TrajectoryResult",
+    "check_combined",
     "check_outputs",
     "combined_paths",
     "generate",
