@@ -345,7 +345,8 @@ RELABEL_EPILOG = """
 \b
 TRAJECTORY: extxyz (or any ASE-readable file with a periodic cell), a LAMMPS dump (.lammpstrj, .dump) or
 data file (.data, .lmp), or what `mdplugin run` writes: PREFIX.dcd or PREFIX.xtc (elements from --topology,
-default PREFIX-topology.pdb beside it) or a multi-model PREFIX.pdb. Every frame needs a periodic cell.
+default PREFIX-topology.pdb beside it) or a multi-model PREFIX.pdb. Every frame needs a periodic cell. A last
+frame cut off mid-write (the dump or DCD of a run killed or still running) is dropped, and the summary says so.
 
 \b
 Each frame written holds the cell and pbc, positions (Å), energy (eV), forces (eV/Å) and stress (eV/Å^3,
