@@ -310,3 +310,73 @@ def test_lammps_warns_about_a_charge_outside_the_training_data(tmp_path, local_e
     assert other.returncode == 0, other.stdout[-2000:]
     assert "WARNING: pair_style transformer: charge 2 is not a total charge of the training data" in other.stdout
     assert "(it had: 0)" in other.stdout
+
+
+# ---------------------------------------------------------------------------- training: outlier frames, the range
+
+TINY_TRAINING = ["--width", "8", "--depth", "1", "--heads", "1", "--coordinate-features", "4", "--epochs", "1"]
+TINY_TRAINING += ["--displacement-features", "4", "--radial-features", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def water_data(tmp_path_factory) -> Path:
+    """Ten labelled frames of 8 classical waters, as `mdplugin data water --labels classical` writes them."""
+    out = tmp_path_factory.mktemp("water_data")
+    arguments = WATER + ["--frames", "10", "-o", str(out)]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    return out / "train.extxyz"
+
+
+def _with_bad_frames(source: Path, destination: Path) -> Path:
+    """Frame 4 with its forces in the wrong unit (x1e6); frame 7 a blown-up frame: an O-H pair 0.37 Å apart and
+    the energy of a 1e9 K labeller (6e9 eV)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = ase.io.read(source, ":")
+    for index, atoms in enumerate(frames):
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        if index == 4:
+            forces = forces * 1e6
+        if index == 7:
+            direction = atoms.positions[1] - atoms.positions[0]
+            atoms.positions[1] = atoms.positions[0] + 0.37 * direction / (direction @ direction) ** 0.5
+            energy = 6e9
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
+    ase.io.write(destination, frames, format="extxyz")
+    return destination
+
+
+def test_training_refuses_outlier_frames_by_name_and_drops_them_when_asked(tmp_path, water_data):
+    import torch
+
+    bad = _with_bad_frames(water_data, tmp_path / "bad.extxyz")
+    train = ["train", str(bad), "--interaction-range", "2.5", *TINY_TRAINING]
+    refused = CliRunner().invoke(main, train + ["-o", str(tmp_path / "refused.pt")])
+    assert refused.exit_code != 0
+    assert "2 of the 10 fully labelled frames lie far outside" in refused.output
+    assert f"{bad} frame 4: largest force" in refused.output and "times the typical" in refused.output
+    assert f"{bad} frame 7: energy 6e+09 eV" in refused.output and "two atoms 0.37 Å apart" in refused.output
+    assert "--drop-outliers" in refused.output and not (tmp_path / "refused.pt").exists()
+    dropped = CliRunner().invoke(main, train + ["--drop-outliers", "-o", str(tmp_path / "dropped.pt")])
+    assert dropped.exit_code == 0, dropped.output
+    checkpoint = torch.load(tmp_path / "dropped.pt", weights_only=False)
+    assert [(o["source"], o["frame"]) for o in checkpoint["training"]["dropped_outliers"]] == [
+        (str(bad), 4),
+        (str(bad), 7),
+    ]
+    assert checkpoint["domain"]["shortest_distance"]["H-O"] > 0.8  # the recorded domain is the clean frames'
+    # the clean data trains without a word about outliers
+    clean = CliRunner().invoke(
+        main, ["train", str(water_data), "--interaction-range", "2.5", *TINY_TRAINING, "-o", str(tmp_path / "c.pt")]
+    )
+    assert clean.exit_code == 0 and "outside" not in clean.output, clean.output
+
+
+def test_an_interaction_range_shorter_than_every_distance_is_refused(tmp_path, water_data):
+    result = CliRunner().invoke(
+        main, ["train", str(water_data), "--interaction-range", "0.5", *TINY_TRAINING, "-o", str(tmp_path / "m.pt")]
+    )
+    assert result.exit_code != 0
+    assert "--interaction-range 0.5 Å is shorter than the closest two atoms" in result.output
+    assert "H-O" in result.output and not (tmp_path / "m.pt").exists()

@@ -30,7 +30,9 @@ from mdplugin.training.dataset import (
     check_elements,
     collate,
     file_sha256,
+    find_outliers,
     fit_reference_energies,
+    outlier_message,
     read_forces_only,
     read_structures,
     split,
@@ -78,6 +80,7 @@ class TrainingOptions:
     radial_features: int = 16  # local model: Gaussians of |r_j - r_i| in that encoding's input
     threads: int | None = None
     device: str = "cpu"  # where the model trains: cpu, cuda or cuda:N; checkpoints are saved on the CPU
+    drop_outliers: bool = False  # train without the frames find_outliers flags, instead of refusing the data
     progress: bool = True
 
 
@@ -112,6 +115,21 @@ def check_device(name: str) -> None:
             raise ValueError(
                 f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
+
+
+def check_interaction_range(interaction_range: float | None, domain: dict) -> None:
+    """Refuse a local model whose range is shorter than every distance in the data: no atom would see a neighbour,
+    and the model would learn isolated atoms."""
+    shortest = domain.get("shortest_distance") or {}
+    if interaction_range is None or not shortest:
+        return
+    pair, distance = min(shortest.items(), key=lambda item: item[1])
+    if interaction_range <= distance:
+        raise ValueError(
+            f"--interaction-range {interaction_range:g} Å is shorter than the closest two atoms in the training data "
+            f"({distance:.3g} Å, {pair}): no atom would attend to any neighbour. Give a range of a few bonds (3-6 Å "
+            "for liquids and molecular crystals)"
+        )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -240,8 +258,17 @@ def train(
     if options.threads:
         torch.set_num_threads(options.threads)
 
-    # data
-    training_set = [s for f in options.train_files for s in read_structures(f)]
+    # data; frames far outside the rest (a wrong label, a blown-up MD frame) are refused, or dropped if asked
+    read = {"train": [(str(f), read_structures(f)) for f in options.train_files]}
+    read["validation"] = [(str(f), read_structures(f)) for f in options.validation_files]
+    labelled = [(f, i, s) for part in read.values() for f, frames in part for i, s in enumerate(frames)]
+    outliers = find_outliers(labelled)
+    if outliers and not options.drop_outliers:
+        raise ValueError(outlier_message(outliers, len(labelled)))
+    dropped = {id(o.structure) for o in outliers}
+    if outliers:
+        print(f"--drop-outliers: {len(outliers)} frame(s) left out:", *(o.describe() for o in outliers), sep="\n  ")
+    training_set = [s for _, frames in read["train"] for s in frames if id(s) not in dropped]
     training_set += [s for f in options.forces_only_files for s in read_forces_only(f)]
     if all(s.forces_only for s in training_set):
         raise ValueError(
@@ -249,7 +276,7 @@ def train(
             "training file with energies (and stresses) as a plain argument, not --forces-only"
         )
     if options.validation_files:
-        validation_set = [s for f in options.validation_files for s in read_structures(f)]
+        validation_set = [s for _, frames in read["validation"] for s in frames if id(s) not in dropped]
     else:
         training_set, validation_set = split(training_set, options.validation_fraction, options.seed)
     data_files = [*options.train_files, *options.forces_only_files, *options.validation_files]
@@ -298,6 +325,7 @@ def train(
             "the data holds periodic structures (a cell with pbc), which a global-attention model cannot treat; "
             "train a local model with --interaction-range (Å)"
         )
+    check_interaction_range(model.config.interaction_range, domain)
     check_elements(training_set, model.config.elements, "the training data")
     check_elements(validation_set, model.config.elements, "the validation data")
     if not resume:
@@ -420,6 +448,7 @@ def train(
             "parameters": count_parameters(model),
             "training_structures": len(training_set),
             "validation_structures": len(validation_set),
+            "dropped_outliers": [{"source": o.source, "frame": o.index, "reasons": o.reasons} for o in outliers],
             "history": history,
         }
         save_checkpoint(
