@@ -380,3 +380,67 @@ def test_an_interaction_range_shorter_than_every_distance_is_refused(tmp_path, w
     assert result.exit_code != 0
     assert "--interaction-range 0.5 Å is shorter than the closest two atoms" in result.output
     assert "H-O" in result.output and not (tmp_path / "m.pt").exists()
+
+
+# ---------------------------------------------------------------------------- clear errors for bad options and files
+
+UNWRITABLE = Path("/sys")  # sysfs: no file can be created there, not even by root
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--temperatures", "1e9", "between 1 and 3000"),  # 1e9 K frames: atoms 0.37 Å apart, 6e9 eV
+        ("--temperatures", "300,nan", "between 1 and 3000"),
+        ("--temperatures", "inf", "between 1 and 3000"),
+        ("--densities", "nan", "positive (finite)"),
+        ("--timestep-fs", "nan", "'nan' is not a finite number"),
+        ("--cutoff-angstrom", "inf", "'inf' is not a finite number"),
+        ("--friction-per-ps", "nan", "'nan' is not a finite number"),
+    ],
+)
+def test_data_water_refuses_absurd_and_non_finite_options_before_any_work(tmp_path, option, value, expected):
+    arguments = [a for a in WATER if a not in ("--temperatures", "300")] + ["--frames", "1", "-o", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, arguments + [option, value])
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not isinstance(result.exception, (ValueError, TypeError, OverflowError)) and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_generate_refuses_a_periodic_structure_file(tmp_path, water_frames):
+    ase.io.write(tmp_path / "box.extxyz", water_frames[0], format="extxyz")  # keeps its Lattice
+    result = CliRunner().invoke(main, [*GENERATE, "--frames", "1", str(tmp_path / "box.extxyz"), "-o", str(tmp_path)])
+    assert result.exit_code != 0 and "box.extxyz is periodic" in result.output
+    assert "mdplugin data water" in result.output and "mdplugin data relabel" in result.output
+    assert not (tmp_path / "box").exists()
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, water_data):
+    water = CliRunner().invoke(main, WATER + ["--frames", "1", "-o", str(UNWRITABLE / "water")])
+    assert water.exit_code != 0 and "cannot write in /sys" in water.output
+    relabel = CliRunner().invoke(
+        main, ["data", "relabel", str(water_data), *CLASSICAL, "-o", str(UNWRITABLE / "relabelled.extxyz")]
+    )
+    assert relabel.exit_code != 0 and "cannot write in /sys" in relabel.output
+    train = ["train", str(water_data), "--interaction-range", "2.5", *TINY_TRAINING]
+    refused = CliRunner().invoke(main, train + ["-o", str(UNWRITABLE / "model.pt")])
+    assert refused.exit_code != 0 and "cannot write in /sys" in refused.output and "epoch" not in refused.output
+    trained = CliRunner().invoke(main, train + ["-o", str(tmp_path / "model.pt")])
+    assert trained.exit_code == 0, trained.output
+    export = CliRunner().invoke(main, ["export", str(tmp_path / "model.pt"), "-o", str(UNWRITABLE / "export.pt")])
+    assert export.exit_code != 0 and "cannot write in /sys" in export.output
+
+
+def test_resuming_a_checkpoint_whose_saved_state_is_not_finite_says_so(tmp_path, water_data):
+    import torch
+
+    train = ["train", str(water_data), "--interaction-range", "2.5", *TINY_TRAINING, "-o", str(tmp_path / "m.pt")]
+    assert CliRunner().invoke(main, train).exit_code == 0
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
+    moments = checkpoint["resume"]["optimizer"]["state"][0]
+    moments["exp_avg"].fill_(float("nan"))  # a damaged file: the optimizer's first moments
+    torch.save(checkpoint, tmp_path / "m.pt")
+    result = CliRunner().invoke(main, [*train, "--resume", "--epochs", "2"])
+    assert result.exit_code != 0
+    assert "saved training state that is not finite (optimizer moments: exp_avg of parameter 0)" in result.output
+    assert "learning rate is most likely too high" not in result.output

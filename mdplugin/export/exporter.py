@@ -27,7 +27,7 @@ from mdplugin.export.contract import (
     METADATA_TEXT,
     ExportError,
 )
-from mdplugin.model.checkpoint import model_from_checkpoint, package_versions, read_checkpoint
+from mdplugin.model.checkpoint import check_output_file, model_from_checkpoint, package_versions, read_checkpoint
 from mdplugin.model.transformer import TransformerPotential, count_parameters
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -317,6 +317,10 @@ def export(
         raise ExportError(f"the export would overwrite its own checkpoint {checkpoint_path}; choose another -o")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it or choose another -o")
+    try:
+        check_output_file(output)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
     checkpoint = read_checkpoint(checkpoint_path)

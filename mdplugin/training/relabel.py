@@ -439,6 +439,9 @@ def relabel(
     if output.exists() and output.resolve() == trajectory.resolve():
         raise ValueError(f"the output {output} is the trajectory itself; choose another -o")
     rd.check_outputs([output], resume, force)
+    from mdplugin.model.checkpoint import check_writable
+
+    check_writable(output.parent)
     topology = trajectory_topology(trajectory, topology)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info = provenance(trajectory, topology, sha256(trajectory), options, created)

@@ -117,6 +117,27 @@ def check_device(name: str) -> None:
             )
 
 
+def check_resume_state(state: dict, path: Path) -> None:
+    """Refuse a saved training state holding NaN or infinite values: resumed, it diverges at once, which would
+    be blamed on the learning rate."""
+    parts = {"weights": state.get("model") or {}, "averaged (EMA) weights": state.get("ema") or {}}
+    optimizer = state.get("optimizer") or {}
+    parts["optimizer moments"] = {
+        f"{name} of parameter {index}": value
+        for index, moments in (optimizer.get("state") or {}).items()
+        for name, value in moments.items()
+    }
+    broken = [
+        f"{what}: {', '.join(bad[:3])}" for what, tensors in parts.items() if (bad := non_finite_tensors(tensors))
+    ]
+    if broken:
+        raise ValueError(
+            f"{path} holds a saved training state that is not finite ({'; '.join(broken)}): the run it holds "
+            "cannot continue from it (the file was damaged, or its run diverged). Start a new run with --force "
+            "(with a lower --learning-rate if the run diverged), or resume from a copy saved before"
+        )
+
+
 def check_interaction_range(interaction_range: float | None, domain: dict) -> None:
     """Refuse a local model whose range is shorter than every distance in the data: no atom would see a neighbour,
     and the model would learn isolated atoms."""
@@ -301,6 +322,7 @@ def train(
                 f"{output} already holds {checkpoint['resume']['epoch']} epochs, and {options.epochs} were asked for; "
                 "nothing to resume. Pass a larger --epochs to train further"
             )
+        check_resume_state(checkpoint["resume"], output)
         model = model_from_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["resume"]["model"])
     else:
