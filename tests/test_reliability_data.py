@@ -444,3 +444,48 @@ def test_resuming_a_checkpoint_whose_saved_state_is_not_finite_says_so(tmp_path,
     assert result.exit_code != 0
     assert "saved training state that is not finite (optimizer moments: exp_avg of parameter 0)" in result.output
     assert "learning rate is most likely too high" not in result.output
+
+
+# ---------------------------------------------------------------------------- memory: pairs estimated up front
+
+SHIPPED_WATER = Path(__file__).resolve().parents[1] / "examples" / "models" / "water-xtb-export.pt"
+
+
+def test_evaluate_refuses_a_cell_whose_pair_list_would_exhaust_memory(tmp_path, water_frames):
+    """24 atoms in a 1 Å cell: ~4300 neighbours each within the shipped model's 3.5 Å (images of themselves
+    included), refused with the numbers before the pair list is built; the same frame in its own cell runs."""
+    squeezed = water_frames[0].copy()
+    squeezed.set_cell([1.0, 1.0, 1.0])
+    ase.io.write(tmp_path / "squeezed.extxyz", squeezed, format="extxyz")
+    result = CliRunner().invoke(main, ["evaluate", str(SHIPPED_WATER), str(tmp_path / "squeezed.extxyz")])
+    assert result.exit_code != 0
+    assert "24 atoms in a periodic cell of 1 Å^3" in result.output and "~4.31e+03 neighbours" in result.output
+    assert "a cell in nm is 10 times too small" in result.output
+    ase.io.write(tmp_path / "box.extxyz", water_frames[0], format="extxyz")
+    assert CliRunner().invoke(main, ["evaluate", str(SHIPPED_WATER), str(tmp_path / "box.extxyz")]).exit_code == 0
+
+
+def test_training_refuses_a_range_whose_pair_list_would_exhaust_memory(tmp_path, water_data):
+    result = CliRunner().invoke(
+        main, ["train", str(water_data), "--interaction-range", "50", *TINY_TRAINING, "-o", str(tmp_path / "m.pt")]
+    )
+    assert result.exit_code != 0 and f"{water_data} frame 0: 24 atoms in a periodic cell" in result.output
+    assert "within the interaction range 50 Å" in result.output and "shorter --interaction-range" in result.output
+
+
+def test_lammps_refuses_a_ghost_shell_that_would_exhaust_memory(tmp_path, water_frames):
+    """A 10 Å model with four blocks in a 6.2 Å box: ghosts to 42 Å, ~7e4 of them for 24 atoms, ~3e7 pairs
+    (about 19 GB): refused at the start of the run, before any pair is listed."""
+    from mdplugin.export.exporter import export
+    from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
+    from mdplugin.model.transformer import ModelConfig, TransformerPotential
+
+    model = TransformerPotential(ModelConfig(elements=[1, 8], width=8, depth=4, heads=1, interaction_range=10.0))
+    save_checkpoint(build_checkpoint(model, {"date": "test", "data_sha256": {}}, {}), tmp_path / "long.pt")
+    export(tmp_path / "long.pt", tmp_path / "long-export.pt", dtype="float64")
+    box = _water_box(tmp_path, water_frames[0])
+    ran = _lmp(tmp_path, box + ["pair_style transformer", "pair_coeff * * long-export.pt O H", "run 0"])
+    output = ran.stdout + ran.stderr
+    # ghosts to 42 Å (metal units' default skin is 2 Å) at water's 0.1 atoms/Å^3, 420 neighbours within 10 Å
+    assert ran.returncode != 0 and "holds ~7.36e+04 ghost atoms" in output, output[-2000:]
+    assert "would list ~3.09e+07 pairs (~19 GB)" in output and "shorter interaction range" in output

@@ -16,7 +16,7 @@ import torch
 import vesin_torch  # noqa: F401 - registers the neighbour-list class that local exports call
 
 from mdplugin.elements import atomic_number
-from mdplugin.export.contract import METADATA_JSON, ExportError, read_export_metadata
+from mdplugin.export.contract import METADATA_JSON, ExportError, check_neighbour_count, read_export_metadata
 from mdplugin.threads import choose_threads, torch_threads
 
 
@@ -131,6 +131,8 @@ class Potential:
         periodic = pbc is not None and bool(np.any(pbc))
         if cell is not None and pbc is None:
             raise ValueError("a cell was given without pbc: pass pbc=[True, True, True] for a periodic box, or no cell")
+        if periodic and self.is_local:
+            check_neighbour_count(len(numbers), cell, pbc, self.metadata.get("interaction_range"))
         with torch_threads(choose_threads(len(numbers), self.threads).count):
             return self._evaluate(positions, numbers, charge, multiplicity, cell, pbc, periodic)
 

@@ -15,6 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mdplugin.elements import symbols
+from mdplugin.export.contract import check_neighbour_count
 from mdplugin.model.checkpoint import (
     build_checkpoint,
     check_output_file,
@@ -348,6 +349,11 @@ def train(
             "train a local model with --interaction-range (Å)"
         )
     check_interaction_range(model.config.interaction_range, domain)
+    for source, index, structure in labelled:
+        check_neighbour_count(
+            len(structure.atomic_numbers), structure.cell, structure.pbc, model.config.interaction_range,
+            f"{source} frame {index}", "Train with a shorter --interaction-range (3-6 Å), or check that frame's cell",
+        )  # fmt: skip
     check_elements(training_set, model.config.elements, "the training data")
     check_elements(validation_set, model.config.elements, "the validation data")
     if not resume:
