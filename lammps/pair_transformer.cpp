@@ -1047,6 +1047,16 @@ void PairTransformer::check_charge_domain()
     for (const auto value : values) text += (text.empty() ? "" : " ") + std::to_string(value);
     return text;
   };
+  // exports written before the text record carried the domain: a charged or open-shell run is flagged,
+  // as most training data is neutral singlets (re-exporting the checkpoint adds the lists)
+  if (metadata.charges.empty() && (charge != 0 || multiplicity != 1))
+    error->warning(FLERR,
+                   fmt::format("pair_style transformer: charge {} and spin {} asked for, but {} does not "
+                               "record the charges and spins of its training data (exported before "
+                               "mdplugin.txt carried them), so they cannot be checked: most models are "
+                               "trained on neutral singlets only. Re-export the checkpoint with "
+                               "`mdplugin export` to have them checked",
+                               charge, multiplicity, model_name()));
   if (outside(metadata.charges, charge))
     error->warning(FLERR,
                    "pair_style transformer: charge " + std::to_string(charge) + " is not a total "

@@ -489,3 +489,21 @@ def test_lammps_refuses_a_ghost_shell_that_would_exhaust_memory(tmp_path, water_
     # ghosts to 42 Å (metal units' default skin is 2 Å) at water's 0.1 atoms/Å^3, 420 neighbours within 10 Å
     assert ran.returncode != 0 and "holds ~7.36e+04 ghost atoms" in output, output[-2000:]
     assert "would list ~3.09e+07 pairs (~19 GB)" in output and "shorter interaction range" in output
+
+
+def test_lammps_flags_a_charge_on_an_export_that_does_not_record_its_training_charges(tmp_path):
+    """The shipped water model (exported before mdplugin.txt carried the charges) at charge 2: its energy moves by
+    eV for 192 atoms with no other sign, so the run warns that the charge cannot be checked."""
+    data = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "water.data"
+    commands = ["units metal", "atom_style atomic", "boundary p p p", f"read_data {data}"]
+    commands += ["pair_style transformer charge {}", f"pair_coeff * * {SHIPPED_WATER} H O", "thermo_style custom pe"]
+    commands += ["thermo_modify format float %.6f", "run 0"]
+    energies = {}
+    for charge in (0, 2):
+        ran = _lmp(tmp_path, [c.format(charge) for c in commands])
+        assert ran.returncode == 0, ran.stdout[-2000:]
+        lines = ran.stdout.splitlines()
+        energies[charge] = float(lines[lines.index(next(line for line in lines if line.strip() == "PotEng")) + 1])
+        warned = "does not record the charges and spins of its training data" in ran.stdout
+        assert warned == (charge != 0), ran.stdout[-2000:]
+    assert abs(energies[2] - energies[0]) > 1.0  # eV: what the warning is about
