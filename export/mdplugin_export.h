@@ -127,7 +127,24 @@ struct Metadata {
   // the shortest distance of each element pair in the training data (Å), keyed by the two atomic
   // numbers in ascending order; empty when the export predates the key
   std::map<std::pair<int64_t, int64_t>, double> shortest_distance;
+  // the total charges and spin multiplicities of the training data; empty when the export predates them
+  std::vector<int64_t> charges, multiplicities;
 };
+
+inline std::vector<int64_t> parse_integers(const std::string &path, const std::string &key,
+                                           const std::string &text)
+{
+  std::vector<int64_t> values;
+  for (const auto &word : split_words(text)) {
+    char *end = nullptr;
+    const long long value = std::strtoll(word.c_str(), &end, 10);
+    if (word.empty() || *end != '\0')
+      throw ExportError("the metadata of '" + path + "' has " + key + "=" + text +
+                        ", not a list of integers; re-export the checkpoint with `mdplugin export`");
+    values.push_back(value);
+  }
+  return values;
+}
 
 inline double parse_distance(const std::string &path, const std::string &key,
                              const std::string &text)
@@ -196,6 +213,9 @@ inline Metadata read_metadata(const std::string &path, const std::string &text)
     throw ExportError("the metadata of '" + path + "' has model_kind '" + kind +
                       "', not local or global; re-export the checkpoint with `mdplugin export`");
   metadata.local = kind == "local";
+  if (metadata.local && version == "1")
+    throw ExportError("the metadata of '" + path + "' says model_kind=local in format version 1 "
+                      "(local models are version 2); re-export the checkpoint with `mdplugin export`");
   if (metadata.local) {
     metadata.interaction_range =
         parse_distance(path, "interaction_range", entries["interaction_range"]);
@@ -216,7 +236,47 @@ inline Metadata read_metadata(const std::string &path, const std::string &text)
     metadata.shortest_distance[std::minmax(z1, z2)] =
         parse_distance(path, "shortest_distance " + word.substr(0, colon), word.substr(colon + 1));
   }
+  metadata.charges = parse_integers(path, "charges", entries["charges"]);
+  metadata.multiplicities = parse_integers(path, "multiplicities", entries["multiplicities"]);
   return metadata;
+}
+
+// The text record against the module it describes. mdplugin.txt is written from the same model as the
+// module, so they can only disagree in a damaged or hand-edited file; the module is what computes, so
+// its own record wins and the file is refused. Checked: the elements (every export keeps them), the
+// kind (a local module has forward_neighbors) and, where the module keeps them (exports since the
+// attributes were added), interaction_range and receptive_field: a wrong range here would build the
+// pair list and the ghost shell for another model than the one that runs. The Python loader checks
+// mdplugin.txt against mdplugin.json, field by field (contract.py).
+inline void check_module_record(const std::string &path, const torch::jit::Module &module,
+                                const Metadata &metadata)
+{
+  const std::string refuse = "; the file is damaged or was edited by hand: re-export the checkpoint "
+                             "with `mdplugin export`";
+  if (module.hasattr("elements")) {
+    const auto elements = module.attr("elements").toIntVector();
+    if (elements != metadata.atomic_numbers) {
+      std::string listed;
+      for (const auto z : elements) listed += (listed.empty() ? "" : " ") + std::to_string(z);
+      throw ExportError("'" + path + "': its " + METADATA_FILE + " says atomic_numbers=" +
+                        metadata.entries.at("atomic_numbers") + ", but the model computes with " +
+                        listed + refuse);
+    }
+  }
+  // (the other way round, model_kind=local without forward_neighbors, load_export refuses itself)
+  if (!metadata.local && module.find_method("forward_neighbors"))
+    throw ExportError("'" + path + "': its " + METADATA_FILE + " says model_kind=global, but the "
+                      "model is local (it has forward_neighbors and attends within a cutoff)" + refuse);
+  for (const char *key : {"interaction_range", "receptive_field"}) {
+    if (!metadata.local || !module.hasattr(key)) continue;
+    const double own = module.attr(key).toDouble();
+    const double said = std::string(key) == "interaction_range" ? metadata.interaction_range
+                                                                : metadata.receptive_field;
+    if (std::abs(own - said) > 1e-9 * std::abs(own))
+      throw ExportError("'" + path + "': its " + METADATA_FILE + " says " + key + "=" +
+                        metadata.entries.at(key) + " Å, but the model's own is " +
+                        std::to_string(own) + " Å" + refuse);
+  }
 }
 
 // Loads the TorchScript module and its mdplugin.txt. The archive's pickles are read by libtorch's
@@ -260,6 +320,7 @@ inline std::pair<torch::jit::Module, Metadata> load_export(const std::string &pa
   if (metadata.local && local_method_needed && !module.find_method("forward_neighbors"))
     throw ExportError("'" + path + "' says model_kind=local but has no forward_neighbors method; "
                       "re-export the checkpoint with `mdplugin export`");
+  check_module_record(path, module, metadata);
   return {std::move(module), std::move(metadata)};
 }
 

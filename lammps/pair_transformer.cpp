@@ -60,6 +60,12 @@ std::string not_finite_message(bigint step)
 // The global model ignores the neighbor list, but LAMMPS needs a cutoff to size ghost
 // communication; a small one keeps that cost negligible.
 constexpr double NOMINAL_CUTOFF = 1.0;    // Å
+// One evaluation lists every pair within the interaction range among local and ghost atoms. Beyond this
+// many (about 12 GB: the water model took 22 GB for ~35 million), with a ghost shell that outnumbers the
+// rank's own atoms tenfold, the run is refused in init_style with the numbers: the shell, not the
+// system, would fill the memory (a 10 Å model in a 12 Å water box).
+constexpr double MAX_PAIRS = 2.0e7;
+constexpr double BYTES_PER_PAIR = 630.0;    // measured on the water model (width 64, 4 blocks)
 
 // Room for every atomic number in the element-pair tables.
 constexpr int ELEMENT_SLOTS = MAX_ATOMIC_NUMBER + 1;
@@ -816,6 +822,7 @@ void PairTransformer::init_style()
 {
   check_box_and_units();
   check_masses();
+  check_charge_domain();
   const std::string why_not = why_not_periodic();
   if (periodic_mode == PERIODIC_YES && !why_not.empty())
     error->all(FLERR,
@@ -857,6 +864,7 @@ void PairTransformer::init_style()
                    "pair_style transformer: local model, interaction range {} Å, ghost atoms "
                    "out to {} Å (receptive field {} Å + skin)\n",
                    metadata.interaction_range, comm->cutghostuser, metadata.receptive_field);
+  check_pair_count(comm->cutghostuser);
   if (periodic_forward && comm->me == 0)
     utils::logmesg(lmp,
                    "pair_style transformer: one MPI rank and a periodic box: the export's periodic "
@@ -996,6 +1004,72 @@ void PairTransformer::check_masses()
                                  "as deuterium)",
                                  type, mass, ELEMENTS[z].symbol, standard));
   }
+}
+
+// The pairs one evaluation lists, estimated from the density before any is built: each rank holds its
+// share of the box plus a shell of ghosts ghost_range thick, and every one of those atoms has
+// density x (4/3) pi R^3 neighbours. Estimated for a box periodic in all directions (a shrink-wrapped
+// box has no meaningful density); the same on every rank, so error->all is collective.
+void PairTransformer::check_pair_count(double ghost_range)
+{
+  const double volume = domain->xprd * domain->yprd * domain->zprd;
+  if (domain->nonperiodic || !(volume > 0.0) || atom->natoms == 0) return;
+  const double density = static_cast<double>(atom->natoms) / volume;
+  const double side = std::cbrt(volume / comm->nprocs);    // one rank's share, as a cube
+  const double owned = density * side * side * side;
+  const double ghosts = density * (std::pow(side + 2.0 * ghost_range, 3) - side * side * side);
+  const double range = metadata.interaction_range;
+  const double neighbours = density * 4.0 / 3.0 * 3.14159265358979 * range * range * range;
+  const double pairs = (owned + ghosts) * neighbours;
+  if (pairs <= MAX_PAIRS || ghosts <= 10.0 * owned) return;
+  error->all(FLERR,
+             fmt::format("pair_style transformer: the ghost shell of {} (receptive field {} Å + "
+                         "skin = {} Å) around each MPI rank's ~{:.0f} atoms holds ~{:.3g} ghost atoms, "
+                         "and with ~{:.0f} neighbours each within the interaction range {} Å one "
+                         "evaluation would list ~{:.3g} pairs (~{:.0f} GB): the ghosts, not the system, "
+                         "would fill the memory. Use a larger box (replicate), fewer MPI ranks, or a "
+                         "model with a shorter interaction range",
+                         model_name(), metadata.receptive_field, ghost_range, owned, ghosts,
+                         neighbours, range, pairs, pairs * BYTES_PER_PAIR / 1e9));
+}
+
+// A charge or spin the training data never had is accepted by the model (its embedding covers a
+// range) but extrapolated: on the shipped water model, charge 2 shifts a 96-atom box by 13 eV.
+// Exports without the domain in mdplugin.txt (older ones) carry no list and are not checked.
+void PairTransformer::check_charge_domain()
+{
+  if (comm->me != 0) return;
+  const auto outside = [](const std::vector<int64_t> &trained, int value) {
+    return !trained.empty() && std::find(trained.begin(), trained.end(), value) == trained.end();
+  };
+  const auto listed = [](const std::vector<int64_t> &values) {
+    std::string text;
+    for (const auto value : values) text += (text.empty() ? "" : " ") + std::to_string(value);
+    return text;
+  };
+  // exports written before the text record carried the domain: a charged or open-shell run is flagged,
+  // as most training data is neutral singlets (re-exporting the checkpoint adds the lists)
+  if (metadata.charges.empty() && (charge != 0 || multiplicity != 1))
+    error->warning(FLERR,
+                   fmt::format("pair_style transformer: charge {} and spin {} asked for, but {} does not "
+                               "record the charges and spins of its training data (exported before "
+                               "mdplugin.txt carried them), so they cannot be checked: most models are "
+                               "trained on neutral singlets only. Re-export the checkpoint with "
+                               "`mdplugin export` to have them checked",
+                               charge, multiplicity, model_name()));
+  if (outside(metadata.charges, charge))
+    error->warning(FLERR,
+                   "pair_style transformer: charge " + std::to_string(charge) + " is not a total "
+                   "charge of the training data of " + model_name() + " (it had: " +
+                   listed(metadata.charges) + "); the model extrapolates and its energies are "
+                   "not to be trusted: set the charge keyword to a trained one or train with "
+                   "frames of this charge");
+  if (outside(metadata.multiplicities, multiplicity))
+    error->warning(FLERR,
+                   "pair_style transformer: spin " + std::to_string(multiplicity) + " is not a "
+                   "spin multiplicity of the training data of " + model_name() + " (it had: " +
+                   listed(metadata.multiplicities) + "); the model extrapolates and its energies "
+                   "are not to be trusted");
 }
 
 bool PairTransformer::is_mapped(int type) const

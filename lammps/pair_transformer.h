@@ -103,6 +103,8 @@ class PairTransformer : public Pair {
   void load_model(const std::string &path);
   void map_types_to_elements(int narg, char **arg);
   void check_masses();
+  void check_charge_domain();
+  void check_pair_count(double ghost_range);
   bool is_mapped(int type) const;
   bool used_under_hybrid() const;
   void check_box_and_units();

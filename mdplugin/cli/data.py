@@ -4,6 +4,8 @@ model's own MD labelled with the reference (relabel)."""
 
 from __future__ import annotations
 
+import math
+
 import click
 
 LAYOUT = """
@@ -21,15 +23,31 @@ molecule, temperature_K, trajectory_seed, charge, multiplicity, frame, time_fs a
 """
 
 
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which compare false with every bound, so pass it)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _temperatures(ctx, param, value: str) -> list[float]:
+    from mdplugin.data.molecules import TEMPERATURE_RANGE_K
+
     try:
         temperatures = [float(t) for t in value.split(",") if t.strip()]
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of temperatures in K, e.g. 300,500,800"
         ) from None
-    if not temperatures or any(t <= 0 for t in temperatures):
-        raise click.BadParameter(f"{value!r}: give positive temperatures in K, e.g. 300,500,800")
+    low, high = TEMPERATURE_RANGE_K
+    if not temperatures or not all(math.isfinite(t) and low <= t <= high for t in temperatures):
+        raise click.BadParameter(
+            f"{value!r}: give temperatures in K between {low:g} and {high:g} (the range of MD temperatures the "
+            "samplers are meant for), e.g. 300,500,800"
+        )
     return temperatures
 
 
@@ -63,12 +81,12 @@ def run_options(default_output: str):
             ),
             click.option("--stride", default=20, type=click.IntRange(1), help="MD steps between frames."),
             click.option(
-                "--timestep-fs", default=0.5, type=click.FloatRange(min=0, min_open=True), help="MD timestep in fs."
+                "--timestep-fs", default=0.5, type=FiniteRange(min=0, min_open=True), help="MD timestep in fs."
             ),
             click.option(
                 "--friction-per-fs",
                 default=0.01,
-                type=click.FloatRange(min=0, min_open=True),
+                type=FiniteRange(min=0, min_open=True),
                 help="Langevin friction in 1/fs.",
             ),
             click.option(
@@ -77,7 +95,7 @@ def run_options(default_output: str):
             click.option(
                 "--relax-fmax",
                 default=0.05,
-                type=click.FloatRange(min=0, min_open=True),
+                type=FiniteRange(min=0, min_open=True),
                 help="eV/Å; xTB relaxation (BFGS) of the start structure stops below this force.",
             ),
             click.option(
@@ -111,11 +129,11 @@ def spcfw_cutoff_options(cutoff_help: str, switch_help: str):
 
     def decorate(command):
         command = click.option(
-            "--switch-angstrom", default=4.5, type=click.FloatRange(min=0, min_open=True), help=switch_help
+            "--switch-angstrom", default=4.5, type=FiniteRange(min=0, min_open=True), help=switch_help
         )(command)
-        return click.option(
-            "--cutoff-angstrom", default=5.5, type=click.FloatRange(min=0, min_open=True), help=cutoff_help
-        )(command)
+        return click.option("--cutoff-angstrom", default=5.5, type=FiniteRange(min=0, min_open=True), help=cutoff_help)(
+            command
+        )
 
     return decorate
 
@@ -272,11 +290,9 @@ are exact for every geometry written). Classical labels are refused with a solut
 @click.option("--frames", default=40, type=click.IntRange(1), help="Training frames per temperature and density.")
 @click.option("--test-frames", default=8, type=click.IntRange(0), help="Test frames per temperature and density.")
 @click.option("--stride", default=200, type=click.IntRange(1), help="MD steps between frames.")
+@click.option("--timestep-fs", default=0.5, type=FiniteRange(min=0, min_open=True), help="Classical MD timestep in fs.")
 @click.option(
-    "--timestep-fs", default=0.5, type=click.FloatRange(min=0, min_open=True), help="Classical MD timestep in fs."
-)
-@click.option(
-    "--friction-per-ps", default=1.0, type=click.FloatRange(min=0, min_open=True), help="Langevin friction in 1/ps."
+    "--friction-per-ps", default=1.0, type=FiniteRange(min=0, min_open=True), help="Langevin friction in 1/ps."
 )
 @click.option(
     "--equilibration-steps",
@@ -345,7 +361,8 @@ RELABEL_EPILOG = """
 \b
 TRAJECTORY: extxyz (or any ASE-readable file with a periodic cell), a LAMMPS dump (.lammpstrj, .dump) or
 data file (.data, .lmp), or what `mdplugin run` writes: PREFIX.dcd or PREFIX.xtc (elements from --topology,
-default PREFIX-topology.pdb beside it) or a multi-model PREFIX.pdb. Every frame needs a periodic cell.
+default PREFIX-topology.pdb beside it) or a multi-model PREFIX.pdb. Every frame needs a periodic cell. A last
+frame cut off mid-write (the dump or DCD of a run killed or still running) is dropped, and the summary says so.
 
 \b
 Each frame written holds the cell and pbc, positions (Å), energy (eV), forces (eV/Å) and stress (eV/Å^3,
@@ -381,7 +398,7 @@ before are labelled again).
 @click.option(
     "--max-force",
     default=None,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="eV/Å: skip (and count) frames whose largest per-atom label force exceeds this, such as those of a "
     "blown-up run.  [default: no limit]",
 )
@@ -397,7 +414,7 @@ before are labelled again).
 @click.option(
     "--rattle",
     default=0.0,
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     help="Å: displace every atom of each labelled frame by a Gaussian of this width per axis first (seeded by "
     "--seed and the frame): stretched bonds and close contacts near the sampled ones, which teach a model the "
     "steep walls thermal frames never reach.  [default: 0, no rattle]",
@@ -461,11 +478,14 @@ def _generate(trajectories, description, out_dir, temperatures, jobs, resume, ov
 
     from mdplugin.data import molecules as rd
     from mdplugin.data.trajectories import frames_to_do, run_trajectories
+    from mdplugin.model.checkpoint import check_writable
 
     try:
+        check_writable(out_dir)
         rd.check_outputs(
             [t.path for t in trajectories] + list(rd.combined_paths(out_dir, temperatures)), resume, overwrite
         )
+        rd.check_combined(trajectories, out_dir, temperatures, overwrite)
         total = frames_to_do(trajectories, resume, overwrite)
         click.echo(
             f"{len(trajectories)} trajectories ({description}), {total} frames to compute, {jobs} processes, into {out_dir}"
@@ -486,6 +506,6 @@ def _positive_list(value: str, what: str) -> list[float]:
         numbers = [float(t) for t in value.split(",") if t.strip()]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}") from None
-    if not numbers or any(n <= 0 for n in numbers):
-        raise click.BadParameter(f"{value!r}: give positive {what}")
+    if not numbers or not all(math.isfinite(n) and n > 0 for n in numbers):
+        raise click.BadParameter(f"{value!r}: give positive (finite) {what}")
     return numbers

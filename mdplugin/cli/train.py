@@ -204,6 +204,12 @@ NON_NEGATIVE = click.FloatRange(min=0)
     help="Where to train: cpu, cuda or cuda:N. The checkpoint is the same either way (saved on the CPU).",
 )
 @click.option(
+    "--drop-outliers",
+    is_flag=True,
+    help="Train without the frames far outside the rest of the data (energy per atom after the reference fit, "
+    "largest force, atoms closer than 0.5 Å; robust statistics), which are otherwise refused by name.",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue the interrupted run whose checkpoint is --output, with the options it recorded; options given "

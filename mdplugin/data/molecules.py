@@ -12,6 +12,7 @@ run that was interrupted and continued with `resume=True` writes the same file a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zlib
@@ -179,6 +180,13 @@ def molecule_from_file(path: str | Path, name: str | None = None, charge: int = 
         ) from None
     if len(atoms) == 0:
         raise ValueError(f"{path} holds no atoms")
+    if atoms.pbc.any():
+        raise ValueError(
+            f"{path} is periodic (a cell, pbc {''.join('T' if p else 'F' for p in atoms.pbc)}), and this runs one "
+            "isolated molecule in vacuum, which would drop the cell: for water boxes use `mdplugin data water` "
+            "(--solute FILE for a molecule in water); to label frames of your own periodic MD use `mdplugin data "
+            "relabel`; for one molecule, write the file without its Lattice (plain XYZ)"
+        )
     molecule = Molecule(
         name=check_name(name or path.stem),
         numbers=np.asarray(atoms.numbers, dtype=np.int64),
@@ -246,6 +254,21 @@ def trajectory_path(out_dir: str | Path, name: str, temperature_K: float, split:
     return Path(out_dir) / name / f"{name}_{temperature_K:g}K_{split}.extxyz"
 
 
+TEMPERATURE_RANGE_K = (1.0, 3000.0)  # MD temperatures the samplers are meant for; beyond, frames are not chemistry
+
+
+def check_temperatures(temperatures_K: Sequence[float]) -> None:
+    """Refuse an MD temperature outside TEMPERATURE_RANGE_K (1e9 K frames hold atoms 0.4 Å apart and energies of
+    1e9 eV, which would ruin any training set they join), or one that is not a finite number."""
+    low, high = TEMPERATURE_RANGE_K
+    bad = [t for t in temperatures_K if not (math.isfinite(t) and low <= t <= high)]
+    if bad:
+        raise ValueError(
+            f"temperature(s) {', '.join(f'{t:g}' for t in bad)} K outside {low:g}-{high:g} K, the range of MD "
+            "temperatures the samplers are meant for; give temperatures in K such as 300,500,800"
+        )
+
+
 def plan(
     molecules: Sequence[Molecule],
     temperatures_K: Sequence[float],
@@ -258,8 +281,7 @@ def plan(
     """One train and one test trajectory (different seeds) per molecule and temperature."""
     if frames < 1 or test_frames < 0:
         raise ValueError(f"need at least 1 training frame and no negative test frames (got {frames}, {test_frames})")
-    if any(t <= 0 for t in temperatures_K):
-        raise ValueError(f"temperatures must be positive (in K), got {list(temperatures_K)}")
+    check_temperatures(temperatures_K)
     if len({m.name for m in molecules}) != len(molecules):
         raise ValueError("two molecules share a name; give each a distinct --name")
     jobs = []
@@ -419,17 +441,55 @@ def _labelled(atoms, calc, info: dict):
     return text, _with_calculator(parse_extxyz(text), calc)
 
 
+def _combined_parts(trajectories: Sequence[Trajectory], split: str, temperature: float | None) -> list[Trajectory]:
+    """The trajectories whose frames one combined file concatenates, in order."""
+    return [
+        t
+        for t in trajectories
+        if t.split == split and (temperature is None or t.temperature_K == temperature) and t.path.exists()
+    ]
+
+
+def is_combined_file(path: Path, parts: Sequence[Trajectory]) -> bool:
+    """Whether `path` is a combined file this command wrote from `parts` (planned trajectories, not necessarily
+    on disk): every frame in it is whole and names the seed of one of them (`trajectory_seed`, in the comment
+    line this command writes), and nothing else is in the file."""
+    seeds = {str(t.seed).encode() for t in parts}
+    data, spans = path.read_bytes(), frame_spans(path)
+    if (spans[-1][1] if spans else 0) != len(data):
+        return False
+    for start, end in spans:
+        comment = data[start:end].split(b"\n", 2)[1]
+        found = re.search(rb"(?:^|\s)trajectory_seed=(\d+)(?:\s|$)", comment)
+        if found is None or found.group(1) not in seeds:
+            return False
+    return True
+
+
+def check_combined(
+    trajectories: Sequence[Trajectory], out_dir: str | Path, temperatures_K: Sequence[float], force: bool
+) -> None:
+    """Refuse (unless `force`) to replace an existing combined file that is not one this command wrote from these
+    trajectories: --resume continues trajectories; it never replaces a user's own OUT/train.extxyz."""
+    if force:
+        return
+    for path, (split, temperature) in combined_paths(out_dir, temperatures_K).items():
+        parts = [t for t in trajectories if t.split == split and temperature in (None, t.temperature_K)]
+        if path.exists() and not is_combined_file(path, parts):
+            raise FileExistsError(
+                f"{path} is not the combined file of this run's trajectories (a file of your own, or one another "
+                f"run wrote), and --resume does not replace it; move it away, choose another output directory, or "
+                f"pass --force to overwrite it"
+            )
+
+
 def write_combined(
     trajectories: Sequence[Trajectory], out_dir: str | Path, temperatures_K: Sequence[float]
 ) -> list[Path]:
     """Concatenate the first `frames` frames of each trajectory file into the files of `combined_paths`."""
     written = []
     for path, (split, temperature) in combined_paths(out_dir, temperatures_K).items():
-        parts = [
-            t
-            for t in trajectories
-            if t.split == split and (temperature is None or t.temperature_K == temperature) and t.path.exists()
-        ]
+        parts = _combined_parts(trajectories, split, temperature)
         if not parts:
             continue
         partial = path.with_name(path.name + ".partial")
@@ -459,6 +519,7 @@ def generate(
     """Plan, check the outputs, run every trajectory and write the combined files."""
     trajectories = plan(molecules, temperatures_K, out_dir, frames, test_frames, seed, settings)
     check_outputs([t.path for t in trajectories] + list(combined_paths(out_dir, temperatures_K)), resume, force)
+    check_combined(trajectories, out_dir, temperatures_K, force)
     results = run_trajectories(trajectories, jobs, resume, force, on_frame)
     return results, write_combined(trajectories, out_dir, temperatures_K)
 
@@ -470,6 +531,8 @@ __all__ = [
     "Molecule",
     "Trajectory",
     "TrajectoryResult",
+    "check_combined",
+    "check_temperatures",
     "check_outputs",
     "combined_paths",
     "generate",

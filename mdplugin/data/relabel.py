@@ -81,6 +81,7 @@ class RelabelResult:
     max_force: float | None = None
     failure: str = ""
     skipped_frames: list[int] = field(default_factory=list)
+    incomplete: str = ""  # why the trajectory's cut-off last frame was not labelled
 
     @property
     def attempted(self) -> int:
@@ -101,6 +102,8 @@ class RelabelResult:
             f"labelled and wrote {self.labelled} to {self.output}; skipped {skipped}"
             + (f": {', '.join(reasons)} (source frames {_listed(self.skipped_frames)})" if skipped else ""),
         ]
+        if self.incomplete:
+            lines.append(self.incomplete)
         if self.attempted:
             lines.append(f"{self.seconds / self.attempted:.3g} s per frame ({self.seconds:.1f} s labelling)")
         return "\n".join(lines)
@@ -179,7 +182,7 @@ def _mdtraj_frames(path: Path, topology: str | Path | None) -> Iterator[Frame]:
 def _dcd_steps(path: Path) -> tuple[int | None, int | None]:
     """The first frame's step and the steps between frames of a DCD that OpenMM wrote (None, None otherwise:
     mdtraj's times of a DCD are frame counts)."""
-    from mdplugin.md.reporters import read_dcd_header
+    from mdplugin.dcd import read_dcd_header
 
     if path.suffix.lower() != ".dcd":
         return None, None
@@ -229,6 +232,53 @@ def _dump_names_elements(path: Path) -> bool:
                 columns = line.split()[2:]
                 return "element" in columns or "mass" in columns
     return False
+
+
+def complete_frames(path: str | Path) -> tuple[int | None, str]:
+    """How many leading frames of a LAMMPS text dump or a DCD are whole, and a sentence about a last frame that
+    is cut off (a run killed or still writing); (None, "") for other formats. A cut-off frame anywhere but
+    at the end is refused: the file is damaged."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcd":
+        from mdplugin.dcd import read_dcd_header
+
+        try:
+            header = read_dcd_header(path)
+        except (ValueError, OSError, struct.error):
+            return None, ""
+        whole, left = divmod(path.stat().st_size - header.header_bytes, header.frame_bytes)
+        if left <= 0:
+            return whole, ""
+        return whole, (
+            f"dropped the last frame of {path}: it is cut off ({left} of its {header.frame_bytes} bytes; was the run "
+            "stopped while writing?); the frames before it are whole"
+        )
+    if LAMMPS_FORMATS.get(path.suffix.lower()) != "lammps-dump-text":
+        return None, ""
+    frames: list[tuple[int, int]] = []  # (atoms the frame's header declares, atom lines it holds)
+    declared, in_atoms = 0, False
+    with open(path) as handle:
+        lines = iter(handle)
+        for line in lines:
+            if line.startswith("ITEM:"):
+                in_atoms = line.startswith("ITEM: ATOMS")
+                if line.startswith("ITEM: NUMBER OF ATOMS"):
+                    count = next(lines, "").split()
+                    declared = int(count[0]) if count and count[0].isdigit() else 0
+                elif in_atoms:
+                    frames.append((declared, 0))
+            elif in_atoms and line.strip():
+                frames[-1] = (frames[-1][0], frames[-1][1] + 1)
+    for index, (declared, found) in enumerate(frames):
+        if found < declared:
+            what = f"frame {index} of {path} holds {found} of its {declared} atoms"
+            if index < len(frames) - 1:
+                raise ValueError(f"{what}, and frames follow it: the dump is damaged; relabel a whole copy of it")
+            return (
+                index,
+                f"dropped the last frame of {path}: it is cut off ({found} of its {declared} atoms; was the run stopped while writing?)",
+            )
+    return len(frames), ""
 
 
 # ---------------------------------------------------------------------------- checks and provenance
@@ -382,20 +432,26 @@ def relabel(
     if output.exists() and output.resolve() == trajectory.resolve():
         raise ValueError(f"the output {output} is the trajectory itself; choose another -o")
     rd.check_outputs([output], resume, force)
+    from mdplugin.model.checkpoint import check_writable
+
+    check_writable(output.parent)
     topology = trajectory_topology(trajectory, topology)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info = provenance(trajectory, topology, file_sha256(trajectory), options, created)
     done = _written_frames(output, info) if resume and not force and output.exists() else set()
 
     # the first frame read and checked before the output is touched: a trajectory the labels cannot take
-    # leaves no file behind
+    # leaves no file behind; a frame cut off at the end of the file (a run killed mid-write) is never labelled
+    whole, incomplete = complete_frames(trajectory)
     frames = read_frames(trajectory, topology, options.type_elements)
+    if whole is not None:
+        frames = itertools.islice(frames, whole)
     first = next(frames, None)
     if first is None:
-        raise ValueError(f"{trajectory} holds no frames")
+        raise ValueError(f"{trajectory} holds no frames" + (f" that are whole ({incomplete})" if incomplete else ""))
     check_frame(first, options.labels, trajectory, options.water_model)
 
-    result = RelabelResult(output, max_force=options.max_force)
+    result = RelabelResult(output, max_force=options.max_force, incomplete=incomplete)
     labellers: dict[int, pd.ClassicalLabeller] = {}
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a" if done else "w") as handle:

@@ -36,6 +36,7 @@ momenta, those of its own MD, are written with the frame for the same reason.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -366,8 +367,9 @@ def plan(
         raise ValueError(f"unknown labels {labels!r}; choose from {', '.join(LABELS)}")
     if frames < 1 or test_frames < 0:
         raise ValueError(f"need at least 1 training frame and no negative test frames (got {frames}, {test_frames})")
-    if any(t <= 0 for t in temperatures_K) or any(d <= 0 for d in densities_g_cm3):
-        raise ValueError("temperatures (K) and densities (g/cm^3) must be positive")
+    rd.check_temperatures(temperatures_K)
+    if not all(math.isfinite(d) and d > 0 for d in densities_g_cm3):
+        raise ValueError(f"densities must be positive numbers (g/cm^3), got {list(densities_g_cm3)}")
     if solute is not None:
         _check_solute_fits(labels, solute, settings.waters, max(densities_g_cm3))
     shortest = box_length_angstrom(settings.waters, max(densities_g_cm3), solute)

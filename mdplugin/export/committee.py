@@ -75,6 +75,8 @@ class ExportedLocalCommittee(nn.Module):
         self.lead = members[0]
         self.elements: List[int] = list(members[0].elements)  # noqa: UP006
         self.cutoff = members[0].cutoff
+        self.interaction_range = members[0].interaction_range  # read by the C++ clients' record check
+        self.receptive_field = members[0].receptive_field
 
     def forward(
         self,
@@ -126,7 +128,9 @@ def script_committee(models: list, dtype: str, device: str) -> torch.jit.ScriptM
         for model in models
     ]
     committee = (ExportedLocalCommittee if local else ExportedCommittee)(members)
-    preserved = ["elements", "deviation"] + (["forward_neighbors"] if local else [])
+    preserved = ["elements", "deviation"] + (
+        ["forward_neighbors", "interaction_range", "receptive_field"] if local else []
+    )
     return torch.jit.freeze(torch.jit.script(committee).eval(), preserved_attrs=preserved)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,38 @@ LOCAL_EXPORT_VERSION = 2  # periodic cells, the virial and forward_neighbors
 SUPPORTED_EXPORT_VERSIONS = (1, 2)
 METADATA_JSON = "mdplugin.json"
 METADATA_TEXT = "mdplugin.txt"
+
+
+# Neighbours per atom within the interaction range beyond which a periodic structure is refused before the model
+# runs: a few hundred at most in any material at a sensible range (water at 0.1 atoms/Å^3: 18 within 3.5 Å, 419
+# within 10 Å); beyond, the cell is wrong (too small, in nm) or the range too long, and the pair list alone
+# takes gigabytes (a 1e-4 Å cell exhausted 6 GB before any message).
+MAX_NEIGHBOURS_PER_ATOM = 1000
+
+
+def check_neighbour_count(
+    atoms: int, cell, pbc, interaction_range: float | None, what: str = "the structure", fix: str = ""
+) -> None:
+    """Refuse, before the pair list is built, a periodic cell whose atoms would each have more than
+    MAX_NEIGHBOURS_PER_ATOM neighbours within `interaction_range` (estimated as density x sphere volume, which
+    counts an atom's own periodic images in a small cell too)."""
+    import numpy as np
+
+    if interaction_range is None or cell is None or pbc is None or not np.all(pbc):
+        return
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if not (math.isfinite(volume) and volume > 0):
+        return  # a degenerate cell is refused by the model's own check
+    density = atoms / volume
+    neighbours = density * 4 / 3 * math.pi * interaction_range**3
+    if neighbours > MAX_NEIGHBOURS_PER_ATOM:
+        raise ValueError(
+            f"{what}: {atoms} atoms in a periodic cell of {volume:.3g} Å^3 ({density:.3g} atoms/Å^3; liquid water has "
+            f"0.1) would give each atom ~{neighbours:.3g} neighbours within the interaction range "
+            f"{interaction_range:g} Å, ~{atoms * neighbours:.3g} pairs in all (any material has a few hundred per "
+            f"atom at most), more than the memory of any machine should hold for one structure. "
+            + (fix or "Check the cell: its lengths are in Å (a cell in nm is 10 times too small)")
+        )
 
 
 class ExportError(ValueError):
@@ -89,3 +122,112 @@ def check_elements_record(metadata: dict, text: str | None, path: Path) -> None:
             f"{path}: {METADATA_TEXT} and {METADATA_JSON} disagree about the elements; the file is corrupt or "
             "was edited by hand: re-export the checkpoint"
         )
+    check_json_consistent(metadata, path)
+    check_text_record(metadata, flat, path)
+
+
+def check_json_consistent(metadata: dict, path: Path) -> None:
+    """The JSON record agrees with itself: the kind, the version, the range and the network's own config."""
+    kind, interaction_range = metadata.get("model_kind", "global"), metadata["interaction_range"]
+    receptive_field = metadata.get("receptive_field")
+    config = metadata.get("model_config") or {}
+    problems = []
+    if kind not in ("global", "local"):
+        problems.append(f"model_kind {kind!r} (neither global nor local)")
+    elif (kind == "local") != (interaction_range is not None):
+        problems.append(f"model_kind {kind} with interaction_range {interaction_range}")
+    elif kind == "local" and metadata["format_version"] < LOCAL_EXPORT_VERSION:
+        problems.append(f"a local model in format version {metadata['format_version']}")
+    if "interaction_range" in config and not _same_length(config["interaction_range"], interaction_range):
+        problems.append(f"interaction_range {interaction_range} but the network's {config['interaction_range']}")
+    if interaction_range is not None and "depth" in config:
+        if not _same_length(receptive_field, config["depth"] * interaction_range):
+            problems.append(
+                f"receptive_field {receptive_field}, not depth {config['depth']} x interaction_range "
+                f"{interaction_range}"
+            )
+    if problems:
+        raise ExportError(
+            f"{path}: its {METADATA_JSON} contradicts itself ({'; '.join(problems)}); the file is corrupt or was "
+            "edited by hand: re-export the checkpoint with `mdplugin export`"
+        )
+
+
+def text_record_values(metadata: dict) -> dict[str, str | None]:
+    """What each key of the text record must say, from the JSON record (None: the key may be absent). The C++
+    clients read these keys and nothing else; the text record is derived from the JSON one, so a file whose
+    two records disagree was damaged or edited, and a C++ client would run another model than Python reports."""
+    domain = metadata.get("domain") or {}
+    return {
+        "format": metadata["format"],
+        "format_version": str(metadata["format_version"]),
+        "model_kind": metadata.get("model_kind", "global"),
+        "dtype": metadata["dtype"],
+        "interaction_range": metadata["interaction_range"],
+        "receptive_field": metadata.get("receptive_field"),
+        "energy_unit": (metadata.get("units") or {}).get("energy"),
+        "length_unit": (metadata.get("units") or {}).get("positions"),
+        "shortest_distance": domain.get("shortest_distance"),
+        "charges": domain.get("charges"),
+        "multiplicities": domain.get("multiplicities"),
+        "committee": str((metadata.get("committee") or {}).get("members")) if metadata.get("committee") else None,
+    }
+
+
+def check_text_record(metadata: dict, flat: dict[str, str], path: Path) -> None:
+    """Every key of the text record (mdplugin.txt, what the LAMMPS pair style and the C++ checker read) says what
+    the JSON record says; a key the text record lacks is read by the C++ clients as its documented default."""
+    differ = []
+    for key, expected in text_record_values(metadata).items():
+        found = flat.get(key)
+        if key in ("interaction_range", "receptive_field"):
+            same = _same_length(_text_length(found), expected)
+            if found is None and expected is None:
+                same = True
+        elif key == "model_kind":
+            same = (found or "global") == expected
+        # the training domain: optional in the text record (older exports lack it; clients then do not warn)
+        elif key == "shortest_distance":
+            same = found is None or (bool(expected) and _same_distances(found, expected))
+        elif key in ("charges", "multiplicities"):
+            same = found is None or (bool(expected) and found.split() == [str(int(v)) for v in expected])
+        elif key in ("energy_unit", "length_unit"):
+            same = found is None or expected is None or found == expected
+        else:
+            same = found == expected
+        if not same:
+            differ.append(f"{key}: {METADATA_TEXT} says {found}, {METADATA_JSON} says {expected}")
+    if differ:
+        raise ExportError(
+            f"{path}: {METADATA_TEXT} (read by LAMMPS and the C++ checker) and {METADATA_JSON} disagree "
+            f"({'; '.join(differ)}); the file is corrupt or was edited by hand: re-export the checkpoint with "
+            "`mdplugin export`"
+        )
+
+
+def _text_length(text: str | None) -> float | None:
+    if text is None or text == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _same_length(a, b) -> bool:
+    """Two lengths in Å (None: none) are the same to the digits repr() writes."""
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_distances(text: str, distances: dict) -> bool:
+    """`H-O:0.9300 ...` against {"H-O": 0.93, ...}: the same pairs, each to the 4 decimals the text holds."""
+    try:
+        found = {pair: float(value) for pair, value in (word.split(":", 1) for word in text.split())}
+    except ValueError:
+        return False
+    return set(found) == set(distances) and all(abs(found[p] - float(distances[p])) <= 5.1e-5 for p in distances)

@@ -27,7 +27,7 @@ from mdplugin.export.contract import (
     METADATA_TEXT,
     ExportError,
 )
-from mdplugin.model.checkpoint import model_from_checkpoint, package_versions, read_checkpoint
+from mdplugin.model.checkpoint import check_output_file, model_from_checkpoint, package_versions, read_checkpoint
 from mdplugin.model.transformer import TransformerPotential, count_parameters
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -112,6 +112,9 @@ class ExportedLocalPotential(nn.Module):
         self.model = model
         self.elements: List[int] = list(model.config.elements)  # noqa: UP006
         self.cutoff = float(model.cutoff)
+        # kept through freezing: C++ clients check mdplugin.txt's ranges against the module's own (SPEC.md)
+        self.interaction_range = float(model.config.interaction_range)
+        self.receptive_field = float(model.config.receptive_field)
 
     def forward(
         self,
@@ -213,7 +216,8 @@ def script_model(model: TransformerPotential, dtype: str = "float32", device: st
     module = wrapper(model.to(device=device, dtype=DTYPES[dtype]).eval())
     scripted = torch.jit.script(module)
     # freezing inlines the weights as constants: identical numbers, less interpreter overhead
-    preserved = ["elements", "forward_neighbors"] if model.config.is_local else ["elements"]
+    local = ["forward_neighbors", "interaction_range", "receptive_field"]
+    preserved = ["elements", *local] if model.config.is_local else ["elements"]
     return torch.jit.freeze(scripted.eval(), preserved_attrs=preserved)
 
 
@@ -281,9 +285,13 @@ def metadata_text(metadata: dict) -> str:
         "energy_unit": metadata["units"]["energy"],
         "length_unit": metadata["units"]["positions"],
     }
-    shortest = metadata.get("domain", {}).get("shortest_distance")
+    domain = metadata.get("domain", {})
+    shortest = domain.get("shortest_distance")
     if shortest:
         lines["shortest_distance"] = " ".join(f"{pair}:{distance:.4f}" for pair, distance in shortest.items())
+    for key in ("charges", "multiplicities"):  # the training data's; LAMMPS warns outside them
+        if domain.get(key):
+            lines[key] = " ".join(str(int(value)) for value in domain[key])
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -305,6 +313,10 @@ def export(
         raise ExportError(f"the export would overwrite its own checkpoint {checkpoint_path}; choose another -o")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it or choose another -o")
+    try:
+        check_output_file(output)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
     data = checkpoint_path.read_bytes() if checkpoint_path.is_file() else None  # one read: weights and hash

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mdplugin.elements import atomic_number
+from mdplugin.export.contract import check_neighbour_count
 from mdplugin.export.model_file import ModelFile, ModelInfo, default_dtype, open_model
 from mdplugin.threads import choose_threads, torch_threads
 
@@ -62,6 +63,8 @@ class Potential:
         periodic = pbc is not None and bool(np.any(pbc))
         if cell is not None and pbc is None:
             raise ValueError("a cell was given without pbc: pass pbc=[True, True, True] for a periodic box, or no cell")
+        if periodic and self.is_local:
+            check_neighbour_count(len(numbers), cell, pbc, self.info.interaction_range)
         with torch_threads(choose_threads(len(numbers), self.threads).count):
             return self._evaluate(positions, numbers, charge, multiplicity, cell, pbc, periodic)
 

@@ -81,7 +81,27 @@ def check_output_file(path: str | Path) -> Path:
         )
     if not Path(text).parent.is_dir():
         raise ValueError(f"the folder {Path(text).parent} of the output path {text} does not exist; create it first")
+    check_writable(Path(text).parent)
     return Path(text)
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse, before any work, to write into a folder (or, for one not made yet, its nearest existing parent)
+    where no file can be created: found at the end, it costs the whole run. Tried by creating a file, since
+    permission bits do not tell root about read-only file systems."""
+    import tempfile
+
+    folder = Path(folder).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ValueError(f"cannot write in {folder}: {existing} is not a folder; choose another output path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".mdplugin-write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"cannot write in {existing} ({error.strerror or error}); choose another output path or make it writable"
+        ) from None
 
 
 def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:

@@ -267,3 +267,117 @@ def periodic_data_warning(structures: list[Structure], spread: float = 0.03) -> 
         "from the data's density; add stress labels (mdplugin data water labels them) or boxes at other "
         "densities (mdplugin learn samples 0.9x and 1.1x the volume)"
     )
+
+
+# ---------------------------------------------------------------------------- outlier frames
+
+OUTLIER_SIGMAS = 25.0  # robust standard deviations (1.4826 MAD) from the median that flag a frame
+OUTLIER_ENERGY_EV_PER_ATOM = 0.5  # ... and at least this far in energy per atom: thermal spreads are ~0.05
+OUTLIER_FORCE_DECADES = 2.0  # ... and a largest force at least 100x the typical frame's largest
+OUTLIER_CLOSEST_ANGSTROM = 0.5  # no chemistry puts two nuclei closer (H2: 0.74 Å); a blown-up frame does
+
+
+@dataclass
+class Outlier:
+    """A frame far outside the rest of the data: its file, its index there, and why."""
+
+    source: str
+    index: int
+    structure: Structure
+    reasons: list[str]
+
+    def describe(self) -> str:
+        return f"{self.source} frame {self.index}: {'; '.join(self.reasons)}"
+
+
+def find_outliers(frames: list[tuple[str, int, Structure]], sigmas: float = OUTLIER_SIGMAS) -> list[Outlier]:
+    """Fully labelled frames (source file, index in it, structure) whose labels or geometry lie far outside the
+    others: the energy per atom left after a per-element reference fit, the largest force, or two atoms closer
+    than any chemistry puts them. Robust statistics (median and MAD, with the fit repeated without the flagged
+    frames), so one absurd frame cannot hide itself by dragging the mean; a frame must be both many robust
+    deviations and a physically large distance away. Forces-only frames (rattled, collapsed) are not judged."""
+    frames = [f for f in frames if not f[2].forces_only]
+    reasons: dict[int, list[str]] = {}
+    for row, text in _energy_outliers([s for _, _, s in frames], sigmas).items():
+        reasons.setdefault(row, []).append(text)
+    for row, text in _force_outliers([s for _, _, s in frames], sigmas).items():
+        reasons.setdefault(row, []).append(text)
+    closest = np.array([_closest_distance(s) for _, _, s in frames])
+    typical = float(np.median(closest[np.isfinite(closest)])) if np.isfinite(closest).any() else np.inf
+    for row, distance in enumerate(closest):
+        if distance < min(OUTLIER_CLOSEST_ANGSTROM, 0.6 * typical):
+            reasons.setdefault(row, []).append(
+                f"two atoms {distance:.3g} Å apart (the typical frame's closest pair: {typical:.3g} Å)"
+            )
+    return [Outlier(frames[row][0], frames[row][1], frames[row][2], reasons[row]) for row in sorted(reasons)]
+
+
+def _energy_outliers(structures: list[Structure], sigmas: float) -> dict[int, str]:
+    """Rows whose energy per atom, less the per-element references fitted on the others, is an outlier."""
+    if len(structures) < 5:
+        return {}  # too few frames to say what is typical
+    elements = sorted({int(z) for s in structures for z in s.atomic_numbers})
+    column = {z: i for i, z in enumerate(elements)}
+    counts = np.zeros((len(structures), len(elements)))
+    for row, s in enumerate(structures):
+        np.add.at(counts[row], [column[int(z)] for z in s.atomic_numbers], 1)
+    atoms = counts.sum(1)
+    energies = np.array([s.energy for s in structures])
+    # a first screen on the raw energy per atom, so an absurd frame does not pull the first fit
+    keep = _typical(energies / atoms, sigmas, OUTLIER_ENERGY_EV_PER_ATOM)
+    residual = energies / atoms
+    for _ in range(5):
+        e0, *_ = np.linalg.lstsq(counts[keep], energies[keep], rcond=None)
+        residual = (energies - counts @ e0) / atoms
+        again = _typical(residual, sigmas, OUTLIER_ENERGY_EV_PER_ATOM, keep)
+        if np.array_equal(again, keep):
+            break
+        keep = again
+    median = float(np.median(residual[keep]))
+    spread = 1.4826 * float(np.median(np.abs(residual[keep] - median)))
+    return {
+        int(row): f"energy {structures[row].energy:.6g} eV, {residual[row] - median:+.3g} eV/atom from the typical "
+        f"frame after the per-element reference fit (typical spread {spread:.2g} eV/atom)"
+        for row in np.flatnonzero(~keep)
+    }
+
+
+def _force_outliers(structures: list[Structure], sigmas: float) -> dict[int, str]:
+    """Rows whose largest per-atom force is orders of magnitude above the typical frame's largest."""
+    if len(structures) < 5:
+        return {}
+    largest = np.array([np.linalg.norm(s.forces, axis=1).max() for s in structures])
+    decades = np.log10(np.maximum(largest, 1e-6))
+    median = float(np.median(decades))
+    spread = 1.4826 * float(np.median(np.abs(decades - median)))
+    flagged = decades - median > max(sigmas * spread, OUTLIER_FORCE_DECADES)
+    return {
+        int(row): f"largest force {largest[row]:.3g} eV/Å ({10 ** (decades[row] - median):.2g} times the typical "
+        f"frame's largest, {10**median:.3g} eV/Å)"
+        for row in np.flatnonzero(flagged)
+    }
+
+
+def _typical(values: np.ndarray, sigmas: float, floor: float, among: np.ndarray | None = None) -> np.ndarray:
+    """Which values lie within max(sigmas robust deviations, floor) of the median of `among` (default: all)."""
+    reference = values if among is None else values[among]
+    median = np.median(reference)
+    spread = 1.4826 * np.median(np.abs(reference - median))
+    return np.abs(values - median) <= max(sigmas * spread, floor)
+
+
+def _closest_distance(structure: Structure) -> float:
+    """Å; inf for one atom, or a periodic frame with no pair within DOMAIN_CUTOFF."""
+    _, _, distances = _pairs(structure)
+    return float(distances.min()) if len(distances) else np.inf
+
+
+def outlier_message(outliers: list[Outlier], frames: int, shown: int = 10) -> str:
+    listed = "\n  ".join(o.describe() for o in outliers[:shown])
+    more = f"\n  ... and {len(outliers) - shown} more" if len(outliers) > shown else ""
+    return (
+        f"{len(outliers)} of the {frames} fully labelled frames lie far outside the rest of the data (a wrong "
+        f"label, a unit slip, a blown-up MD frame):\n  {listed}{more}\nTrained on, they would set the reference "
+        "energies, the force normalisation and the recorded training domain. Check or recompute those frames, "
+        "remove them, or pass --drop-outliers to train without them"
+    )

@@ -36,6 +36,7 @@ class TrainingOptions:
     augment_rotations: bool = True
     threads: int | None = None
     device: str = "cpu"  # where the model trains: cpu, cuda or cuda:N; checkpoints are saved on the CPU
+    drop_outliers: bool = False  # train without the frames find_outliers flags, instead of refusing the data
     progress: bool = True
 
 

@@ -16,6 +16,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mdplugin.elements import symbols
+from mdplugin.export.contract import check_neighbour_count
 from mdplugin.hashing import file_sha256
 from mdplugin.model.checkpoint import (
     build_checkpoint,
@@ -32,7 +33,9 @@ from mdplugin.training.dataset import (
     Structure,
     check_elements,
     collate,
+    find_outliers,
     fit_reference_energies,
+    outlier_message,
     periodic_data_warning,
     read_forces_only,
     read_structures,
@@ -78,6 +81,42 @@ def check_device(name: str) -> None:
             raise ValueError(
                 f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
+
+
+def check_resume_state(state: dict, path: Path) -> None:
+    """Refuse a saved training state holding NaN or infinite values: resumed, it diverges at once, which would
+    be blamed on the learning rate."""
+    parts = {"weights": state.get("model") or {}, "averaged (EMA) weights": state.get("ema") or {}}
+    optimizer = state.get("optimizer") or {}
+    parts["optimizer moments"] = {
+        f"{name} of parameter {index}": value
+        for index, moments in (optimizer.get("state") or {}).items()
+        for name, value in moments.items()
+    }
+    broken = [
+        f"{what}: {', '.join(bad[:3])}" for what, tensors in parts.items() if (bad := non_finite_tensors(tensors))
+    ]
+    if broken:
+        raise ValueError(
+            f"{path} holds a saved training state that is not finite ({'; '.join(broken)}): the run it holds "
+            "cannot continue from it (the file was damaged, or its run diverged). Start a new run with --force "
+            "(with a lower --learning-rate if the run diverged), or resume from a copy saved before"
+        )
+
+
+def check_interaction_range(interaction_range: float | None, domain: dict) -> None:
+    """Refuse a local model whose range is shorter than every distance in the data: no atom would see a neighbour,
+    and the model would learn isolated atoms."""
+    shortest = domain.get("shortest_distance") or {}
+    if interaction_range is None or not shortest:
+        return
+    pair, distance = min(shortest.items(), key=lambda item: item[1])
+    if interaction_range <= distance:
+        raise ValueError(
+            f"--interaction-range {interaction_range:g} Å is shorter than the closest two atoms in the training data "
+            f"({distance:.3g} Å, {pair}): no atom would attend to any neighbour. Give a range of a few bonds (3-6 Å "
+            "for liquids and molecular crystals)"
+        )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -235,8 +274,17 @@ def train(
     if options.threads:
         torch.set_num_threads(options.threads)
 
-    # data
-    training_set = [s for f in options.train_files for s in read_structures(f)]
+    # data; frames far outside the rest (a wrong label, a blown-up MD frame) are refused, or dropped if asked
+    read = {"train": [(str(f), read_structures(f)) for f in options.train_files]}
+    read["validation"] = [(str(f), read_structures(f)) for f in options.validation_files]
+    labelled = [(f, i, s) for part in read.values() for f, frames in part for i, s in enumerate(frames)]
+    outliers = find_outliers(labelled)
+    if outliers and not options.drop_outliers:
+        raise ValueError(outlier_message(outliers, len(labelled)))
+    dropped = {id(o.structure) for o in outliers}
+    if outliers:
+        print(f"--drop-outliers: {len(outliers)} frame(s) left out:", *(o.describe() for o in outliers), sep="\n  ")
+    training_set = [s for _, frames in read["train"] for s in frames if id(s) not in dropped]
     training_set += [s for f in options.forces_only_files for s in read_forces_only(f)]
     if all(s.forces_only for s in training_set):
         raise ValueError(
@@ -244,7 +292,7 @@ def train(
             "training file with energies (and stresses) as a plain argument, not --forces-only"
         )
     if options.validation_files:
-        validation_set = [s for f in options.validation_files for s in read_structures(f)]
+        validation_set = [s for _, frames in read["validation"] for s in frames if id(s) not in dropped]
     else:
         training_set, validation_set = split(training_set, options.validation_fraction, options.seed)
     data_files = [*options.train_files, *options.forces_only_files, *options.validation_files]
@@ -263,6 +311,7 @@ def train(
                 f"{output} already holds {checkpoint['resume']['epoch']} epochs, and {options.epochs} were asked for; "
                 "nothing to resume. Pass a larger --epochs to train further"
             )
+        check_resume_state(checkpoint["resume"], output)
         model = model_from_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["resume"]["model"])
     else:
@@ -280,6 +329,12 @@ def train(
             "the data holds periodic structures (a cell with pbc), which a global-attention model cannot treat; "
             "train a local model with --interaction-range (Å)"
         )
+    check_interaction_range(model.config.interaction_range, domain)
+    for source, index, structure in labelled:
+        check_neighbour_count(
+            len(structure.atomic_numbers), structure.cell, structure.pbc, model.config.interaction_range,
+            f"{source} frame {index}", "Train with a shorter --interaction-range (3-6 Å), or check that frame's cell",
+        )  # fmt: skip
     check_elements(training_set, model.config.elements, "the training data")
     check_elements(validation_set, model.config.elements, "the validation data")
     if not resume:
@@ -402,6 +457,7 @@ def train(
             "parameters": count_parameters(model),
             "training_structures": len(training_set),
             "validation_structures": len(validation_set),
+            "dropped_outliers": [{"source": o.source, "frame": o.index, "reasons": o.reasons} for o in outliers],
             "history": history,
         }
         save_checkpoint(
