@@ -221,14 +221,13 @@ def run_scaling(args) -> dict:
 
 def markdown(results: dict) -> str:
     grid = results["grid"]
+    attention = f"interaction range {grid['interaction_range']} Å" if grid["interaction_range"] else "global attention"
     lines = [
         "# Scaling: test force error against model size and data",
         "",
         f"{len(results['runs'])} runs of `mdplugin train`, {grid['steps']} optimizer steps each (batch {grid['batch']}), "
-        f"training data {', '.join(grid['train_data'])}, test (= validation) {', '.join(grid['test_data'])}, "(
-            f"interaction range {grid['interaction_range']} Å" if grid["interaction_range"] else "global attention"
-        )
-        + f"; {results['cpu_hours']:.2f} CPU-hours."
+        f"training data {', '.join(grid['train_data'])}, test (= validation) {', '.join(grid['test_data'])}, "
+        f"{attention}; {results['cpu_hours']:.2f} CPU-hours."
         + (" Quick grid: the numbers only show that it runs." if grid["quick"] else ""),
         "",
         "| model | parameters | frames | test force MAE (meV/Å) | best over epochs | CPU s |",

@@ -112,7 +112,8 @@ torch::Tensor host_double(const torch::Tensor &tensor)
 PairTransformer::PairTransformer(LAMMPS *lmp) :
     Pair(lmp), model_loaded(false), device(torch::kCPU), charge(0), multiplicity(1), threads(1),
     domain_warn(0.0), domain_stop(0.0), below_warn(false), periodic_mode(PERIODIC_AUTO),
-    periodic_forward(false)
+    periodic_forward(false), deviation_every(0), deviation_warn(0.0), deviation_stop(0.0),
+    deviation_file_started(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -120,10 +121,12 @@ PairTransformer::PairTransformer(LAMMPS *lmp) :
   manybody_flag = 1;
   // the virial is tallied explicitly, from r (x) f (global) or from the pair gradients (local)
   no_virial_fdotr_compute = 1;
-  // pvector[0]: the closest approach relative to the training data (compute pair transformer)
-  nextra = 1;
+  // pvector (compute pair transformer): [0] the closest approach relative to the training data;
+  // a committee export's [1] largest force deviation (eV/Å) and [2] energy deviation (eV/atom)
+  nextra = 3;
   pvector = new double[nextra];
   pvector[0] = INFINITY;
+  pvector[1] = pvector[2] = NAN;
 }
 
 PairTransformer::~PairTransformer()
@@ -148,6 +151,7 @@ void PairTransformer::compute(int eflag, int vflag)
     compute_periodic();
   else
     compute_local();
+  if (metadata.local && periodic_forward && deviation_due()) deviation_periodic();
 }
 
 /* ----------------------------------------------------------------------
@@ -180,6 +184,67 @@ void PairTransformer::compute_global()
   const Result result = evaluate(system);
   scatter_forces(system, result);
   tally_energy_and_virial(system, result);
+  if (deviation_due()) {
+    const int64_t n = static_cast<int64_t>(system.tags.size());
+    auto positions = torch::from_blob(const_cast<double *>(system.positions.data()), {n, 3},
+                                      torch::kFloat64)
+                         .to(device, input_dtype(), false, true);
+    auto numbers = torch::from_blob(const_cast<int64_t *>(system.atomic_numbers.data()), {n},
+                                    torch::kInt64)
+                       .to(device, torch::kInt64, false, true);
+    report_deviation({positions, numbers, static_cast<int64_t>(charge),
+                      static_cast<int64_t>(multiplicity)});
+  }
+}
+
+/* ----------------------------------------------------------------------
+   A committee export (mdplugin export M0.pt M1.pt ...) runs member 0 in forward; its deviation
+   method evaluates every member. Every deviation_every steps: pvector[1..2] for compute pair,
+   a line in deviation_file, and the deviation_warn / deviation_stop thresholds.
+------------------------------------------------------------------------- */
+
+bool PairTransformer::deviation_due() const
+{
+  return deviation_every > 0 && update->ntimestep % deviation_every == 0;
+}
+
+void PairTransformer::report_deviation(std::vector<torch::jit::IValue> inputs)
+{
+  double largest = NAN, energy = NAN, smallest = NAN, mean = NAN;
+  std::string failure;
+  try {
+    const auto outputs = model.get_method("deviation")(std::move(inputs)).toTuple();
+    const torch::Tensor per_atom = host_double(outputs->elements().at(1).toTensor());
+    largest = host_double(outputs->elements().at(0).toTensor()).item<double>();
+    energy = host_double(outputs->elements().at(2).toTensor()).item<double>();
+    smallest = per_atom.min().item<double>();
+    mean = per_atom.mean().item<double>();
+  } catch (const std::exception &exception) {
+    failure = readable_error(exception);
+  }
+  if (!failure.empty())
+    error->one(FLERR, "pair_style transformer: the committee's deviation failed on step " +
+                   std::to_string(update->ntimestep) + ": " + failure);
+  // every rank computed the same numbers (global model, or one rank): compute pair sums over ranks
+  pvector[1] = comm->me == 0 ? largest : 0.0;
+  pvector[2] = comm->me == 0 ? energy : 0.0;
+  if (comm->me == 0 && !deviation_file.empty()) {
+    FILE *out = fopen(deviation_file.c_str(), "a");
+    if (out == nullptr)
+      error->one(FLERR, "pair_style transformer: cannot append to deviation_file " + deviation_file);
+    fmt::print(out, "{} {:.6e} {:.6e} {:.6e} {:.6e}\n", update->ntimestep, largest, smallest, mean,
+               energy);
+    fclose(out);
+  }
+  const std::string what = fmt::format(
+      "on step {} the committee's largest force deviation is {:.4f} eV/Å", update->ntimestep, largest);
+  if (deviation_stop > 0.0 && largest > deviation_stop)
+    error->all(FLERR, "pair_style transformer: " + what + ", above deviation_stop " +
+                   fmt::format("{}", deviation_stop) +
+                   ": its members disagree, the model is outside what it learned");
+  if (deviation_warn > 0.0 && largest > deviation_warn && comm->me == 0)
+    error->warning(FLERR, "pair_style transformer: " + what + ", above deviation_warn " +
+                   fmt::format("{}", deviation_warn) + ": the model is extrapolating");
 }
 
 /* ----------------------------------------------------------------------
@@ -614,6 +679,30 @@ void PairTransformer::compute_periodic()
   }
 }
 
+// A local committee on one rank in a periodic box: the owned atoms and the cell, as the periodic
+// forward takes them (also on steps whose per-atom virial used the ghost-atom path).
+void PairTransformer::deviation_periodic()
+{
+  std::vector<int64_t> atomic_numbers;
+  std::vector<double> positions;
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (!is_mapped(atom->type[i])) continue;
+    atomic_numbers.push_back(type_to_atomic_number[atom->type[i]]);
+    positions.insert(positions.end(), atom->x[i], atom->x[i] + 3);
+  }
+  if (atomic_numbers.empty()) return;
+  const double *h = domain->h;
+  double cell[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
+  const int64_t n = static_cast<int64_t>(atomic_numbers.size());
+  auto as_input = [&](double *data, torch::IntArrayRef shape) {
+    return torch::from_blob(data, shape, torch::kFloat64).to(device, input_dtype(), false, true);
+  };
+  auto numbers = torch::from_blob(atomic_numbers.data(), {n}, torch::kInt64).to(device, torch::kInt64, false, true);
+  report_deviation({as_input(positions.data(), {n, 3}), numbers, static_cast<int64_t>(charge),
+                    static_cast<int64_t>(multiplicity), as_input(cell, {3, 3}),
+                    torch::ones({3}, torch::TensorOptions().dtype(torch::kBool).device(device))});
+}
+
 // The closest-approach check of the periodic path: owned atoms' pairs within the range, from the
 // neighbor list (the same pairs collect_neighborhood considers).
 void PairTransformer::monitor_local_pairs()
@@ -727,6 +816,10 @@ void PairTransformer::settings(int narg, char **arg)
   domain_warn = domain_stop = 0.0;
   below_warn = false;
   periodic_mode = PERIODIC_AUTO;
+  deviation_every = 0;
+  deviation_warn = deviation_stop = 0.0;
+  deviation_file.clear();
+  deviation_file_started = false;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string keyword = arg[iarg];
     if (iarg + 1 >= narg)
@@ -772,6 +865,20 @@ void PairTransformer::settings(int narg, char **arg)
                    "training distance of each element pair (e.g. 0.8), so it must be positive, "
                    "not " + value);
       (keyword == "domain_warn" ? domain_warn : domain_stop) = threshold;
+    } else if (keyword == "deviation") {
+      deviation_every = utils::inumeric(FLERR, value, false, lmp);
+      if (deviation_every < 0)
+        error->all(FLERR, "pair_style transformer: deviation is a number of steps (0 = never), not " +
+                              value);
+    } else if (keyword == "deviation_warn" || keyword == "deviation_stop") {
+      const double threshold = utils::numeric(FLERR, value, false, lmp);
+      if (threshold <= 0.0)
+        error->all(FLERR, "pair_style transformer: " + keyword +
+                              " is a force deviation in eV/Å (e.g. 0.3), so it must be positive, not " +
+                              value);
+      (keyword == "deviation_warn" ? deviation_warn : deviation_stop) = threshold;
+    } else if (keyword == "deviation_file") {
+      deviation_file = value;
     } else if (keyword == "periodic") {
       if (value == "auto")
         periodic_mode = PERIODIC_AUTO;
@@ -786,7 +893,8 @@ void PairTransformer::settings(int narg, char **arg)
       error->all(FLERR,
                  "pair_style transformer: unknown keyword '" + keyword +
                      "'; the keywords are device, dtype, charge, spin, threads, domain_warn, "
-                     "domain_stop and periodic");
+                     "domain_stop, periodic, deviation, deviation_warn, deviation_stop and "
+                     "deviation_file");
     }
   }
   // the model of an earlier pair_coeff moves with the device (LAMMPS keeps pair_coeff across pair_style)
@@ -829,6 +937,29 @@ void PairTransformer::init_style()
                "pair_style transformer: periodic yes asks for the export's periodic forward, but " +
                    why_not + "; use periodic auto (or no) for the neighbor-list path");
   periodic_forward = periodic_mode != PERIODIC_NO && why_not.empty();
+  const bool deviation_asked = deviation_every > 0 || deviation_warn > 0.0 || deviation_stop > 0.0 ||
+      !deviation_file.empty();
+  if (deviation_asked && metadata.entries.count("committee") == 0)
+    error->all(FLERR,
+               "pair_style transformer: deviation keywords need a committee export (" + model_name() +
+                   " is a single model); write one with `mdplugin export M0.pt M1.pt ...`");
+  if (deviation_asked && deviation_every == 0)
+    error->all(FLERR, "pair_style transformer: deviation_warn, deviation_stop and deviation_file "
+                      "need 'deviation N', the steps between deviations");
+  if (deviation_every > 0 && metadata.local && !periodic_forward)
+    error->all(FLERR,
+               "pair_style transformer: the committee's deviation of a local model needs the whole "
+               "system on one rank in a periodic box (" + (why_not.empty() ? std::string("periodic no was given") : why_not) +
+                   "); run the deviation on one rank, or leave out the deviation keywords");
+  if (deviation_every > 0 && comm->me == 0 && !deviation_file.empty() && !deviation_file_started) {
+    deviation_file_started = true;    // started once per pair_style: later runs append to it
+    FILE *out = fopen(deviation_file.c_str(), "w");
+    if (out == nullptr)
+      error->one(FLERR, "pair_style transformer: cannot write deviation_file " + deviation_file);
+    fmt::print(out, "# step max_force_deviation min_force_deviation mean_force_deviation "
+                    "energy_deviation_per_atom (eV/Å, eV)\n");
+    fclose(out);
+  }
   if (!metadata.local) {
     if (atom->tag_enable == 0)
       error->all(FLERR,

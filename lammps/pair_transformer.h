@@ -100,6 +100,11 @@ class PairTransformer : public Pair {
   void consider_pair(ClosestPair &, int64_t zi, int64_t zj, double distance_squared) const;
   void report_domain(ClosestPair);
 
+  // ---- a committee export: the members' force deviation every deviation_every steps
+  bool deviation_due() const;
+  void report_deviation(std::vector<torch::jit::IValue> inputs);
+  void deviation_periodic();
+
   void load_model(const std::string &path);
   void map_types_to_elements(int narg, char **arg);
   void check_masses();
@@ -130,6 +135,11 @@ class PairTransformer : public Pair {
   bool below_warn;           // the ratio was below domain_warn at the previous evaluation
   PeriodicMode periodic_mode;    // keyword periodic: when a local model uses forward(..., cell, pbc)
   bool periodic_forward;         // init_style's choice: the periodic forward applies and is wanted
+  int deviation_every;           // steps between committee deviations (0 = never)
+  double deviation_warn;         // eV/Å: warn when the largest force deviation exceeds it (0 = never)
+  double deviation_stop;         // eV/Å: stop when it exceeds this (0 = never)
+  std::string deviation_file;    // rank 0 appends step and deviations here ("" = no file)
+  bool deviation_file_started;   // its header was written since the last pair_style
 };
 
 }    // namespace LAMMPS_NS

@@ -134,3 +134,46 @@ def test_mdplugin_run_reports_the_deviation_and_stops_on_it(tmp_path):
     stopped = CliRunner().invoke(main, ["run", *common, "-o", str(tmp_path / "stop"), "--domain-check", "stop",
                                         "--deviation-threshold", str(deviations.min() / 10)])  # fmt: skip
     assert stopped.exit_code != 0 and "committee's force deviation" in stopped.output
+
+
+def lammps_deviation(model, boundary: str, extra: str = "", tmp_path=None):
+    """`run 0` of the three waters in a 10 Å box with the deviation every step; (pvector, file lines)."""
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    commands = ["units metal", f"boundary {boundary}", "atom_style atomic", "region box block -5 5 -5 5 -5 5",
+                "create_box 2 box", "mass 1 1.008", "mass 2 15.999"]  # fmt: skip
+    for number, (x, y, z) in zip([8, 1, 1] * 3, WATERS - 1.5):
+        commands.append(
+            f"create_atoms {1 if number == 1 else 2} single {float(x)!r} {float(y)!r} {float(z)!r} units box"
+        )
+    commands += [f"pair_style transformer deviation 1 {extra}", f"pair_coeff * * {model} H O",
+                 "compute extra all pair transformer", "thermo_style custom step pe c_extra[2] c_extra[3]", "run 0"]  # fmt: skip
+    try:
+        instance.commands_list(commands)
+        values = [instance.extract_compute("extra", lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR)[i] for i in (1, 2)]
+    finally:
+        instance.close()
+    return values
+
+
+def test_lammps_reports_the_committee_deviation(committee, tmp_path):
+    """compute pair transformer's entries 2 and 3 are the committee's largest force deviation and energy
+    deviation, as Python computes them (the global model in an open box; the local one in a periodic box on
+    one rank); deviation_file gets a line per step."""
+    path, _ = committee
+    model = mdplugin.load(path)
+    local = model.info.is_local
+    record = tmp_path / "deviation.txt"
+    largest, energy = lammps_deviation(path, "p p p" if local else "f f f", f"deviation_file {record}")
+    positions = WATERS - 1.5
+    cell = np.eye(3) * 10.0
+    expected = model.deviation(positions + (5.0 if local else 0.0), [8, 1, 1] * 3, cell=cell if local else None,
+                               pbc=[True] * 3 if local else None)  # fmt: skip
+    assert largest == pytest.approx(expected[0], rel=1e-8) and energy == pytest.approx(expected[2], rel=1e-6, abs=1e-12)
+    lines = [line for line in record.read_text().splitlines() if not line.startswith("#")]
+    assert len(lines) == 1 and float(lines[0].split()[1]) == pytest.approx(expected[0], rel=1e-5)
+
+
+def test_lammps_deviation_keywords_need_a_committee(committee):
+    _, singles = committee
+    with pytest.raises(Exception, match="need a committee export"):
+        lammps_deviation(singles[0], "f f f")
