@@ -171,3 +171,12 @@ def test_a_periodic_box_needs_a_local_model(tmp_path):
     with pytest.raises(ValueError, match="periodic: give the model an interaction range"):
         loop.learn(tiny(str(path), tmp_path / "run", initial_frames=2), say=lambda _: None)
     assert not (tmp_path / "run").exists()  # refused before the reference labelled anything
+
+
+def test_a_committee_that_disagrees_from_the_start_still_adds_frames(toy, tmp_path):
+    """Deviation above the upper trust level at the first check ends each trajectory; the frame is an ordinary
+    geometry (no pair closer than 0.8 x its training minimum), so it is labelled and the loop moves on."""
+    state = loop.learn(tiny(toy, tmp_path / "run", lower=1e-6, upper=2e-6), say=lambda _: None)
+    (record,) = state["rounds"]
+    assert record["failures"] == len(record["trajectories"]) == 2
+    assert record["frames_added"] == 2  # one per trajectory: the frame it failed at

@@ -342,3 +342,18 @@ def test_run_refuses_a_cryst1_line_with_a_negative_length(tmp_path):
     structure.write_text("CRYST1   -6.200    6.200    6.200  90.00  90.00  90.00 P 1\n" + text)
     result = short_run(str(structure), tmp_path / "out" / "negative")
     assert result.exit_code != 0 and "cell lengths -6.2, 6.2, 6.2 Å" in result.output, result.output
+
+
+def test_run_refuses_a_box_whose_neighbour_list_would_not_fit(tmp_path):
+    """The water box of the local fixture squeezed into a 1 Å cell: every atom would have thousands of
+    neighbours within the range; `mdplugin run` refuses before building anything, with the numbers."""
+    import ase.io
+
+    box = ase.io.read(FIXTURES / "water-box.extxyz")
+    box.set_cell(box.cell.array / 7.0, scale_atoms=True)
+    path = tmp_path / "squeezed.extxyz"
+    ase.io.write(path, box)
+    result = CliRunner().invoke(main, ["run", str(path), "-m", str(FIXTURES / "tiny-local-float64.pt"),
+                                       "--steps", "2", "--platform", "Reference", "-o", str(tmp_path / "md")])  # fmt: skip
+    assert result.exit_code != 0 and "neighbours within the interaction range" in result.output
+    assert not (tmp_path / "md.csv").exists()

@@ -108,6 +108,7 @@ def evaluate(model_file, structure, charge, multiplicity, frame) -> None:
 
     import mdplugin
     from mdplugin.errors import reason
+    from mdplugin.export.contract import check_neighbour_count
     from mdplugin.md.structure_input import check_overlaps, no_cell_message, no_cell_placeholder
 
     try:
@@ -131,6 +132,8 @@ def evaluate(model_file, structure, charge, multiplicity, frame) -> None:
             name = structure if len(frames) == 1 else f"{structure} frame {index}"
             if no_cell_placeholder(name, atoms):
                 click.echo(f"Warning: {no_cell_message(name)}", err=True)
+            if atoms.pbc.all() and potential.is_local:  # the model's pairs first: they name the memory at stake
+                check_neighbour_count(len(atoms), atoms.cell.array, atoms.pbc, potential.info.interaction_range, name)
             check_overlaps(name, atoms)
             if charge is not None:
                 atoms.info["charge"] = charge

@@ -32,6 +32,10 @@ from mdplugin.learn.options import LearnOptions
 from mdplugin.learn.reference import ReferenceError, label, reference_calculator
 
 STATE = "state.json"
+# a frame the committee rejects (deviation above `upper`) is still labelled when no pair of atoms comes closer
+# than this fraction of its shortest distance in the training data: an ordinary geometry the models got wrong,
+# not a blown-up one (DP-GEN discards all of them, which stalls a loop whose first models are poor)
+PLAUSIBLE_RATIO = 0.8
 
 
 def check_options(options: LearnOptions) -> None:
@@ -250,6 +254,9 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         record["max_deviation"] = max(record["max_deviation"], deviation)
         if deviation >= options.upper:
             record["failed"] = f"step {record['steps']}: force deviation {deviation:.3f} eV/Å above {options.upper:g}"
+            shortest = (committee.members[0].info.domain or {}).get("shortest_distance", {})
+            if closest_ratio(atoms, shortest) >= PLAUSIBLE_RATIO:
+                last_good = atoms.copy()  # an ordinary geometry the models disagree on: label it
             break
         if deviation >= options.lower:
             record["above_lower"] += 1
@@ -261,6 +268,25 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         keep = np.linspace(0, len(candidates) - 1, options.max_new_frames).round().astype(int)
         candidates = [candidates[i] for i in sorted(set(keep))]
     return record, candidates
+
+
+def closest_ratio(atoms, shortest: dict[str, float]) -> float:
+    """The smallest distance / shortest-training-distance over the element pairs the training data had."""
+    from ase.neighborlist import neighbor_list
+
+    from mdplugin.elements import symbols
+
+    if not shortest or len(atoms) < 2:
+        return float("inf")
+    first, second, distance = neighbor_list("ijd", atoms, max(shortest.values()))
+    numbers = atoms.numbers
+    ratio = float("inf")
+    for i, j, d in zip(first, second, distance):
+        low, high = sorted((int(numbers[i]), int(numbers[j])))
+        key = "-".join(symbols([low, high]))
+        if key in shortest and shortest[key] > 0:
+            ratio = min(ratio, d / shortest[key])
+    return ratio
 
 
 def converged(records: list[dict], options: LearnOptions) -> bool:

@@ -29,6 +29,7 @@ import torch
 from openmm import unit
 
 from mdplugin.engines.openmm_force import create_system
+from mdplugin.export.contract import check_neighbour_count
 from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
 from mdplugin.md.mlmm import MLRegion, create_mixed_system, create_mm_system, ml_region, ml_region_charge
 from mdplugin.md.options import (
@@ -533,6 +534,11 @@ def simulate(options: RunOptions) -> Summary:
             "line or an extxyz with a cell and pbc, or use --ensemble nvt"
         )
     model = open_model(options.model)  # the one read of the model file; passed on from here
+    if periodic and model.is_local and region is None:  # a neighbour list that would not fit in memory
+        box = np.array(
+            [[v.value_in_unit(unit.angstrom) for v in vector] for vector in topology.getPeriodicBoxVectors()]
+        )
+        check_neighbour_count(topology.getNumAtoms(), box, [True] * 3, model.info.interaction_range, options.structure)
     warn_outside_training_states(model.info, charge, options.multiplicity)
     check, domain_note = domain_check(options, model.domain, topology, region.atoms if region else None)
     deviation = deviation_check(options, model, topology, charge, region.atoms if region else None)

@@ -239,6 +239,16 @@ def check_overlaps(name: str, atoms) -> None:
 
     if len(atoms) < 2 and not atoms.pbc.any():
         return
+    if atoms.pbc.all():
+        # spheres of radius SHORTEST_PAIR_DISTANCE / 2 around every atom cannot fit (closest packing, 74 %):
+        # some pair is closer, and listing the pairs of so dense a cell could exhaust the memory
+        volume_per_atom = abs(atoms.cell.volume) / len(atoms)
+        if volume_per_atom < 4 / 3 * np.pi * (SHORTEST_PAIR_DISTANCE / 2) ** 3 / 0.74:
+            raise ValueError(
+                f"{name}: {len(atoms)} atoms in a periodic cell of {abs(atoms.cell.volume):.3g} Å^3 "
+                f"({volume_per_atom:.3g} Å^3 per atom) must overlap, closer than any bond "
+                f"({SHORTEST_PAIR_DISTANCE} Å): is the cell in Å (a cell in nm is 10 times too small)?"
+            )
     first, second, distance = neighbor_list("ijd", atoms, SHORTEST_PAIR_DISTANCE, self_interaction=False)
     if not len(first):
         return
