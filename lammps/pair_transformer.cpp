@@ -184,17 +184,21 @@ void PairTransformer::compute_global()
   const Result result = evaluate(system);
   scatter_forces(system, result);
   tally_energy_and_virial(system, result);
-  if (deviation_due()) {
-    const int64_t n = static_cast<int64_t>(system.tags.size());
-    auto positions = torch::from_blob(const_cast<double *>(system.positions.data()), {n, 3},
-                                      torch::kFloat64)
-                         .to(device, input_dtype(), false, true);
-    auto numbers = torch::from_blob(const_cast<int64_t *>(system.atomic_numbers.data()), {n},
-                                    torch::kInt64)
-                       .to(device, torch::kInt64, false, true);
-    report_deviation({positions, numbers, static_cast<int64_t>(charge),
-                      static_cast<int64_t>(multiplicity)});
-  }
+  if (deviation_due()) report_deviation(global_inputs(system));
+}
+
+// The global model's inputs for a system: positions, atomic numbers, charge, multiplicity.
+std::vector<torch::jit::IValue> PairTransformer::global_inputs(const System &system)
+{
+  const int64_t n = static_cast<int64_t>(system.tags.size());
+  // from_blob only views the vectors: copy before handing them to the model
+  auto positions = torch::from_blob(const_cast<double *>(system.positions.data()), {n, 3},
+                                    torch::kFloat64)
+                       .to(device, input_dtype(), false, true);
+  auto numbers = torch::from_blob(const_cast<int64_t *>(system.atomic_numbers.data()), {n},
+                                  torch::kInt64)
+                     .to(device, torch::kInt64, false, true);
+  return {positions, numbers, static_cast<int64_t>(charge), static_cast<int64_t>(multiplicity)};
 }
 
 /* ----------------------------------------------------------------------
@@ -372,16 +376,7 @@ PairTransformer::Result PairTransformer::evaluate(const System &system)
   torch::Tensor forces, per_atom_energy;    // the total energy is the sum of per-atom energies
   std::string failure;
   try {
-    // from_blob only views the vectors: copy before handing them to the model
-    auto positions = torch::from_blob(const_cast<double *>(system.positions.data()), {n, 3},
-                                      torch::kFloat64)
-                         .to(device, input_dtype(), false, true);
-    auto numbers = torch::from_blob(const_cast<int64_t *>(system.atomic_numbers.data()), {n},
-                                    torch::kInt64)
-                       .to(device, torch::kInt64, false, true);
-    std::vector<torch::jit::IValue> inputs{positions, numbers, static_cast<int64_t>(charge),
-                                           static_cast<int64_t>(multiplicity)};
-    const auto outputs = model.forward(inputs).toTuple();
+    const auto outputs = model.forward(global_inputs(system)).toTuple();
     forces = host_double(outputs->elements().at(1).toTensor());
     per_atom_energy = host_double(outputs->elements().at(2).toTensor());
   } catch (const std::exception &exception) {

@@ -63,6 +63,7 @@ class PairTransformer : public Pair {
   System gather_system();
   void make_molecule_whole(System &);    // periodic box, hybrid/overlay: minimum image, half-box check
   Result evaluate(const System &);
+  std::vector<torch::jit::IValue> global_inputs(const System &);
   void scatter_forces(const System &, const Result &);
   void tally_energy_and_virial(const System &, const Result &);
 
