@@ -88,12 +88,17 @@ DEFAULTS = LearnOptions(structures=[], reference="")
     type=click.IntRange(min=1),
     help="Frames labelled per trajectory and round.",
 )
-@click.option("--epochs", default=DEFAULTS.epochs, type=click.IntRange(min=1), help="Training epochs of round 1.")
 @click.option(
-    "--epochs-per-round",
-    default=DEFAULTS.epochs_per_round,
+    "--training-steps",
+    default=DEFAULTS.training_steps,
     type=click.IntRange(min=1),
-    help="Epochs of each later round's fine-tuning (warm start from the round before).",
+    help="Optimizer steps of round 1's training (epochs follow from the data's size).",
+)
+@click.option(
+    "--steps-per-round",
+    default=DEFAULTS.steps_per_round,
+    type=click.IntRange(min=1),
+    help="Optimizer steps of each later round's fine-tuning (warm start from the round before).",
 )
 @click.option("--width", default=DEFAULTS.model.width, type=click.IntRange(min=1))
 @click.option("--depth", default=DEFAULTS.model.depth, type=click.IntRange(min=1))

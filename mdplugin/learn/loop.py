@@ -21,12 +21,14 @@ the same call where it stopped; a finished round is never repeated.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from mdplugin.data.trajectories import count_frames
 from mdplugin.learn.committee import Committee
 from mdplugin.learn.options import LearnOptions
 from mdplugin.learn.reference import ReferenceError, label, reference_calculator
@@ -51,7 +53,7 @@ def check_options(options: LearnOptions) -> None:
         raise ValueError(f"temperatures must lie in (0, 5000] K, got {options.temperatures_k}")
     if options.overheat < 1:
         raise ValueError(f"--overheat must be at least 1 (1: the target temperatures only), got {options.overheat:g}")
-    for name in ("max_rounds", "initial_frames", "md_steps", "check_every", "epochs", "epochs_per_round"):
+    for name in ("max_rounds", "initial_frames", "md_steps", "check_every", "training_steps", "steps_per_round"):
         if getattr(options, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
 
@@ -197,7 +199,13 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
     folder = run.folder / f"round-{number:03d}"
     folder.mkdir(parents=True, exist_ok=True)
     model = options.model
-    epochs = options.epochs + (number - 1) * options.epochs_per_round
+    frames = sum(count_frames(Path(path)) for path in run.data_files())
+    frames += count_frames(Path(run.state["data"]["rattled"])) if "rattled" in run.state["data"] else 0
+    steps_per_epoch = max(1, math.ceil(0.9 * frames / options.batch_size))  # 10 % held out for validation
+    epochs = math.ceil(options.training_steps / steps_per_epoch)
+    if number > 1:  # the previous round's members' epochs, and this round's fine-tuning on the grown data
+        done = len(read_checkpoint(run.folder / f"round-{number - 1:03d}" / "member-0.pt")["training"]["history"])
+        epochs = done + math.ceil(options.steps_per_round / steps_per_epoch)
     members = []
     for member in range(options.committee):
         path = folder / f"member-{member}.pt"
@@ -218,6 +226,7 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
             epochs=epochs,
             batch_size=options.batch_size,
             threads=options.threads,
+            drop_outliers=True,  # a selected frame far outside the rest (a torn geometry) is left out, and recorded
             progress=False,
         )
         train(settings, resume=resume)

@@ -31,8 +31,9 @@ class LearnOptions:
     upper: float = 0.35  # eV/Å: frames above are unphysical, the trajectory failed there
     max_new_frames: int = 10  # per trajectory and round
     converged_fraction: float = 0.01
-    epochs: int = 60  # the first round's training
-    epochs_per_round: int = 20  # each later round's fine-tuning
+    # training in optimizer steps, whatever the data's size (epochs follow: a small round-0 set is visited often)
+    training_steps: int = 3000  # round 1, from scratch
+    steps_per_round: int = 1000  # each later round's fine-tuning, warm-started from the round before
     model: ModelConfig = field(default_factory=lambda: ModelConfig(width=64, depth=3, heads=4))
     batch_size: int = 16
     seed: int = 0
