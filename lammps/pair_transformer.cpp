@@ -184,7 +184,15 @@ void PairTransformer::compute_global()
   const Result result = evaluate(system);
   scatter_forces(system, result);
   tally_energy_and_virial(system, result);
-  if (deviation_due()) report_deviation(global_inputs(system));
+  if (deviation_due()) {
+    // member 0's forces and energy are this step's: the other members alone are evaluated
+    const int64_t n = static_cast<int64_t>(system.tags.size());
+    const torch::Tensor forces =
+        torch::from_blob(const_cast<double *>(result.forces.data()), {n, 3}, torch::kFloat64).clone();
+    double energy = 0.0;
+    for (double e : result.per_atom_energy) energy += e;
+    report_deviation(global_inputs(system), forces, energy);
+  }
 }
 
 // The global model's inputs for a system: positions, atomic numbers, charge, multiplicity.
@@ -212,15 +220,29 @@ bool PairTransformer::deviation_due() const
   return deviation_every > 0 && update->ntimestep % deviation_every == 0;
 }
 
-void PairTransformer::report_deviation(std::vector<torch::jit::IValue> inputs)
+void PairTransformer::report_deviation(std::vector<torch::jit::IValue> inputs,
+                                       const torch::Tensor &lead_forces, double lead_energy)
 {
   double largest = NAN, energy = NAN, smallest = NAN, mean = NAN;
   std::string failure;
   try {
-    const auto outputs = model.get_method("deviation")(std::move(inputs)).toTuple();
-    const torch::Tensor per_atom = host_double(outputs->elements().at(1).toTensor());
-    largest = host_double(outputs->elements().at(0).toTensor()).item<double>();
-    energy = host_double(outputs->elements().at(2).toTensor()).item<double>();
+    torch::Tensor per_atom;
+    if (lead_forces.defined()) {
+      // the others' forces beside member 0's: sqrt(<|F_i - <F_i>|^2>) per atom, as `deviation` computes it
+      const auto outputs = model.get_method("others")(std::move(inputs)).toTuple();
+      const torch::Tensor energies = torch::cat(
+          {torch::tensor({lead_energy}, torch::kFloat64), host_double(outputs->elements().at(0).toTensor())});
+      const torch::Tensor forces =
+          torch::cat({lead_forces.unsqueeze(0), host_double(outputs->elements().at(1).toTensor())});
+      per_atom = (forces - forces.mean(0, true)).pow(2).sum(-1).mean(0).sqrt();
+      largest = per_atom.max().item<double>();
+      energy = (energies / static_cast<double>(per_atom.numel())).std(false).item<double>();
+    } else {
+      const auto outputs = model.get_method("deviation")(std::move(inputs)).toTuple();
+      per_atom = host_double(outputs->elements().at(1).toTensor());
+      largest = host_double(outputs->elements().at(0).toTensor()).item<double>();
+      energy = host_double(outputs->elements().at(2).toTensor()).item<double>();
+    }
     smallest = per_atom.min().item<double>();
     mean = per_atom.mean().item<double>();
   } catch (const std::exception &exception) {
@@ -659,6 +681,11 @@ void PairTransformer::compute_periodic()
   if (!all_finite({forces, per_atom_energy, virial_tensor}))
     error->one(FLERR, not_finite_message(update->ntimestep));
 
+  if (deviation_due()) {    // member 0's step, for the deviation that follows in compute()
+    lead_forces = forces.reshape({n, 3}).clone();
+    lead_energy = per_atom_energy.sum().item<double>();
+    lead_step = update->ntimestep;
+  }
   const double *force = forces.data_ptr<double>();
   const double *energy = per_atom_energy.data_ptr<double>();
   double **f = atom->f;
@@ -693,9 +720,15 @@ void PairTransformer::deviation_periodic()
     return torch::from_blob(data, shape, torch::kFloat64).to(device, input_dtype(), false, true);
   };
   auto numbers = torch::from_blob(atomic_numbers.data(), {n}, torch::kInt64).to(device, torch::kInt64, false, true);
-  report_deviation({as_input(positions.data(), {n, 3}), numbers, static_cast<int64_t>(charge),
-                    static_cast<int64_t>(multiplicity), as_input(cell, {3, 3}),
-                    torch::ones({3}, torch::TensorOptions().dtype(torch::kBool).device(device))});
+  std::vector<torch::jit::IValue> inputs{as_input(positions.data(), {n, 3}), numbers,
+                                         static_cast<int64_t>(charge), static_cast<int64_t>(multiplicity),
+                                         as_input(cell, {3, 3}),
+                                         torch::ones({3}, torch::TensorOptions().dtype(torch::kBool).device(device))};
+  // the periodic forward of this step gave member 0's forces; a step of the ghost-atom path did not
+  if (lead_step == update->ntimestep && lead_forces.size(0) == n)
+    report_deviation(std::move(inputs), lead_forces, lead_energy);
+  else
+    report_deviation(std::move(inputs));
 }
 
 // The closest-approach check of the periodic path: owned atoms' pairs within the range, from the

@@ -103,7 +103,8 @@ class PairTransformer : public Pair {
 
   // ---- a committee export: the members' force deviation every deviation_every steps
   bool deviation_due() const;
-  void report_deviation(std::vector<torch::jit::IValue> inputs);
+  void report_deviation(std::vector<torch::jit::IValue> inputs, const torch::Tensor &lead_forces = {},
+                        double lead_energy = 0.0);
   void deviation_periodic();
 
   void load_model(const std::string &path);
@@ -141,6 +142,10 @@ class PairTransformer : public Pair {
   double deviation_stop;         // eV/Å: stop when it exceeds this (0 = never)
   std::string deviation_file;    // rank 0 appends step and deviations here ("" = no file)
   bool deviation_file_started;   // its header was written since the last pair_style
+  // member 0's forces [n, 3] and energy of the periodic forward, and the step they belong to
+  torch::Tensor lead_forces;
+  double lead_energy = 0.0;
+  bigint lead_step = -1;
 };
 
 }    // namespace LAMMPS_NS

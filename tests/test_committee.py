@@ -63,6 +63,10 @@ def test_forward_is_member_zero_and_deviation_is_the_members_spread(committee):
     np.testing.assert_allclose(per_atom, expected, rtol=1e-10, atol=1e-12)
     assert largest == pytest.approx(expected.max(), rel=1e-10) and largest > 0  # random members disagree
     assert energy == pytest.approx(energies.std(), rel=1e-8, abs=1e-14)
+    # a client with member 0's step (OpenMM's state, the pair style) asks the others only: the same numbers
+    given = model.deviation(WATERS, numbers, lead=(lead.energy, lead.forces))
+    np.testing.assert_allclose(given[1], per_atom, rtol=1e-10, atol=1e-12)
+    assert given[2] == pytest.approx(energy, rel=1e-8, abs=1e-14)
 
 
 def test_ase_results_carry_the_deviation(committee):

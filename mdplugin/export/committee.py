@@ -5,7 +5,9 @@ exactly as a single model, at one model's cost per step. The extra method `devia
 on the same structure and returns DeePMD's model deviation: the largest per-atom force deviation
 sqrt(<|F_i - <F_i>|^2>) over the members (eV/Å), the per-atom values [N], and the standard deviation of the
 members' energies per atom (eV). Clients call it every N steps (mdplugin run's state data, the ASE
-calculator's results, `Potential.deviation`). The metadata says `committee: {members: K, ...}`.
+calculator's results, `Potential.deviation`). `others` gives the energies and forces of members 1..K-1
+alone, for a client that has member 0's forces from its step already (K-1 extra evaluations instead of K).
+The metadata says `committee: {members: K, ...}`.
 """
 
 from __future__ import annotations
@@ -54,16 +56,31 @@ class ExportedCommittee(nn.Module):
         return self.lead(positions, atomic_numbers, charge, multiplicity)
 
     @torch.jit.export
+    def others(
+        self, positions: Tensor, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1
+    ) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        """Energies [K-1] and forces [K-1, N, 3] of every member but the lead: a client that has the lead's
+        forward already (every MD step) pays K-1 evaluations for the deviation, not K."""
+        forces: List[Tensor] = []  # noqa: UP006
+        energies: List[Tensor] = []  # noqa: UP006
+        for index, member in enumerate(self.members):
+            if index > 0:
+                energy, member_forces, _ = member(positions, atomic_numbers, charge, multiplicity)
+                forces.append(member_forces.detach())
+                energies.append(energy.detach())
+        return torch.stack(energies), torch.stack(forces)
+
+    @torch.jit.export
     def deviation(
         self, positions: Tensor, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1
     ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-        forces: List[Tensor] = []  # noqa: UP006
-        energies: List[Tensor] = []  # noqa: UP006
-        for member in self.members:
-            energy, member_forces, _ = member(positions, atomic_numbers, charge, multiplicity)
-            forces.append(member_forces)
-            energies.append(energy)
-        return force_deviation(torch.stack(forces), torch.stack(energies), positions.size(0))
+        energy, forces, _ = self.lead(positions, atomic_numbers, charge, multiplicity)
+        energies, others = self.others(positions, atomic_numbers, charge, multiplicity)
+        return force_deviation(
+            torch.cat([forces.detach().unsqueeze(0), others]),
+            torch.cat([energy.detach().reshape(1), energies]),
+            positions.size(0),
+        )
 
 
 class ExportedLocalCommittee(nn.Module):
@@ -102,6 +119,26 @@ class ExportedLocalCommittee(nn.Module):
         return self.lead.forward_neighbors(positions, atomic_numbers, neighbors, n_local, charge, multiplicity)
 
     @torch.jit.export
+    def others(
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        charge: int = 0,
+        multiplicity: int = 1,
+        cell: Optional[Tensor] = None,  # noqa: UP045
+        pbc: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        """Energies [K-1] and forces [K-1, N, 3] of every member but the lead (see ExportedCommittee.others)."""
+        forces: List[Tensor] = []  # noqa: UP006
+        energies: List[Tensor] = []  # noqa: UP006
+        for index, member in enumerate(self.members):
+            if index > 0:
+                energy, member_forces, _, _ = member(positions, atomic_numbers, charge, multiplicity, cell, pbc)
+                forces.append(member_forces.detach())
+                energies.append(energy.detach())
+        return torch.stack(energies), torch.stack(forces)
+
+    @torch.jit.export
     def deviation(
         self,
         positions: Tensor,
@@ -111,13 +148,13 @@ class ExportedLocalCommittee(nn.Module):
         cell: Optional[Tensor] = None,  # noqa: UP045
         pbc: Optional[Tensor] = None,  # noqa: UP045
     ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-        forces: List[Tensor] = []  # noqa: UP006
-        energies: List[Tensor] = []  # noqa: UP006
-        for member in self.members:
-            energy, member_forces, _, _ = member(positions, atomic_numbers, charge, multiplicity, cell, pbc)
-            forces.append(member_forces)
-            energies.append(energy)
-        return force_deviation(torch.stack(forces), torch.stack(energies), positions.size(0))
+        energy, forces, _, _ = self.lead(positions, atomic_numbers, charge, multiplicity, cell, pbc)
+        energies, others = self.others(positions, atomic_numbers, charge, multiplicity, cell, pbc)
+        return force_deviation(
+            torch.cat([forces.detach().unsqueeze(0), others]),
+            torch.cat([energy.detach().reshape(1), energies]),
+            positions.size(0),
+        )
 
 
 def script_committee(models: list, dtype: str, device: str) -> torch.jit.ScriptModule:
@@ -128,7 +165,7 @@ def script_committee(models: list, dtype: str, device: str) -> torch.jit.ScriptM
         for model in models
     ]
     committee = (ExportedLocalCommittee if local else ExportedCommittee)(members)
-    preserved = ["elements", "deviation"] + (
+    preserved = ["elements", "deviation", "others"] + (
         ["forward_neighbors", "interaction_range", "receptive_field"] if local else []
     )
     return torch.jit.freeze(torch.jit.script(committee).eval(), preserved_attrs=preserved)

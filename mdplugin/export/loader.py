@@ -87,9 +87,12 @@ class Potential:
             virial,
         )
 
-    def deviation(self, positions, atomic_numbers, charge: int = 0, multiplicity: int = 1, cell=None, pbc=None):
+    def deviation(
+        self, positions, atomic_numbers, charge: int = 0, multiplicity: int = 1, cell=None, pbc=None, lead=None
+    ):
         """A committee export's model deviation of one structure: (max per-atom force deviation eV/Å,
-        per-atom force deviations [N] eV/Å, energy deviation per atom eV). Arguments as for a call."""
+        per-atom force deviations [N] eV/Å, energy deviation per atom eV). Arguments as for a call; `lead`:
+        member 0's (energy eV, forces [N, 3] eV/Å) when the caller has them (K-1 evaluations, not K)."""
         if not self.info.committee:
             raise ValueError("this model is a single model, not a committee: export several checkpoints together")
         numbers = [atomic_number(a) if isinstance(a, str) else int(a) for a in atomic_numbers]
@@ -98,14 +101,23 @@ class Potential:
         charge, multiplicity = integer_state(charge, "charge"), integer_state(multiplicity, "multiplicity")
         with torch_threads(choose_threads(len(numbers), self.threads).count):
             try:
+                arguments = (positions, numbers, charge, multiplicity)
                 if self.is_local:
-                    box, flags = _cell_and_pbc(cell, pbc, self.device)
-                    largest, per_atom, energy = self.module.deviation(
-                        positions, numbers, charge, multiplicity, box, flags
-                    )
+                    arguments += _cell_and_pbc(cell, pbc, self.device)
                 else:
                     self.info.check_periodic(pbc is not None and bool(np.any(pbc)))
-                    largest, per_atom, energy = self.module.deviation(positions, numbers, charge, multiplicity)
+                if lead is None:
+                    largest, per_atom, energy = self.module.deviation(*arguments)
+                else:
+                    from mdplugin.export.committee import force_deviation
+
+                    energies, forces = self.module.others(*arguments)
+                    lead_forces = torch.as_tensor(np.asarray(lead[1], dtype=np.float64))
+                    largest, per_atom, energy = force_deviation(
+                        torch.cat([lead_forces.unsqueeze(0), forces.double().cpu()]),
+                        torch.cat([torch.tensor([float(lead[0])], dtype=torch.float64), energies.double().cpu()]),
+                        len(numbers),
+                    )
             except torch.jit.Error as error:
                 raise ValueError(script_error_message(error)) from None
         return float(largest.detach()), per_atom.detach().cpu().double().numpy(), float(energy.detach())

@@ -141,16 +141,20 @@ class DeviationCheck:
     threshold: float  # eV/Å
     mode: str = "warn"
     atoms: list[int] | None = None  # the particles the model computes (ML/MM); None: all
+    lead_from_state: bool = False  # an all-ML System: the state's energy and forces are member 0's
     largest: float | None = None  # the largest deviation seen so far
     warned: bool = False
     stop_reason: str | None = None
 
-    def check(self, positions: np.ndarray, box: np.ndarray | None, step: int) -> float:
+    def check(self, positions: np.ndarray, box: np.ndarray | None, step: int, lead=None) -> float:
+        """`lead`: member 0's (energy eV, forces eV/Å) from the step, when lead_from_state (K-1 evaluations)."""
         if self.atoms is not None:
             positions = positions[self.atoms]
         periodic = box is not None and self.potential.is_local
-        deviation = self.potential.deviation(positions, self.numbers, self.charge, self.multiplicity,
-                                             box if periodic else None, [True] * 3 if periodic else None)[0]  # fmt: skip
+        cell, pbc = (box, [True] * 3) if periodic else (None, None)
+        deviation = self.potential.deviation(positions, self.numbers, self.charge, self.multiplicity, cell, pbc, lead)[
+            0
+        ]
         self.largest = deviation if self.largest is None else max(self.largest, deviation)
         if deviation > self.threshold:
             message = (
@@ -217,7 +221,8 @@ class StateReporter:
         if self._clock is None:
             self._clock = (time.perf_counter(), simulation.context.getTime().value_in_unit(unit.picosecond))
         steps = self.interval - simulation.currentStep % self.interval
-        return {"steps": steps, "periodic": None, "include": ["positions", "energy"]}
+        wanted = ["positions", "energy"] + (["forces"] if self.deviation and self.deviation.lead_from_state else [])
+        return {"steps": steps, "periodic": None, "include": wanted}
 
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:
         step = simulation.currentStep
@@ -241,7 +246,11 @@ class StateReporter:
         if self.domain is not None:
             row.append(self.domain.check(positions, box, step) if finite else math.nan)
         if self.deviation is not None:
-            row.append(self.deviation.check(positions, box, step) if finite else math.nan)
+            lead = None
+            if self.deviation.lead_from_state and finite:
+                forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom)
+                lead = (potential / KJ_PER_MOL_PER_EV, forces / KJ_PER_MOL_PER_EV)
+            row.append(self.deviation.check(positions, box, step, lead) if finite else math.nan)
         self._writer.writerow(row)
         self._file.flush()
         self.watch(step, total, temperature, finite)

@@ -90,8 +90,9 @@ def deviation_check(
     every_atom = list(topology.atoms())
     numbers = [every_atom[i].element.atomic_number for i in (atoms if atoms is not None else range(len(every_atom)))]
     potential = Potential.load(model, threads=options.threads)
+    # an all-ML System's state holds member 0's energy and forces at each report: K-1 more evaluations, not K
     return DeviationCheck(potential, numbers, charge, options.multiplicity, options.deviation_threshold,
-                          options.domain_check, atoms)  # fmt: skip
+                          options.domain_check, atoms, lead_from_state=atoms is None)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- setup
