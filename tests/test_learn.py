@@ -99,7 +99,7 @@ def test_other_options_on_an_existing_run_are_refused(toy, tmp_path):
     [
         ("banana", "unknown reference 'banana'"),
         ("python:learn_references:failing", "failed at frame 0 .*SCF did not converge"),
-        ("python:learn_references:nan_forces", "non-finite labels"),
+        ("python:learn_references:nan_forces", "non-finite (labels|positions)"),
         ("python:learn_references:not_a_calculator", "returned int, not an ASE calculator"),
         ("python:no_such_module:f", "cannot import f from no_such_module"),
         ("spcfw", "boxes of whole waters"),

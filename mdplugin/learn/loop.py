@@ -38,6 +38,7 @@ STATE = "state.json"
 # than this fraction of its shortest distance in the training data: an ordinary geometry the models got wrong,
 # not a blown-up one (DP-GEN discards all of them, which stalls a loop whose first models are poor)
 PLAUSIBLE_RATIO = 0.8
+MAX_RATTLED_FORCE = 30.0  # eV/Å: a rattled frame with a larger force component is not kept
 
 
 def check_options(options: LearnOptions) -> None:
@@ -159,6 +160,7 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
     rng = np.random.default_rng(options.seed)
     for index, (name, start) in enumerate(starting_points(starts, options)):
         calculator = reference_calculator(options.reference, start)
+        first = len(thermal)
         for temperature in options.temperatures_k:
             atoms = start.copy()
             dynamics = langevin(atoms, calculator, temperature, options, seed=options.seed + 1000 * index)
@@ -175,10 +177,14 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
                 thermal.append(
                     label(atoms, calculator, f"frame {frame} of the reference's MD of {name} at {temperature:g} K")
                 )
+        # thermal frames of this start, displaced further (as the stable water models' recipe did): close
+        # contacts with forces a model should know; frames beyond MAX_RATTLED_FORCE would dominate the loss
         for frame in range(options.rattled_frames):
-            shaken = start.copy()
+            shaken = thermal[first + int(rng.integers(len(thermal) - first))].copy()
             shaken.positions += rng.normal(0.0, options.rattle_angstrom, shaken.positions.shape)
-            rattled.append(label(shaken, calculator, f"rattled frame {frame} of {name}"))
+            labelled = label(shaken, calculator, f"rattled frame {frame} of {name}")
+            if np.abs(labelled.calc.results["forces"]).max() <= MAX_RATTLED_FORCE:
+                rattled.append(labelled)
     run.state["data"]["round-000"] = write_frames(thermal, run.folder / "data" / "round-000.extxyz")
     if rattled:
         run.state["data"]["rattled"] = write_frames(rattled, run.folder / "data" / "rattled.extxyz")

@@ -22,7 +22,7 @@ class LearnOptions:
     # and a model that saw one density drifts away from it under a barostat
     volume_scales: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     rattled_frames: int = 20  # per structure, trained on forces only
-    rattle_angstrom: float = 0.2  # standard deviation of the random displacements
+    rattle_angstrom: float = 0.08  # standard deviation of the displacements added to thermal frames
     md_steps: int = 2000  # per trajectory and round
     timestep_fs: float = 0.5
     friction_per_fs: float = 0.01

@@ -150,6 +150,8 @@ def label(atoms, calculator: Calculator, where: str = "a frame"):
     as a single-point result; an error naming `where` when the reference fails or gives non-finite labels."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    if not np.isfinite(atoms.positions).all():
+        raise ReferenceError(f"{where} has non-finite positions (the MD that made it blew up); it is not labelled")
     frame = atoms.copy()
     frame.calc = calculator
     try:
