@@ -268,6 +268,7 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         record["deviations"].append(deviation)
         record["max_deviation"] = max(record["max_deviation"], deviation)
         if deviation >= options.upper:
+            record["above_lower"] += 1  # above both trust levels
             record["failed"] = f"step {record['steps']}: force deviation {deviation:.3f} eV/Å above {options.upper:g}"
             shortest = (committee.members[0].info.domain or {}).get("shortest_distance", {})
             if closest_ratio(atoms, shortest) >= PLAUSIBLE_RATIO:
