@@ -30,15 +30,17 @@ import numpy as np
 from benchmarks import report
 
 
-def relaxed(smiles: str, seed: int = 0):
-    """The molecule of `smiles`, relaxed with GFN2-xTB (ase.Atoms with its GFN2 calculator)."""
+def relaxed(text: str, seed: int = 0):
+    """The molecule of a structure file or a SMILES string, relaxed with GFN2-xTB (ase.Atoms with its GFN2
+    calculator). Give the file the model was trained from for its own form: a SMILES embedding may pick
+    another conformer (malonaldehyde's open chain instead of the hydrogen-bonded ring)."""
     from ase import Atoms
     from ase.optimize import BFGS
 
     from mdplugin.data.labellers import GFN2xTB
-    from mdplugin.data.molecules import molecule_from_smiles
+    from mdplugin.data.molecules import molecule_from_input
 
-    molecule = molecule_from_smiles(smiles, seed=seed)
+    molecule = molecule_from_input(text, seed=seed)
     atoms = Atoms(numbers=molecule.numbers, positions=molecule.positions)
     atoms.calc = GFN2xTB(molecule)
     BFGS(atoms, logfile=None).run(fmax=0.02, steps=300)
@@ -125,7 +127,7 @@ def collision(model, molecule, speed: float, threshold: float, steps: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("committee", help="a committee export of a molecule's model")
-    parser.add_argument("--molecule", required=True, help="SMILES of the molecule it was trained on")
+    parser.add_argument("--molecule", required=True, help="the structure file it was trained from (or a SMILES)")
     parser.add_argument("--tautomer", required=True, help="SMILES of a form it never saw")
     parser.add_argument("--threshold", type=float, default=0.3, help="eV/Å")
     parser.add_argument("--frames", type=int, default=20)
