@@ -181,3 +181,20 @@ def test_a_committee_that_disagrees_from_the_start_still_adds_frames(toy, tmp_pa
     (record,) = state["rounds"]
     assert record["failures"] == len(record["trajectories"]) == 2
     assert record["frames_added"] == 2  # one per trajectory: the frame it failed at
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--temperatures-k", "nan", "temperatures must lie in"),
+        ("--temperatures-k", "300,hot", "comma-separated numbers"),
+        ("--overheat", "nan", "--overheat must lie"),
+        ("--volume-scales", "0", "--volume-scales must lie"),
+        ("--timestep-fs", "nan", "--timestep-fs must lie"),
+        ("--lower", "nan", "trust levels"),
+    ],
+)
+def test_nan_and_absurd_options_are_refused_before_any_work(toy, tmp_path, option, value, message):
+    result = CliRunner().invoke(main, ["learn", toy, "--reference", "emt", "-o", str(tmp_path / "run"), option, value])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

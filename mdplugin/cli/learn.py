@@ -10,6 +10,14 @@ from mdplugin.training.options import default
 DEFAULTS = LearnOptions(structures=[], reference="")
 
 
+def numbers(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers, or an error naming the option."""
+    try:
+        return [float(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated numbers, such as 300,500; got {text!r}") from None
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("structures", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -124,8 +132,8 @@ def learn(structures, temperatures_k, volume_scales, width, depth, heads, intera
     from mdplugin.model.config import ModelConfig
 
     try:
-        temperatures = [float(t) for t in temperatures_k.split(",")]
-        options["volume_scales"] = [float(v) for v in volume_scales.split(",")]
+        temperatures = numbers(temperatures_k, "--temperatures-k")
+        options["volume_scales"] = numbers(volume_scales, "--volume-scales")
         model = ModelConfig(width=width, depth=depth, heads=heads, interaction_range=interaction_range)
         settings = LearnOptions(structures=list(structures), temperatures_k=temperatures, model=model,
                                 progress=not quiet, **options)  # fmt: skip

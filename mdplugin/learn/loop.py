@@ -42,18 +42,25 @@ MAX_RATTLED_FORCE = 30.0  # eV/Å: a rattled frame with a larger force component
 
 
 def check_options(options: LearnOptions) -> None:
+    """Refuse, by name, options no run should start with (NaN included: it passes every comparison)."""
     if not options.structures:
         raise ValueError("give at least one start structure")
     if options.committee < 2:
         raise ValueError(f"--committee must be at least 2 (the deviation compares members), got {options.committee}")
-    if not 0 < options.lower < options.upper:
+    if not 0 < options.lower < options.upper < math.inf:
         raise ValueError(
             f"the trust levels must satisfy 0 < lower < upper, got {options.lower:g} and {options.upper:g}"
         )
-    if not options.temperatures_k or min(options.temperatures_k) <= 0 or max(options.temperatures_k) > 5000:
+    if not options.temperatures_k or not all(0 < t <= 5000 for t in options.temperatures_k):
         raise ValueError(f"temperatures must lie in (0, 5000] K, got {options.temperatures_k}")
-    if options.overheat < 1:
-        raise ValueError(f"--overheat must be at least 1 (1: the target temperatures only), got {options.overheat:g}")
+    if not 1 <= options.overheat <= 3:
+        raise ValueError(f"--overheat must lie in [1, 3] (1: the target temperatures only), got {options.overheat:g}")
+    if not options.volume_scales or not all(0.5 <= v <= 2 for v in options.volume_scales):
+        raise ValueError(f"--volume-scales must lie in [0.5, 2] (volume factors), got {options.volume_scales}")
+    for name, value, limit in (("--timestep-fs", options.timestep_fs, 5.0), ("--rattle", options.rattle_angstrom, 1.0),
+                               ("friction", options.friction_per_fs, 10.0)):  # fmt: skip
+        if not 0 <= value <= limit or (name == "--timestep-fs" and value == 0):
+            raise ValueError(f"{name} must lie in (0, {limit:g}], got {value:g}")
     for name in ("max_rounds", "initial_frames", "md_steps", "check_every", "training_steps", "steps_per_round"):
         if getattr(options, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
