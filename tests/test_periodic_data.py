@@ -8,22 +8,23 @@ import pytest
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
+from mdplugin.data import labellers, trajectories
 from mdplugin.data import water as pd
 
 # tiny boxes: 8 waters at 1 g/cm^3 fill a 6.2 Å cube, so the real-space cutoff must stay below 3.1 Å
-TINY = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
+TINY = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=labellers.WaterModel(3.0, 2.5))
 
 
 def run(tmp_path, labels: str, frames: int, settings: pd.BoxSettings = TINY, resume: bool = False):
     trajectory = pd.plan(labels, [300], [1.0], tmp_path, frames, 0, seed=3, settings=settings)[0]
-    result = pd.run_trajectory(trajectory, resume=resume)
+    result = trajectories.run_trajectory(trajectory, resume=resume)
     return trajectory, result, ase.io.read(trajectory.path, ":")
 
 
 def test_classical_frames_are_periodic_and_labelled_with_consistent_forces_and_stress(tmp_path):
     trajectory, result, frames = run(tmp_path, "classical", 2)
     assert result.written == 2 and len(frames) == 2
-    labeller = pd.ClassicalLabeller(TINY.waters, TINY.water_model)
+    labeller = labellers.ClassicalLabeller(TINY.waters, TINY.water_model)
     for atoms in frames:
         assert atoms.pbc.all() and np.allclose(atoms.cell.array, np.diag([pd.box_length_angstrom(8, 1.0)] * 3))
         energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
@@ -53,7 +54,7 @@ def test_off_diagonal_stress_is_symmetric(tmp_path):
     into OpenMM's reduced cell): the stress of a rotation-invariant energy is symmetric."""
     _, _, frames = run(tmp_path, "classical", 1)
     atoms = frames[0]
-    labeller = pd.ClassicalLabeller(TINY.waters, TINY.water_model)
+    labeller = labellers.ClassicalLabeller(TINY.waters, TINY.water_model)
 
     def sheared(strain: float) -> float:
         deformation = np.eye(3)
@@ -98,11 +99,11 @@ def test_resume_refuses_a_file_of_another_trajectory(tmp_path):
     other = pd.plan("classical", [300], [1.0], tmp_path, 2, 0, seed=4, settings=TINY)[0]
     assert other.path == trajectory.path
     with pytest.raises(ValueError, match="another trajectory"):
-        pd.run_trajectory(other, resume=True)
+        trajectories.run_trajectory(other, resume=True)
 
 
 def test_xtb_frames_carry_periodic_gfn1_energy_forces_and_stress(tmp_path):
-    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=pd.WaterModel(2.4, 2.0))
+    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=labellers.WaterModel(2.4, 2.0))
     _, _, frames = run(tmp_path, "gfn1-xtb", 1, settings)
     atoms = frames[0]
     assert atoms.info["method"] == "GFN1-xTB" and "tblite_version" in atoms.info
@@ -114,7 +115,9 @@ def test_xtb_frames_carry_periodic_gfn1_energy_forces_and_stress(tmp_path):
     scale = 1e-3
     energies = []
     for s in (scale, -scale):
-        energies.append(pd.XTBLabeller()(atoms.positions * (1 + s), atoms.cell.array * (1 + s), atoms.numbers)[0])
+        energies.append(
+            labellers.XTBLabeller()(atoms.positions * (1 + s), atoms.cell.array * (1 + s), atoms.numbers)[0]
+        )
     trace = (energies[0] - energies[1]) / (2 * scale) / atoms.get_volume()
     assert stress[:3].sum() == pytest.approx(trace, rel=1e-2, abs=1e-4)
 
@@ -152,7 +155,7 @@ def test_cli_writes_combined_files_and_refuses_to_overwrite(tmp_path):
 # ---------------------------------------------------------------------------- a solute in water
 
 # ethanol spans 3.6 Å, so 12 waters (a 7.7 Å box) are the fewest that keep 2 Å of water between it and its image
-SOLVATED = pd.BoxSettings(waters=12, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
+SOLVATED = pd.BoxSettings(waters=12, stride=10, equilibration_steps=20, water_model=labellers.WaterModel(3.0, 2.5))
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +168,7 @@ def solvated(tmp_path_factory, ethanol):
     """Two GFN1-xTB frames of ethanol in 12 waters (~1 s of xTB on one thread)."""
     path = tmp_path_factory.mktemp("solvated")
     trajectory = pd.plan("gfn1-xtb", [300], [1.0], path, 2, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
-    pd.run_trajectory(trajectory)
+    trajectories.run_trajectory(trajectory)
     return trajectory, ase.io.read(trajectory.path, ":")
 
 
@@ -212,7 +215,7 @@ def test_solvated_gfn1_labels_are_finite_and_forces_are_the_energy_gradient(solv
     for sign in (1, -1):
         positions = atoms.positions.copy()
         positions[atom, axis] += sign * step
-        energies.append(pd.XTBLabeller()(positions, atoms.cell.array, atoms.numbers)[0])
+        energies.append(labellers.XTBLabeller()(positions, atoms.cell.array, atoms.numbers)[0])
     assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(forces[atom, axis], abs=5e-3)
 
 
@@ -220,9 +223,9 @@ def test_a_resumed_solvated_run_equals_an_uninterrupted_one(tmp_path, solvated, 
     """The solute's own MD continues from the momenta written with the frame."""
     _, whole = solvated
     trajectory = pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
-    pd.run_trajectory(trajectory)
+    trajectories.run_trajectory(trajectory)
     longer = pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 2, 0, seed=3, settings=SOLVATED, solute=ethanol)[0]
-    assert pd.run_trajectory(longer, resume=True).written == 1
+    assert trajectories.run_trajectory(longer, resume=True).written == 1
     for a, b in zip(ase.io.read(longer.path, ":"), whole):
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_array_equal(a.get_momenta(), b.get_momenta())
@@ -240,13 +243,13 @@ def test_solute_errors_name_the_problem_and_the_fix(tmp_path, ethanol):
     with pytest.raises(ValueError, match="--labels gfn1-xtb"):
         pd.plan("classical", [300], [1.0], tmp_path, 1, 0, settings=SOLVATED, solute=ethanol)
     # too few waters: the message names the fewest that fit, and that many do fit
-    small = pd.BoxSettings(waters=4, water_model=pd.WaterModel(2.4, 2.0))
+    small = pd.BoxSettings(waters=4, water_model=labellers.WaterModel(2.4, 2.0))
     with pytest.raises(ValueError, match=r"use --waters (\d+) or more") as error:
         pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=small, solute=ethanol)
     needed = int(error.value.args[0].split("--waters ")[1].split()[0])
-    settings = pd.BoxSettings(waters=needed, water_model=pd.WaterModel(2.4, 2.0))
+    settings = pd.BoxSettings(waters=needed, water_model=labellers.WaterModel(2.4, 2.0))
     assert pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=settings, solute=ethanol)
-    settings = pd.BoxSettings(waters=needed - 1, water_model=pd.WaterModel(2.4, 2.0))
+    settings = pd.BoxSettings(waters=needed - 1, water_model=labellers.WaterModel(2.4, 2.0))
     with pytest.raises(ValueError, match="periodic image"):
         pd.plan("gfn1-xtb", [300], [1.0], tmp_path, 1, 0, settings=settings, solute=ethanol)
 
@@ -267,8 +270,8 @@ def test_the_solute_is_held_fixed_and_repels_water(ethanol):
     from openmm import unit
 
     cell = np.diag([10.0] * 3)
-    system = pd.solvated_system(pd.water_topology(1, cell), ethanol.numbers, pd.WaterModel(3.0, 2.5))
-    context = pd._context(system, openmm.LangevinMiddleIntegrator(300, 1, 0.0005), "Reference")
+    system = pd.solvated_system(labellers.water_topology(1, cell), ethanol.numbers, labellers.WaterModel(3.0, 2.5))
+    context = labellers._context(system, openmm.LangevinMiddleIntegrator(300, 1, 0.0005), "Reference")
     solute = ethanol.positions - ethanol.positions.mean(axis=0) + 5.0
     carbon = solute[0]
 
@@ -288,7 +291,7 @@ def test_the_solute_is_held_fixed_and_repels_water(ethanol):
 # ---------------------------------------------------------------------------- relabelling a model's own MD (relabel)
 
 # labels of another cutoff than the frames were written with, so a relabelled frame cannot pass by keeping them
-RELABEL_MODEL = pd.WaterModel(2.8, 2.0)
+RELABEL_MODEL = labellers.WaterModel(2.8, 2.0)
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +299,7 @@ def water_md(tmp_path_factory):
     """Three frames of 8 classical waters, standing in for a model's MD."""
     path = tmp_path_factory.mktemp("model_md")
     trajectory = pd.plan("classical", [300], [1.0], path, 3, 0, seed=5, settings=TINY)[0]
-    pd.run_trajectory(trajectory)
+    trajectories.run_trajectory(trajectory)
     return trajectory.path, ase.io.read(trajectory.path, ":")
 
 
@@ -317,7 +320,7 @@ def test_relabelled_frames_are_the_labels_of_their_positions_with_provenance(tmp
     assert "read 3 frames, selected 2" in result.output and "wrote 2" in result.output
     written = ase.io.read(output, ":")
     assert [a.info["source_frame"] for a in written] == [0, 2]  # --every 2
-    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    labeller = labellers.ClassicalLabeller(8, RELABEL_MODEL)
     for atoms in written:
         original = frames[atoms.info["source_frame"]]
         np.testing.assert_array_equal(atoms.positions, original.positions)
@@ -344,7 +347,7 @@ def test_rattled_frames_are_displaced_by_the_seeded_width_and_labelled_there(tmp
         result = relabel_cli(source, *CLASSICAL, "--rattle", "0.05", "--seed", seed, "-o", output)
         assert result.exit_code == 0, result.output
     first, again, other = (ase.io.read(output, ":") for output in outputs)
-    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    labeller = labellers.ClassicalLabeller(8, RELABEL_MODEL)
     displacements = []
     for atoms, same, different in zip(first, again, other):
         original = frames[atoms.info["source_frame"]]
@@ -366,7 +369,7 @@ def test_a_dcd_of_mdplugin_run_is_read_with_its_unit_cells_in_angstrom(tmp_path,
 
     _, frames = water_md
     cells = [frames[0].cell.array, frames[1].cell.array * 1.02]  # the second box as after a barostat step
-    topology = pd.water_topology(8, cells[0])
+    topology = labellers.water_topology(8, cells[0])
     with open(tmp_path / "md-topology.pdb", "w") as handle:
         app.PDBFile.writeFile(topology, frames[0].positions * unit.angstrom, handle)
     with open(tmp_path / "md.dcd", "wb") as handle:
@@ -380,7 +383,7 @@ def test_a_dcd_of_mdplugin_run_is_read_with_its_unit_cells_in_angstrom(tmp_path,
     assert result.exit_code == 0, result.output
     written = ase.io.read(output, ":")
     assert len(written) == 2
-    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    labeller = labellers.ClassicalLabeller(8, RELABEL_MODEL)
     for atoms, original, cell in zip(written, frames, cells):
         # DCD stores float32 Å (~1e-6 relative); a unit slip would be a factor 10
         np.testing.assert_allclose(atoms.positions, original.positions, atol=1e-4)
@@ -398,7 +401,7 @@ def test_large_forces_are_skipped_and_counted(tmp_path, water_md):
     from mdplugin.data import relabel as rl
 
     source, frames = water_md
-    labeller = pd.ClassicalLabeller(8, RELABEL_MODEL)
+    labeller = labellers.ClassicalLabeller(8, RELABEL_MODEL)
     largest = [np.linalg.norm(labeller(a.positions, a.cell.array)[1], axis=1).max() for a in frames]
     limit = float(np.mean(sorted(largest)[1:]))  # between the two largest: one frame is above it
     options = rl.RelabelOptions(labels="classical", max_force=limit, water_model=RELABEL_MODEL)
@@ -453,9 +456,9 @@ def test_xtb_relabelling_skips_and_counts_a_frame_it_cannot_compute(tmp_path):
     counted, not fatal."""
     from mdplugin.data import relabel as rl
 
-    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=pd.WaterModel(2.4, 2.0))
+    settings = pd.BoxSettings(waters=4, stride=10, equilibration_steps=20, water_model=labellers.WaterModel(2.4, 2.0))
     trajectory = pd.plan("classical", [300], [1.0], tmp_path, 2, 0, seed=3, settings=settings)[0]
-    pd.run_trajectory(trajectory)
+    trajectories.run_trajectory(trajectory)
     frames = ase.io.read(trajectory.path, ":")
     frames[0].positions[1] = frames[0].positions[0]
     ase.io.write(tmp_path / "md.extxyz", frames)
@@ -464,5 +467,5 @@ def test_xtb_relabelling_skips_and_counts_a_frame_it_cannot_compute(tmp_path):
     assert "1 that the labeller failed on (tblite: " in result.summary()
     atoms = ase.io.read(tmp_path / "out.extxyz")
     assert atoms.info["source_frame"] == 1 and atoms.info["method"] == "GFN1-xTB" and "tblite_version" in atoms.info
-    energy = pd.XTBLabeller()(atoms.positions, atoms.cell.array, atoms.numbers)[0]
+    energy = labellers.XTBLabeller()(atoms.positions, atoms.cell.array, atoms.numbers)[0]
     assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-8)  # a fresh SCF: a function of geometry

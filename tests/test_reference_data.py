@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from mdplugin.cli.main import main
 from mdplugin.data import molecules as rd
+from mdplugin.data import trajectories
 from mdplugin.training.dataset import read_structures
 
 pytest.importorskip("tblite")
@@ -61,7 +62,7 @@ def test_same_seed_same_frames_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert _without_dates(train.read_text()) == _without_dates(twin.read_text())
 
     complete = train.read_bytes()
-    spans = rd.frame_spans(train)
+    spans = trajectories.frame_spans(train)
     cut = spans[0][1] + (spans[1][1] - spans[1][0]) // 2  # one frame and half of the next
     twin.write_bytes(complete[:cut])
     with pytest.raises(FileExistsError, match="pass --resume to continue"):
@@ -76,8 +77,8 @@ def test_resume_refuses_a_file_of_another_trajectory(tmp_path):
     train = tmp_path / "water" / "water_300K_train.extxyz"
     other = rd.plan([rd.molecule_from_smiles("O", "water")], [300], tmp_path, 5, 0, seed=8, settings=TINY)[0]
     with pytest.raises(ValueError, match="holds another trajectory.*pass --force"):
-        rd.run_trajectory(other, resume=True)
-    assert rd.count_frames(train) == 3
+        trajectories.run_trajectory(other, resume=True)
+    assert trajectories.count_frames(train) == 3
 
 
 def test_bad_smiles_and_unsupported_elements_are_refused(tmp_path):
@@ -115,7 +116,7 @@ def test_cli_generates_refuses_to_overwrite_and_reports_errors(tmp_path):
     ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert rd.count_frames(tmp_path / "water" / "water_300K_train.extxyz") == 2
+    assert trajectories.count_frames(tmp_path / "water" / "water_300K_train.extxyz") == 2
 
     again = runner.invoke(main, args)
     assert again.exit_code != 0 and "exists; pass --resume" in again.output and "--force" in again.output

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
+from mdplugin.data import labellers, trajectories
 
 # ---------------------------------------------------------------------------- --resume keeps a user's own files
 
@@ -67,9 +68,9 @@ def water_frames(tmp_path_factory) -> list:
     """Three frames of 8 classical waters (O, H, H per molecule), standing in for a model's MD."""
     from mdplugin.data import water as pd
 
-    settings = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=pd.WaterModel(3.0, 2.5))
+    settings = pd.BoxSettings(waters=8, stride=10, equilibration_steps=20, water_model=labellers.WaterModel(3.0, 2.5))
     trajectory = pd.plan("classical", [300], [1.0], tmp_path_factory.mktemp("md"), 3, 0, seed=5, settings=settings)[0]
-    pd.run_trajectory(trajectory)
+    trajectories.run_trajectory(trajectory)
     return ase.io.read(trajectory.path, ":")
 
 
@@ -124,9 +125,7 @@ def test_relabel_says_it_dropped_a_dcd_frame_cut_off_mid_write(tmp_path, water_f
     """PREFIX.dcd as `mdplugin run` writes it (OpenMM's DCDFile), cut part-way through its last frame."""
     from openmm import Vec3, app, unit
 
-    from mdplugin.data import water as pd
-
-    topology = pd.water_topology(8, water_frames[0].cell.array)
+    topology = labellers.water_topology(8, water_frames[0].cell.array)
     with open(tmp_path / "md-topology.pdb", "w") as handle:
         app.PDBFile.writeFile(topology, water_frames[0].positions * unit.angstrom, handle)
     with open(tmp_path / "md.dcd", "wb") as handle:

@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from mdplugin.cli.main import main
-from mdplugin.md.reporters import DomainCheck, RunFailed, RunWarning, StateReporter, read_dcd_header
+from mdplugin.dcd import read_dcd_header
+from mdplugin.md.reporters import DomainCheck, RunFailed, RunWarning, StateReporter
 from mdplugin.md.simulate import read_state_data
 from mdplugin.threads import MOST_THREADS, choose_threads
 

@@ -331,6 +331,7 @@ def water(
     the classical model itself (energy, forces, stress)."""
 
     from mdplugin.data import water as pd
+    from mdplugin.data.labellers import WaterModel
 
     try:
         molecule = None if solute is None else pd.solute_from_input(solute, seed)
@@ -344,7 +345,7 @@ def water(
         friction_per_ps=friction_per_ps,
         stride=stride,
         equilibration_steps=equilibration_steps,
-        water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
+        water_model=WaterModel(cutoff_angstrom, switch_angstrom),
     )
     try:
         trajectories = pd.plan(labels, temperatures, densities, out_dir, frames, test_frames, seed, settings, molecule)
@@ -452,14 +453,14 @@ def relabel(
     from tqdm import tqdm
 
     from mdplugin.data import relabel as rl
-    from mdplugin.data import water as pd
+    from mdplugin.data.labellers import WaterModel
 
     options = rl.RelabelOptions(
         labels=labels,
         every=every,
         max_frames=max_frames,
         max_force=max_force,
-        water_model=pd.WaterModel(cutoff_angstrom, switch_angstrom),
+        water_model=WaterModel(cutoff_angstrom, switch_angstrom),
         type_elements=tuple(e.strip() for e in type_elements.split(",")) if type_elements else None,
         rattle=rattle,
         seed=seed,

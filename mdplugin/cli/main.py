@@ -108,7 +108,7 @@ def evaluate(model_file, structure, charge, multiplicity, frame) -> None:
 
     import mdplugin
     from mdplugin.errors import reason
-    from mdplugin.export.contract import check_neighbour_count
+    from mdplugin.limits import check_neighbour_count
     from mdplugin.md.structure_input import check_overlaps, no_cell_message, no_cell_placeholder
 
     try:

@@ -157,18 +157,18 @@ class ClassicalLabeller:
 
     def energy_and_forces(self, positions: np.ndarray, cell: np.ndarray) -> tuple[float, np.ndarray]:
         """Energy (eV) and forces (eV/Å) without the stress's twelve extra energies (for MD)."""
-        cell = _reduced_cell(cell)
+        cell = reduced_cell(cell)
         self._prepare(cell)
         return self._energy_forces(np.asarray(positions, dtype=np.float64), cell)
 
     def energy(self, positions: np.ndarray, cell: np.ndarray) -> float:
         """Energy (eV) of positions [N, 3] Å in the cell [3, 3] Å (rows are vectors, OpenMM's reduced form)."""
-        cell = _reduced_cell(cell)
+        cell = reduced_cell(cell)
         self._prepare(cell)
         return self._energy_forces(np.asarray(positions, dtype=np.float64), cell, forces=False)[0]
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        cell = _reduced_cell(cell)
+        cell = reduced_cell(cell)
         positions = np.asarray(positions, dtype=np.float64)
         if len(positions) != 3 * self.waters:
             raise ValueError(f"expected {3 * self.waters} atoms (O, H, H per water), got {len(positions)}")
@@ -189,7 +189,7 @@ class ClassicalLabeller:
         return energy, forces, stress.flat[[0, 4, 8, 5, 2, 1]]
 
 
-def _reduced_cell(cell: np.ndarray) -> np.ndarray:
+def reduced_cell(cell: np.ndarray) -> np.ndarray:
     cell = np.asarray(cell, dtype=np.float64)
     if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-9 * abs(cell).max():
         raise ValueError("the classical labels need a cell in OpenMM's reduced form (a along x, b in the xy plane)")

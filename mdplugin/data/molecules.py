@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mdplugin.data.labellers import GFN2xTB  # noqa: F401 - names kept here too
-from mdplugin.data.trajectories import (  # noqa: F401 - the writer is shared; names kept here too
+from mdplugin.data.labellers import GFN2xTB
+from mdplugin.data.trajectories import (
     TrajectoryResult,
-    count_frames,
     extxyz_text,
     frame_spans,
-    frames_to_do,
     parse_extxyz,
     run_trajectories,
     run_trajectory,

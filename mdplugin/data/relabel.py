@@ -31,6 +31,7 @@ import numpy as np
 
 from mdplugin.data import molecules as rd
 from mdplugin.data import water as pd
+from mdplugin.data.labellers import ClassicalLabeller, WaterModel, XTBLabeller, reduced_cell
 from mdplugin.data.trajectories import frame_spans, parse_extxyz
 from mdplugin.hashing import file_sha256
 
@@ -61,7 +62,7 @@ class RelabelOptions:
     every: int = 1  # label frames 0, every, 2 every, ...
     max_frames: int | None = None  # at most this many of those (the first ones)
     max_force: float | None = None  # eV/Å; frames with a larger force are skipped
-    water_model: pd.WaterModel = pd.WaterModel()  # of the classical labels
+    water_model: WaterModel = WaterModel()  # of the classical labels
     type_elements: tuple[str, ...] | None = None  # element of LAMMPS atom types 1, 2, ... in a dump
     rattle: float = 0.0  # Å; each labelled frame's atoms are first displaced by Gaussians of this width
     seed: int = 0  # of the rattle: frame i is displaced by the generator seeded with (seed, i)
@@ -284,7 +285,7 @@ def complete_frames(path: str | Path) -> tuple[int | None, str]:
 # ---------------------------------------------------------------------------- checks and provenance
 
 
-def check_frame(frame: Frame, labels: str, source: Path, model: pd.WaterModel) -> None:
+def check_frame(frame: Frame, labels: str, source: Path, model: WaterModel) -> None:
     """Refuse a frame the labels cannot describe, with what to do instead."""
     if frame.cell is None:
         raise ValueError(
@@ -301,7 +302,7 @@ def check_frame(frame: Frame, labels: str, source: Path, model: pd.WaterModel) -
                 f"--labels classical is the SPC/Fw model of pure water, ordered O, H, H per molecule; frame "
                 f"{frame.index} of {source} holds {_formula(frame.numbers)} ({order}): use --labels gfn1-xtb"
             )
-        cell = pd._reduced_cell(frame.cell)
+        cell = reduced_cell(frame.cell)
         shortest = float(np.abs(np.diag(cell)).min())  # the widths of a reduced cell
         if model.cutoff_angstrom > shortest / 2:
             raise ValueError(
@@ -452,7 +453,7 @@ def relabel(
     check_frame(first, options.labels, trajectory, options.water_model)
 
     result = RelabelResult(output, max_force=options.max_force, incomplete=incomplete)
-    labellers: dict[int, pd.ClassicalLabeller] = {}
+    classical: dict[int, ClassicalLabeller] = {}  # by the number of waters
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a" if done else "w") as handle:
         for frame in itertools.chain([first], frames):
@@ -470,9 +471,9 @@ def relabel(
                 continue
             if options.labels == "classical":
                 waters = len(frame.numbers) // 3
-                label = labellers.setdefault(waters, pd.ClassicalLabeller(waters, options.water_model))
+                label = classical.setdefault(waters, ClassicalLabeller(waters, options.water_model))
             else:
-                label = pd.XTBLabeller()
+                label = XTBLabeller()
             frame_info = {**info, "system": _system(frame.numbers), "source_frame": frame.index}
             if frame_info["system"] == "water":
                 frame_info["waters"] = len(frame.numbers) // 3

@@ -45,22 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from mdplugin.data import molecules as rd
-from mdplugin.data.labellers import (  # noqa: F401 - the labellers and SPC/Fw live there; names kept here too
+from mdplugin.data.labellers import (
     ClassicalLabeller,
+    GFN2xTB,
     WaterModel,
     XTBLabeller,
     _context,
-    _reduced_cell,
     classical_system,
     water_topology,
 )
-from mdplugin.data.trajectories import (  # noqa: F401 - the writer is shared; names kept here too
-    TrajectoryResult,
-    extxyz_text,
-    parse_extxyz,
-    run_trajectories,
-    run_trajectory,
-)
+from mdplugin.data.trajectories import extxyz_text, parse_extxyz
 
 LABELS = ("gfn1-xtb", "classical")
 METHOD = {"gfn1-xtb": "GFN1-xTB", "classical": "SPC/Fw"}
@@ -308,7 +302,7 @@ def _solute_frame(trajectory: BoxTrajectory, index: int, last, cell: np.ndarray)
     previous = None
     if index > 0:
         previous = Atoms(numbers=molecule.numbers, positions=last.positions[-n:], momenta=last.get_momenta()[-n:])
-    atoms = rd._next_frame(own, index, previous, rd.GFN2xTB(molecule))
+    atoms = rd._next_frame(own, index, previous, GFN2xTB(molecule))
     masses = atoms.get_masses()
     positions = atoms.positions - masses @ atoms.positions / masses.sum()
     momenta = atoms.get_momenta()

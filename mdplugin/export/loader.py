@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from mdplugin.elements import atomic_number
-from mdplugin.export.contract import check_neighbour_count
 from mdplugin.export.model_file import ModelFile, ModelInfo, default_dtype, open_model
+from mdplugin.limits import check_neighbour_count
 from mdplugin.threads import choose_threads, torch_threads
 
 

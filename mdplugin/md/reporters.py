@@ -24,7 +24,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from mdplugin.dcd import DCDHeader, read_dcd_header  # noqa: F401 - restarts read it here too
+from mdplugin.dcd import read_dcd_header
 from mdplugin.md.options import RunFailed, RunWarning
 from mdplugin.units import KJ_PER_MOL_PER_EV
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import openmm.app as app
 
+from mdplugin.dcd import read_dcd_header
 from mdplugin.md.mlmm import MLRegion, atom_ranges
 from mdplugin.md.options import RunOptions, RunWarning
 from mdplugin.md.reporters import (
-    read_dcd_header,
     read_header,
     truncate_dcd,
     truncate_state_data,

@@ -29,8 +29,8 @@ import torch
 from openmm import unit
 
 from mdplugin.engines.openmm_force import create_system
-from mdplugin.export.contract import check_neighbour_count
 from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
+from mdplugin.limits import check_neighbour_count
 from mdplugin.md.mlmm import MLRegion, create_mixed_system, create_mm_system, ml_region, ml_region_charge
 from mdplugin.md.options import (
     DEFAULT_PREFIX,

@@ -16,8 +16,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mdplugin.elements import symbols
-from mdplugin.export.contract import check_neighbour_count
 from mdplugin.hashing import file_sha256
+from mdplugin.limits import check_neighbour_count
 from mdplugin.model.checkpoint import (
     build_checkpoint,
     check_output_file,
