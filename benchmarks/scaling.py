@@ -167,7 +167,14 @@ def run_scaling(args) -> dict:
     data_sizes = sorted(args.data_sizes or (QUICK_DATA_SIZES if args.quick else DATA_SIZES))
     if not args.train_data or not args.test_data:
         raise ValueError("scaling needs --train-data and --test-data (extxyz with energies and forces)")
-    frames = [frame for path in args.train_data for frame in ase.io.read(path, index=":")]
+    from mdplugin.errors import reason
+
+    frames = []
+    for path in args.train_data:
+        try:
+            frames += ase.io.read(path, index=":")
+        except Exception as error:  # ase raises many kinds for a file it cannot parse
+            raise ValueError(f"cannot read {path} ({reason(error)}); give an extxyz with energies and forces") from None
     if len(frames) < max(data_sizes):
         raise ValueError(f"the training files hold {len(frames)} frames; the largest --data-sizes is {max(data_sizes)}")
     if any(frame.pbc.any() for frame in frames) and args.interaction_range is None:

@@ -198,3 +198,10 @@ def test_nan_and_absurd_options_are_refused_before_any_work(toy, tmp_path, optio
     result = CliRunner().invoke(main, ["learn", toy, "--reference", "emt", "-o", str(tmp_path / "run"), option, value])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_start_structure_ase_cannot_read_is_refused_with_the_reason(tmp_path):
+    broken = tmp_path / "broken.xyz"
+    broken.write_text("3\nwater\nO 0 0\n")  # a line short of its coordinates, then nothing
+    result = CliRunner().invoke(main, ["learn", str(broken), "--reference", "emt", "-o", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "cannot read" in result.output and "Traceback" not in result.output

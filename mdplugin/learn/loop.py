@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mdplugin.data.trajectories import count_frames
+from mdplugin.errors import reason
 from mdplugin.learn.committee import Committee
 from mdplugin.learn.options import LearnOptions
 from mdplugin.learn.reference import ReferenceError, label, reference_calculator
@@ -86,7 +87,10 @@ def read_start(path: str):
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"start structure {path} does not exist")
-    atoms = ase.io.read(path)
+    try:
+        atoms = ase.io.read(path, index=0)  # the first frame of a trajectory
+    except Exception as error:  # ase raises many kinds for a file it cannot parse
+        raise ValueError(f"cannot read {path} as a structure ({reason(error)}); use XYZ/extxyz, PDB or CIF") from None
     if len(atoms) == 0:
         raise ValueError(f"start structure {path} holds no atoms")
     if not np.isfinite(atoms.positions).all():
