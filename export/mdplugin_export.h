@@ -24,7 +24,7 @@
 namespace mdplugin_export {
 
 inline const char *const FORMAT_NAME = "mdplugin-export";
-inline const char *const SUPPORTED_FORMAT_VERSIONS = "1 and 2";
+inline const char *const SUPPORTED_FORMAT_VERSIONS = "1, 2 and 3";
 inline const char *const METADATA_FILE = "mdplugin.txt";    // flat key=value lines
 
 // A problem with the export file, worded for the user; each client prefixes its own name.
@@ -124,6 +124,7 @@ struct Metadata {
   bool local = false;                           // model_kind=local: attention within a cutoff
   double interaction_range = 0.0;               // Å; 0 for global attention ("none")
   double receptive_field = 0.0;                 // Å; how far an atom's energy reaches (local)
+  bool exchange = false;                        // local, version 3: per-block methods (ghost exchange)
   // the shortest distance of each element pair in the training data (Å), keyed by the two atomic
   // numbers in ascending order; empty when the export predates the key
   std::map<std::pair<int64_t, int64_t>, double> shortest_distance;
@@ -174,7 +175,7 @@ inline Metadata read_metadata(const std::string &path, const std::string &text)
     throw ExportError("'" + path + "' has format '" + entries["format"] + "', not '" + FORMAT_NAME +
                       "'; export the checkpoint with `mdplugin export`");
   const std::string version = entries["format_version"];
-  if (version != "1" && version != "2")
+  if (version != "1" && version != "2" && version != "3")
     throw ExportError("'" + path + "' has export format version " + version +
                       "; this program reads versions " + SUPPORTED_FORMAT_VERSIONS +
                       ". Re-export the checkpoint with a matching mdplugin, or rebuild the plugin "
@@ -213,9 +214,10 @@ inline Metadata read_metadata(const std::string &path, const std::string &text)
     throw ExportError("the metadata of '" + path + "' has model_kind '" + kind +
                       "', not local or global; re-export the checkpoint with `mdplugin export`");
   metadata.local = kind == "local";
+  metadata.exchange = metadata.local && version == "3";
   if (metadata.local && version == "1")
     throw ExportError("the metadata of '" + path + "' says model_kind=local in format version 1 "
-                      "(local models are version 2); re-export the checkpoint with `mdplugin export`");
+                      "(local models are version 2 or 3); re-export the checkpoint with `mdplugin export`");
   if (metadata.local) {
     metadata.interaction_range =
         parse_distance(path, "interaction_range", entries["interaction_range"]);

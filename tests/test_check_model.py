@@ -152,7 +152,7 @@ def test_a_local_export_is_evaluated_as_an_isolated_structure(checker, tmp_path)
     result = run_checker(checker, path, FIXTURES / "methylamine-water.xyz")
     assert result.returncode == 0, result.stderr
     parsed = parse(result.stdout)
-    assert parsed["metadata"]["model_kind"] == "local" and parsed["metadata"]["format_version"] == "2"
+    assert parsed["metadata"]["model_kind"] == "local" and parsed["metadata"]["format_version"] == "3"
     structure = [line.split() for line in (FIXTURES / "methylamine-water.xyz").read_text().splitlines()[2:]]
     positions = torch.tensor([[float(v) for v in row[1:4]] for row in structure], dtype=torch.float64)
     numbers = torch.tensor([{"H": 1, "C": 6, "N": 7, "O": 8}[row[0]] for row in structure])

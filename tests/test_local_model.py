@@ -204,7 +204,7 @@ def test_export_round_trip_keeps_the_periodic_energy(local_model, tmp_path):
     save_checkpoint(build_checkpoint(model, {"date": "today", "data_sha256": {}}, {}), checkpoint)
     path = export(checkpoint, tmp_path / "local-export.pt", dtype="float64")
     model_file = open_model(path)
-    assert model_file.metadata["format_version"] == 2 and model_file.metadata["model_kind"] == "local"
+    assert model_file.metadata["format_version"] == 3 and model_file.metadata["model_kind"] == "local"
     assert model_file.info.is_local and model_file.info.interaction_range == RANGE
     assert model_file.info.receptive_field == 2 * RANGE
     potential = Potential.load(model_file)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from mdplugin.export.contract import METADATA_JSON, METADATA_TEXT, ExportError
 from mdplugin.export.exporter import (
     DTYPES,
+    EXCHANGE_METHODS,
     ExportedLocalPotential,
     ExportedPotential,
     check_finite_weights,
@@ -94,6 +95,8 @@ class ExportedLocalCommittee(nn.Module):
         self.cutoff = members[0].cutoff
         self.interaction_range = members[0].interaction_range  # read by the C++ clients' record check
         self.receptive_field = members[0].receptive_field
+        self.width = members[0].width
+        self.depth = members[0].depth
 
     def forward(
         self,
@@ -117,6 +120,25 @@ class ExportedLocalCommittee(nn.Module):
         multiplicity: int = 1,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
         return self.lead.forward_neighbors(positions, atomic_numbers, neighbors, n_local, charge, multiplicity)
+
+    # the lead's per-block methods (contract version 3), for engines that exchange ghost tokens
+    @torch.jit.export
+    def exchange_tokens(self, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1) -> Tensor:
+        return self.lead.exchange_tokens(atomic_numbers, charge, multiplicity)
+
+    @torch.jit.export
+    def exchange_geometry(
+        self, neighbors: Tensor, displacements: Tensor, n_local: int
+    ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+        return self.lead.exchange_geometry(neighbors, displacements, n_local)
+
+    @torch.jit.export
+    def exchange_block(self, layer: int, tokens: Tensor, index: Tensor, encoded: Tensor, bias: Tensor) -> Tensor:
+        return self.lead.exchange_block(layer, tokens, index, encoded, bias)
+
+    @torch.jit.export
+    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor) -> Tensor:
+        return self.lead.exchange_energies(tokens, atomic_numbers)
 
     @torch.jit.export
     def others(
@@ -166,7 +188,7 @@ def script_committee(models: list, dtype: str, device: str) -> torch.jit.ScriptM
     ]
     committee = (ExportedLocalCommittee if local else ExportedCommittee)(members)
     preserved = ["elements", "deviation", "others"] + (
-        ["forward_neighbors", "interaction_range", "receptive_field"] if local else []
+        ["forward_neighbors", "interaction_range", "receptive_field", "width", "depth", *EXCHANGE_METHODS] if local else []
     )
     return torch.jit.freeze(torch.jit.script(committee).eval(), preserved_attrs=preserved)
 

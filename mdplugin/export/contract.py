@@ -11,8 +11,8 @@ from mdplugin.elements import atomic_number
 
 EXPORT_FORMAT = "mdplugin-export"
 GLOBAL_EXPORT_VERSION = 1  # the global model's interface has not changed since version 1
-LOCAL_EXPORT_VERSION = 2  # periodic cells, the virial and forward_neighbors
-SUPPORTED_EXPORT_VERSIONS = (1, 2)
+LOCAL_EXPORT_VERSION = 3  # 2: periodic cells, the virial and forward_neighbors; 3: per-block exchange methods
+SUPPORTED_EXPORT_VERSIONS = (1, 2, 3)
 METADATA_JSON = "mdplugin.json"
 METADATA_TEXT = "mdplugin.txt"
 
@@ -108,7 +108,7 @@ def check_json_consistent(metadata: dict, path: Path) -> None:
         problems.append(f"model_kind {kind!r} (neither global nor local)")
     elif (kind == "local") != (interaction_range is not None):
         problems.append(f"model_kind {kind} with interaction_range {interaction_range}")
-    elif kind == "local" and metadata["format_version"] < LOCAL_EXPORT_VERSION:
+    elif kind == "local" and metadata["format_version"] < 2:
         problems.append(f"a local model in format version {metadata['format_version']}")
     if "interaction_range" in config and not _same_length(config["interaction_range"], interaction_range):
         problems.append(f"interaction_range {interaction_range} but the network's {config['interaction_range']}")

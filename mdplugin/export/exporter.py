@@ -28,9 +28,10 @@ from mdplugin.export.contract import (
     ExportError,
 )
 from mdplugin.model.checkpoint import check_output_file, model_from_checkpoint, package_versions, read_checkpoint
-from mdplugin.model.transformer import TransformerPotential, count_parameters
+from mdplugin.model.transformer import TransformerPotential, count_parameters, pair_slots
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EXCHANGE_METHODS = ["exchange_tokens", "exchange_geometry", "exchange_block", "exchange_energies"]
 
 
 def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
@@ -115,6 +116,8 @@ class ExportedLocalPotential(nn.Module):
         # kept through freezing: C++ clients check mdplugin.txt's ranges against the module's own (SPEC.md)
         self.interaction_range = float(model.config.interaction_range)
         self.receptive_field = float(model.config.receptive_field)
+        self.width = int(model.config.width)  # the tokens exchanged between blocks (version 3)
+        self.depth = int(model.config.depth)
 
     def forward(
         self,
@@ -203,6 +206,66 @@ class ExportedLocalPotential(nn.Module):
         return energy.detach().to(out), -position_gradient.to(out), per_atom.detach().to(out), edge_gradient.to(out)
 
 
+    # ---- version 3: one block at a time, for engines that exchange ghost atoms' tokens between blocks
+    # (LAMMPS across MPI ranks). The engine runs the blocks in order, copying the updated tokens of
+    # owned atoms to their ghost copies between blocks, and back-propagates block by block, adding the
+    # ghost rows' token gradients to their owners; see export/SPEC.md. Autograd is the caller's.
+
+    @torch.jit.export
+    def exchange_tokens(self, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1) -> Tensor:
+        """The first block's input tokens [N_all, width] of local and ghost atoms (no geometry in them)."""
+        lookup = self.model.species_of_atomic_number
+        if atomic_numbers.dim() != 1:
+            raise ValueError(f"atomic_numbers must have shape [N], got {list(atomic_numbers.shape)}")
+        numbers = atomic_numbers.to(torch.long)
+        if numbers.numel() > 0 and bool(((numbers < 1) | (numbers >= lookup.size(0))).any()):
+            raise ValueError(f"atomic numbers must lie in 1..{lookup.size(0) - 1}")
+        species = lookup[numbers]
+        if bool((species < 0).any()):
+            unknown = int(numbers[species < 0][0])
+            raise ValueError(
+                f"atomic number {unknown} is not one of the model's elements {self.elements}; use a model trained on it"
+            )
+        check_system(charge, multiplicity, self.model.max_charge, self.model.multiplicity_embedding.num_embeddings)
+        system_state = torch.tensor([charge, multiplicity], dtype=torch.long, device=atomic_numbers.device)
+        system = self.model.system_embedding(system_state[:1], system_state[1:])
+        return self.model.species_embedding(species) + system
+
+    @torch.jit.export
+    def exchange_geometry(
+        self, neighbors: Tensor, displacements: Tensor, n_local: int
+    ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+        """The local atoms' neighbour table: (index [n_local, K], encoded displacements, attention bias).
+
+        neighbors [2, E]: every ordered pair (i, j) closer than R with i local (i < n_local), j any atom;
+        displacements [E, 3] Å: r_j - r_i. The table carries the displacements' autograd graph.
+        """
+        if neighbors.dim() != 2 or neighbors.size(0) != 2:
+            raise ValueError(f"neighbors must have shape [2, E], got {list(neighbors.shape)}")
+        if displacements.dim() != 2 or displacements.size(1) != 3 or displacements.size(0) != neighbors.size(1):
+            raise ValueError(f"displacements must have shape [E, 3] for E = {neighbors.size(1)} pairs")
+        pairs = neighbors.to(torch.long)
+        if pairs.numel() > 0 and bool(((pairs[0] < 0) | (pairs[0] >= n_local) | (pairs[1] < 0)).any()):
+            raise ValueError(f"pair centres must be local atoms, 0..{n_local - 1}")
+        index, displacement, bias = pair_slots(pairs[0], pairs[1], displacements, n_local, self.cutoff)
+        dtype = self.model.reference_energies.dtype
+        return index, self.model.displacement_encoding(displacement.to(dtype)), bias.to(dtype)
+
+    @torch.jit.export
+    def exchange_block(self, layer: int, tokens: Tensor, index: Tensor, encoded: Tensor, bias: Tensor) -> Tensor:
+        """Block `layer`'s new tokens [n_local, width] of the local atoms, from every atom's tokens [N_all, width]."""
+        local = index.size(0)
+        for number, block in enumerate(self.model.blocks):
+            if number == layer:
+                return block(tokens[:local], tokens, bias, index, encoded)
+        raise ValueError(f"layer {layer} is outside 0..{len(self.model.blocks) - 1}")
+
+    @torch.jit.export
+    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor) -> Tensor:
+        """Per-atom energies [n_local] (eV) of the local atoms from the last block's tokens [n_local, width]."""
+        return self.model.readout(tokens, self.model.species_of_atomic_number[atomic_numbers.to(torch.long)])
+
+
 def default_output_path(checkpoint_path: str | Path) -> Path:
     path = Path(checkpoint_path)
     return path.with_name(f"{path.stem}-export.pt")
@@ -216,7 +279,7 @@ def script_model(model: TransformerPotential, dtype: str = "float32", device: st
     module = wrapper(model.to(device=device, dtype=DTYPES[dtype]).eval())
     scripted = torch.jit.script(module)
     # freezing inlines the weights as constants: identical numbers, less interpreter overhead
-    local = ["forward_neighbors", "interaction_range", "receptive_field"]
+    local = ["forward_neighbors", "interaction_range", "receptive_field", "width", "depth", *EXCHANGE_METHODS]
     preserved = ["elements", *local] if model.config.is_local else ["elements"]
     return torch.jit.freeze(scripted.eval(), preserved_attrs=preserved)
 

@@ -240,25 +240,32 @@ def neighbor_slots(
     and log f_c [M, K] (-inf on empty slots). Computed in the positions' precision: displacements of
     atoms far from the origin keep their digits even when the model runs in float32.
     """
-    atoms = positions.size(0)
-    device = positions.device
+    displacement = positions.index_select(0, neighbors) - positions.index_select(0, centers) + shifts.to(positions.dtype)
+    return pair_slots(centers, neighbors, displacement, positions.size(0), cutoff)
+
+
+def pair_slots(
+    centers: Tensor, neighbors: Tensor, displacement: Tensor, atoms: int, cutoff: float
+) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+    """The padded table of `neighbor_slots` for the first `atoms` atoms, from each pair's displacement [E, 3] Å.
+
+    Every centre must be below `atoms`; neighbours may be any atom (ghosts beyond the rows updated).
+    """
+    device = displacement.device
     order = torch.argsort(centers, stable=True)
-    centers, neighbors, shifts = centers[order], neighbors[order], shifts[order]
+    centers, neighbors, displacement = centers[order], neighbors[order], displacement[order]
     counts = torch.bincount(centers, minlength=atoms)
     width = 1 + (int(counts.max()) if centers.numel() > 0 else 0)
     slot = torch.arange(centers.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[centers] + 1
     index = torch.arange(atoms, device=device).unsqueeze(1).repeat(1, width)
     index[centers, slot] = neighbors
-    shift_table = torch.zeros(atoms, width, 3, dtype=positions.dtype, device=device)
-    shift_table[centers, slot] = shifts.to(positions.dtype)
+    table = torch.zeros(atoms, width, 3, dtype=displacement.dtype, device=device)
+    table = table.index_put((centers, slot), displacement)
     occupied = torch.zeros(atoms, width, dtype=torch.bool, device=device)
     occupied[:, 0] = True
     occupied[centers, slot] = True
-    displacement = (
-        positions.index_select(0, index.flatten()).view(atoms, width, 3) - positions.unsqueeze(1) + shift_table
-    )
-    bias = log_cutoff(displacement.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
-    return index, displacement, bias
+    bias = log_cutoff(table.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
+    return index, table, bias
 
 
 def rows_to_update(index: Tensor, attention_bias: Tensor, wanted: int, depth: int) -> List[Tensor]:  # noqa: UP006
