@@ -188,7 +188,9 @@ def script_committee(models: list, dtype: str, device: str) -> torch.jit.ScriptM
     ]
     committee = (ExportedLocalCommittee if local else ExportedCommittee)(members)
     preserved = ["elements", "deviation", "others"] + (
-        ["forward_neighbors", "interaction_range", "receptive_field", "width", "depth", *EXCHANGE_METHODS] if local else []
+        ["forward_neighbors", "interaction_range", "receptive_field", "width", "depth", *EXCHANGE_METHODS]
+        if local
+        else []
     )
     return torch.jit.freeze(torch.jit.script(committee).eval(), preserved_attrs=preserved)
 

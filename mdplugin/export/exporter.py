@@ -205,7 +205,6 @@ class ExportedLocalPotential(nn.Module):
         out = positions.dtype
         return energy.detach().to(out), -position_gradient.to(out), per_atom.detach().to(out), edge_gradient.to(out)
 
-
     # ---- version 3: one block at a time, for engines that exchange ghost atoms' tokens between blocks
     # (LAMMPS across MPI ranks). The engine runs the blocks in order, copying the updated tokens of
     # owned atoms to their ghost copies between blocks, and back-propagates block by block, adding the

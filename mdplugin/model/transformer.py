@@ -240,7 +240,9 @@ def neighbor_slots(
     and log f_c [M, K] (-inf on empty slots). Computed in the positions' precision: displacements of
     atoms far from the origin keep their digits even when the model runs in float32.
     """
-    displacement = positions.index_select(0, neighbors) - positions.index_select(0, centers) + shifts.to(positions.dtype)
+    displacement = (
+        positions.index_select(0, neighbors) - positions.index_select(0, centers) + shifts.to(positions.dtype)
+    )
     return pair_slots(centers, neighbors, displacement, positions.size(0), cutoff)
 
 
