@@ -28,6 +28,7 @@
 #include "utils.h"
 
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -112,7 +113,7 @@ torch::Tensor host_double(const torch::Tensor &tensor)
 PairTransformer::PairTransformer(LAMMPS *lmp) :
     Pair(lmp), model_loaded(false), device(torch::kCPU), charge(0), multiplicity(1), threads(1),
     domain_warn(0.0), domain_stop(0.0), below_warn(false), periodic_mode(PERIODIC_AUTO),
-    periodic_forward(false), deviation_every(0), deviation_warn(0.0), deviation_stop(0.0),
+    periodic_forward(false), exchange_mode(EXCHANGE_AUTO), exchange_path(false), deviation_every(0), deviation_warn(0.0), deviation_stop(0.0),
     deviation_file_started(false)
 {
   single_enable = 0;
@@ -149,6 +150,8 @@ void PairTransformer::compute(int eflag, int vflag)
     compute_global();
   else if (periodic_forward && !vflag_atom && !cvflag_atom)    // no per-atom virial from forward
     compute_periodic();
+  else if (exchange_path)
+    compute_exchange();
   else
     compute_local();
   if (metadata.local && periodic_forward && deviation_due()) deviation_periodic();
@@ -617,6 +620,205 @@ void PairTransformer::tally_local_energy_and_virial(const Neighborhood &neighbor
 }
 
 /* ----------------------------------------------------------------------
+   local attention, block by block (export version 3). Ghosts reach the interaction range (+ skin)
+   only, and each rank updates its own atoms' tokens only: block l reads the tokens of the owned
+   atoms' neighbours, local and ghost; between blocks, forward communication copies every owner's
+   new token to its ghost copies (other ranks' and periodic images). Backwards, from the last block,
+   the ghost rows of each block's token gradient go to their owners by reverse communication before
+   the block that made those tokens is back-propagated. The pairs are those with an owned centre,
+   each on one rank only; their gradients give the forces (ghosts' by LAMMPS's reverse
+   communication) and the virial, as on the ghost-shell path. Every rank makes the same
+   2 (depth - 1) exchanges, one that owns no atom too; a model failure aborts all ranks.
+------------------------------------------------------------------------- */
+
+void PairTransformer::compute_exchange()
+{
+  const Neighborhood neighborhood = collect_neighborhood();
+  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
+  const int64_t n_local = neighborhood.n_local;
+  const int64_t edges = static_cast<int64_t>(neighborhood.centers.size());
+  const bool evaluate = n_local > 0;    // a rank without owned model atoms still exchanges
+  exchanged.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * token_width, 0.0);
+
+  auto fail = [&](const std::exception &exception) {
+    error->one(FLERR, "pair_style transformer: the model failed on step " +
+                   std::to_string(update->ntimestep) + ": " + readable_error(exception));
+  };
+  c10::AutoGradMode gradients_on(true);    // the engine runs autograd between the blocks
+  torch::Tensor displacements, numbers, index, encoded, bias, tokens;
+  std::vector<torch::Tensor> block_inputs(block_count), block_outputs(block_count);
+  torch::Tensor per_atom_energy;
+  try {
+    if (evaluate) {
+      auto pairs = torch::empty({2, edges}, torch::kInt64);
+      auto d = torch::empty({edges, 3}, torch::kFloat64);
+      double *dd = d.data_ptr<double>();
+      const auto &r = neighborhood.positions;
+      for (int64_t e = 0; e < edges; e++) {
+        const int64_t i = neighborhood.centers[e], j = neighborhood.neighbors[e];
+        pairs[0][e] = i;
+        pairs[1][e] = j;
+        for (int k = 0; k < 3; k++) dd[3 * e + k] = r[3 * j + k] - r[3 * i + k];
+      }
+      displacements = d.to(device, input_dtype()).requires_grad_(true);
+      numbers = torch::from_blob(const_cast<int64_t *>(neighborhood.atomic_numbers.data()), {n},
+                                 torch::kInt64)
+                    .to(device, torch::kInt64, false, true);
+      tokens = model.get_method("exchange_tokens")({numbers, static_cast<int64_t>(charge),
+                                                    static_cast<int64_t>(multiplicity)})
+                   .toTensor();
+      const auto geometry =
+          model.get_method("exchange_geometry")({pairs.to(device), displacements, n_local}).toTuple();
+      index = geometry->elements().at(0).toTensor();
+      encoded = geometry->elements().at(1).toTensor();
+      bias = geometry->elements().at(2).toTensor();
+    }
+  } catch (const std::exception &exception) {
+    fail(exception);
+  }
+
+  auto block = model.get_method("exchange_block");
+  for (int layer = 0; layer < block_count; layer++) {
+    try {
+      if (evaluate) {
+        block_inputs[layer] = tokens.detach().requires_grad_(layer > 0);
+        block_outputs[layer] =
+            block({static_cast<int64_t>(layer), block_inputs[layer], index, encoded, bias}).toTensor();
+      }
+    } catch (const std::exception &exception) {
+      fail(exception);
+    }
+    if (layer + 1 < block_count) tokens = exchange_tokens(neighborhood, block_outputs[layer]);
+  }
+
+  torch::Tensor edge_gradient;
+  try {
+    if (evaluate) {
+      per_atom_energy = model.get_method("exchange_energies")(
+                                 {block_outputs.back(), numbers.slice(0, 0, n_local)})
+                            .toTensor();
+      torch::autograd::backward({per_atom_energy.sum()}, {}, true);
+    }
+  } catch (const std::exception &exception) {
+    fail(exception);
+  }
+  for (int layer = block_count - 1; layer > 0; layer--) {
+    const torch::Tensor gradient = gather_token_gradients(neighborhood, block_inputs[layer]);
+    try {
+      if (evaluate) torch::autograd::backward({block_outputs[layer - 1]}, {gradient}, layer > 1);
+    } catch (const std::exception &exception) {
+      fail(exception);
+    }
+  }
+  if (!evaluate) return;
+  edge_gradient = displacements.grad();
+  if (!edge_gradient.defined()) edge_gradient = torch::zeros({edges, 3}, torch::kFloat64);
+  edge_gradient = host_double(edge_gradient);
+  per_atom_energy = host_double(per_atom_energy);
+  if (per_atom_energy.numel() != n_local || edge_gradient.numel() != 3 * edges)
+    error->one(FLERR, "pair_style transformer: the per-block methods returned per-atom energies or "
+                      "pair gradients of the wrong size; the file does not follow the mdplugin "
+                      "export contract (version 3)");
+  if (!all_finite({per_atom_energy, edge_gradient}))
+    error->one(FLERR, not_finite_message(update->ntimestep));
+
+  LocalResult result;
+  result.per_atom_energy.assign(per_atom_energy.data_ptr<double>(),
+                                per_atom_energy.data_ptr<double>() + n_local);
+  result.edge_gradient.assign(edge_gradient.data_ptr<double>(),
+                              edge_gradient.data_ptr<double>() + 3 * edges);
+  // F_i += g, F_j -= g for each pair's gradient g = dE/d(r_j - r_i)
+  result.forces.assign(3 * n, 0.0);
+  for (int64_t e = 0; e < edges; e++)
+    for (int k = 0; k < 3; k++) {
+      result.forces[3 * neighborhood.centers[e] + k] += result.edge_gradient[3 * e + k];
+      result.forces[3 * neighborhood.neighbors[e] + k] -= result.edge_gradient[3 * e + k];
+    }
+  scatter_local_forces(neighborhood, result);
+  tally_local_energy_and_virial(neighborhood, result);
+}
+
+// The next block's input: the owned atoms' new tokens, and their ghosts' copies from the owners.
+torch::Tensor PairTransformer::exchange_tokens(const Neighborhood &neighborhood,
+                                               const torch::Tensor &new_local)
+{
+  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
+  std::fill(exchanged.begin(), exchanged.end(), 0.0);
+  torch::Tensor host;
+  if (new_local.defined()) {
+    host = host_double(new_local);
+    const double *row = host.data_ptr<double>();
+    for (int64_t m = 0; m < neighborhood.n_local; m++)
+      std::copy(row + m * token_width, row + (m + 1) * token_width,
+                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width);
+  }
+  comm->forward_comm(this);
+  if (!new_local.defined()) return {};
+  auto tokens = torch::empty({n, token_width}, torch::kFloat64);
+  double *out = tokens.data_ptr<double>();
+  for (int64_t m = 0; m < n; m++) {
+    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width;
+    std::copy(from, from + token_width, out + m * token_width);
+  }
+  return tokens.to(new_local.device(), new_local.scalar_type());
+}
+
+// The owned atoms' gradient of a block's input tokens, ghost copies' gradients added.
+torch::Tensor PairTransformer::gather_token_gradients(const Neighborhood &neighborhood,
+                                                      const torch::Tensor &block_input)
+{
+  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
+  std::fill(exchanged.begin(), exchanged.end(), 0.0);
+  const bool has = block_input.defined() && block_input.grad().defined();
+  if (has) {
+    const torch::Tensor host = host_double(block_input.grad());
+    const double *row = host.data_ptr<double>();
+    for (int64_t m = 0; m < n; m++)
+      std::copy(row + m * token_width, row + (m + 1) * token_width,
+                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width);
+  }
+  comm->reverse_comm(this);
+  if (!block_input.defined()) return {};
+  auto gradient = torch::empty({neighborhood.n_local, token_width}, torch::kFloat64);
+  double *out = gradient.data_ptr<double>();
+  for (int64_t m = 0; m < neighborhood.n_local; m++) {
+    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width;
+    std::copy(from, from + token_width, out + m * token_width);
+  }
+  return gradient.to(block_input.device(), block_input.scalar_type());
+}
+
+int PairTransformer::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  for (int i = 0; i < n; i++)
+    std::copy_n(exchanged.data() + static_cast<size_t>(list[i]) * token_width, token_width,
+                buf + static_cast<size_t>(i) * token_width);
+  return n * token_width;
+}
+
+void PairTransformer::unpack_forward_comm(int n, int first, double *buf)
+{
+  std::copy_n(buf, static_cast<size_t>(n) * token_width,
+              exchanged.data() + static_cast<size_t>(first) * token_width);
+}
+
+int PairTransformer::pack_reverse_comm(int n, int first, double *buf)
+{
+  std::copy_n(exchanged.data() + static_cast<size_t>(first) * token_width,
+              static_cast<size_t>(n) * token_width, buf);
+  return n * token_width;
+}
+
+void PairTransformer::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  for (int i = 0; i < n; i++) {
+    double *row = exchanged.data() + static_cast<size_t>(list[i]) * token_width;
+    const double *from = buf + static_cast<size_t>(i) * token_width;
+    for (int k = 0; k < token_width; k++) row[k] += from[k];
+  }
+}
+
+/* ----------------------------------------------------------------------
    local attention, one rank, periodic in x, y and z: the export's periodic forward on the owned
    atoms and the cell. It folds periodic images into cell shifts, so each atom is computed once,
    where the ghost path computes every ghost within receptive_field + skin too (in a small box
@@ -829,6 +1031,8 @@ void PairTransformer::report_domain(ClosestPair closest)
 /* ----------------------------------------------------------------------
    pair_style transformer [device cpu|cuda] [dtype float32|float64] [charge Q] [spin M]
                           [threads N] [domain_warn F] [domain_stop F] [periodic auto|yes|no]
+                          [exchange auto|yes|no] [deviation N] [deviation_warn F]
+                          [deviation_stop F] [deviation_file path]
 ------------------------------------------------------------------------- */
 
 void PairTransformer::settings(int narg, char **arg)
@@ -844,6 +1048,7 @@ void PairTransformer::settings(int narg, char **arg)
   domain_warn = domain_stop = 0.0;
   below_warn = false;
   periodic_mode = PERIODIC_AUTO;
+  exchange_mode = EXCHANGE_AUTO;
   deviation_every = 0;
   deviation_warn = deviation_stop = 0.0;
   deviation_file.clear();
@@ -907,6 +1112,16 @@ void PairTransformer::settings(int narg, char **arg)
       (keyword == "deviation_warn" ? deviation_warn : deviation_stop) = threshold;
     } else if (keyword == "deviation_file") {
       deviation_file = value;
+    } else if (keyword == "exchange") {
+      if (value == "auto")
+        exchange_mode = EXCHANGE_AUTO;
+      else if (value == "yes")
+        exchange_mode = EXCHANGE_YES;
+      else if (value == "no")
+        exchange_mode = EXCHANGE_NO;
+      else
+        error->all(FLERR,
+                   "pair_style transformer: exchange must be auto, yes or no, not '" + value + "'");
     } else if (keyword == "periodic") {
       if (value == "auto")
         periodic_mode = PERIODIC_AUTO;
@@ -921,7 +1136,7 @@ void PairTransformer::settings(int narg, char **arg)
       error->all(FLERR,
                  "pair_style transformer: unknown keyword '" + keyword +
                      "'; the keywords are device, dtype, charge, spin, threads, domain_warn, "
-                     "domain_stop, periodic, deviation, deviation_warn, deviation_stop and "
+                     "domain_stop, periodic, exchange, deviation, deviation_warn, deviation_stop and "
                      "deviation_file");
     }
   }
@@ -999,8 +1214,8 @@ void PairTransformer::init_style()
     return;    // no neighbor list: the model reads every atom's coordinates itself
   }
 
-  // local attention: a full list (each pair in both directions, as the model takes it) that also
-  // lists the neighbors of ghost atoms, whose features feed the local atoms' energies
+  // local attention: forces on ghosts, one ghost range for all types, a full neighbor list (each
+  // pair in both directions, as the model takes it)
   if (force->newton_pair == 0)
     error->all(FLERR,
                "pair_style transformer with a local model (" + model_name() +
@@ -1011,24 +1226,57 @@ void PairTransformer::init_style()
     error->all(FLERR,
                "pair_style transformer with a local model requires 'comm_modify mode single'; "
                "its ghost range is one distance for all types");
-  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  const std::string why_not_blocks = why_not_exchange();
+  if (exchange_mode == EXCHANGE_YES && !why_not_blocks.empty())
+    error->all(FLERR, "pair_style transformer: exchange yes asks for the per-block path, but " +
+                          why_not_blocks + "; use exchange auto (or no) for the ghost-shell path");
+  exchange_path = exchange_mode != EXCHANGE_NO && why_not_blocks.empty();
+  comm_forward = comm_reverse = exchange_path ? token_width : 0;
 
-  // An atom's energy depends on atoms up to receptive_field away (depth x interaction range),
-  // so ghosts must reach that far (+ skin, as atoms move between neighbor list builds), while
-  // the neighbor list itself needs only the interaction range.
-  const double ghost_range = metadata.receptive_field + neighbor->skin;
-  if (comm->cutghostuser < ghost_range) comm->cutghostuser = ghost_range;
-  if (comm->me == 0)
+  if (exchange_path) {
+    // a full list of the owned atoms' pairs; ghosts (interaction range + skin from the cutoff)
+    // receive their tokens from their owners between blocks
+    ghostneigh = 0;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    check_pair_count(metadata.interaction_range + neighbor->skin);
+  } else {
+    // a full list that also lists the neighbors of ghost atoms, whose tokens feed the local
+    // atoms' energies. An atom's energy depends on atoms up to receptive_field away (depth x
+    // interaction range), so ghosts must reach that far (+ skin, as atoms move between
+    // neighbor list builds), while the neighbor list itself needs only the interaction range.
+    ghostneigh = 1;
+    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+    const double ghost_range = metadata.receptive_field + neighbor->skin;
+    if (comm->cutghostuser < ghost_range) comm->cutghostuser = ghost_range;
+    check_pair_count(comm->cutghostuser);
+  }
+  if (comm->me != 0) return;
+  const std::string path = exchange_path
+      ? fmt::format("block by block, ghost atoms out to the interaction range + skin, their tokens "
+                    "exchanged between blocks ({} exchange(s) of {} numbers per ghost each way per step)",
+                    block_count - 1, token_width)
+      : fmt::format("ghost atoms out to {} Å (receptive field {} Å + skin), each rank evaluating "
+                    "its ghosts too{}",
+                    comm->cutghostuser, metadata.receptive_field,
+                    why_not_blocks.empty() ? " (exchange no)" : " (no per-block path: " + why_not_blocks + ")");
+  if (periodic_forward)
     utils::logmesg(lmp,
-                   "pair_style transformer: local model, interaction range {} Å, ghost atoms "
-                   "out to {} Å (receptive field {} Å + skin)\n",
-                   metadata.interaction_range, comm->cutghostuser, metadata.receptive_field);
-  check_pair_count(comm->cutghostuser);
-  if (periodic_forward && comm->me == 0)
-    utils::logmesg(lmp,
-                   "pair_style transformer: one MPI rank and a periodic box: the export's periodic "
-                   "forward evaluates the owned atoms (steps with per-atom virials use the ghost "
-                   "atoms)\n");
+                   "pair_style transformer: local model, interaction range {} Å; one MPI rank and a "
+                   "periodic box: the export's periodic forward evaluates the owned atoms (steps with "
+                   "per-atom virials: {})\n",
+                   metadata.interaction_range, path);
+  else
+    utils::logmesg(lmp, "pair_style transformer: local model, interaction range {} Å: {}\n",
+                   metadata.interaction_range, path);
+}
+
+// Why this run cannot take the per-block exchange path ("" when it can).
+std::string PairTransformer::why_not_exchange() const
+{
+  if (!metadata.exchange)
+    return "the export " + model_name() + " is format version " + metadata.entries.at("format_version") +
+        ", without the per-block methods of version 3 (re-export the checkpoint with this mdplugin)";
+  return "";
 }
 
 double PairTransformer::init_one(int i, int j)
@@ -1068,7 +1316,12 @@ void PairTransformer::load_model(const std::string &path)
   }
   model_path = path;
   model_loaded = true;
-  ghostneigh = metadata.local ? 1 : 0;    // local models read the neighbors of ghost atoms
+  ghostneigh = metadata.local ? 1 : 0;    // the ghost-shell path reads ghosts' neighbors (init_style)
+  token_width = block_count = 0;
+  if (metadata.exchange) {    // load_export checked the per-block methods
+    token_width = static_cast<int>(model.attr("width").toInt());
+    block_count = static_cast<int>(model.attr("depth").toInt());
+  }
 
   inverse_shortest_squared.clear();
   if (!metadata.shortest_distance.empty()) {

@@ -44,6 +44,11 @@ class PairTransformer : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  // the exchange path's tokens (forward) and their gradients (reverse), width numbers per atom
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   // ---- global attention: the whole system, identical on every rank, sorted by atom ID
@@ -86,6 +91,15 @@ class PairTransformer : public Pair {
   LocalResult evaluate_local(const Neighborhood &);
   void scatter_local_forces(const Neighborhood &, const LocalResult &);
   void tally_local_energy_and_virial(const Neighborhood &, const LocalResult &);
+
+  // ---- local attention, block by block (export version 3): ghosts out to the interaction range
+  // only; between blocks the owners' new tokens go to their ghosts, and backwards the ghosts'
+  // token gradients go to their owners (keyword exchange auto|yes|no)
+  enum ExchangeMode { EXCHANGE_AUTO, EXCHANGE_YES, EXCHANGE_NO };
+  std::string why_not_exchange() const;    // "" when the export has the per-block methods
+  void compute_exchange();
+  torch::Tensor exchange_tokens(const Neighborhood &, const torch::Tensor &new_local);
+  torch::Tensor gather_token_gradients(const Neighborhood &, const torch::Tensor &gradient);
 
   // ---- local attention on one rank in a fully periodic box: the owned atoms and the cell
   enum PeriodicMode { PERIODIC_AUTO, PERIODIC_YES, PERIODIC_NO };
@@ -137,6 +151,11 @@ class PairTransformer : public Pair {
   bool below_warn;           // the ratio was below domain_warn at the previous evaluation
   PeriodicMode periodic_mode;    // keyword periodic: when a local model uses forward(..., cell, pbc)
   bool periodic_forward;         // init_style's choice: the periodic forward applies and is wanted
+  ExchangeMode exchange_mode;    // keyword exchange: when a local model runs block by block
+  bool exchange_path;            // init_style's choice for the steps the periodic forward does not take
+  int token_width = 0;           // numbers per atom in each exchange (the export's width)
+  int block_count = 0;           // the export's depth
+  std::vector<double> exchanged; // [(nlocal + nghost) * token_width] by LAMMPS index, for comm
   int deviation_every;           // steps between committee deviations (0 = never)
   double deviation_warn;         // eV/Å: warn when the largest force deviation exceeds it (0 = never)
   double deviation_stop;         // eV/Å: stop when it exceeds this (0 = never)

@@ -264,12 +264,15 @@ def test_hybrid_overlay_evaluates_only_the_mapped_types(golden_box, tmp_path):
 # ---------------------------------------------------------------- MPI: the same numbers on any decomposition
 
 
+PERIODIC_LOG = "the export's periodic forward evaluates the owned atoms"  # init_style's line when it applies
+EXCHANGE_LOG = "block by block, ghost atoms out to the interaction range"  # ... when the exchange path applies
+
 MD_INPUT = """units metal
 boundary p p p
 atom_style atomic
 {processors}
 read_data {data}
-pair_style transformer
+{pair_style}
 pair_coeff * * {model} H C N O
 velocity all create 300 4928459 mom yes rot no dist gaussian
 timestep 0.0005
@@ -293,10 +296,17 @@ def read_dump(path: Path) -> np.ndarray:
 
 
 def run_ranks(
-    directory: Path, data: Path, model: Path, ranks: int, processors: str = ""
+    directory: Path,
+    data: Path,
+    model: Path,
+    ranks: int,
+    processors: str = "",
+    pair_style: str = "pair_style transformer",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     directory.mkdir()
-    (directory / "in.md").write_text(MD_INPUT.format(processors=processors, data=data, model=model))
+    (directory / "in.md").write_text(
+        MD_INPUT.format(processors=processors, data=data, model=model, pair_style=pair_style)
+    )
     result = subprocess.run(
         [str(BIN / "mdplugin"), "lammps", "run", "in.md", "--np", str(ranks), "--", "-nocite", "-log", "none"],
         cwd=directory,
@@ -314,13 +324,24 @@ def test_one_two_and_four_ranks_give_the_same_numbers(local_export, tmp_path):
     forces, per-atom energies and virials agree across decompositions, including a 2 x 2 x 1 grid."""
     positions, numbers, cell = water_box(8, seed=1, tilt=TRICLINIC)
     data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    shell = "pair_style transformer exchange no"
     runs = {
         "1": run_ranks(tmp_path / "np1", data, local_export, 1),
         "2": run_ranks(tmp_path / "np2", data, local_export, 2),
         "4 (2 2 1)": run_ranks(tmp_path / "np4", data, local_export, 4, processors="processors 2 2 1"),
+        "2, ghost shell": run_ranks(tmp_path / "np2-shell", data, local_export, 2, pair_style=shell),
     }
     assert "1 by 1 by 1 MPI processor grid" in runs["1"][2]
     assert "2 by 2 by 1 MPI processor grid" in runs["4 (2 2 1)"][2]
+    # several ranks take the per-block exchange path unless told otherwise; one rank the periodic forward
+    for ranks, (_, _, output) in runs.items():
+        # (one rank's dump steps need per-atom virials, which the periodic forward leaves to the exchange path)
+        assert (EXCHANGE_LOG in output) == (ranks != "2, ghost shell"), ranks
+    assert PERIODIC_LOG in runs["1"][2]
+    assert (
+        "ghost atoms out to 7 Å (receptive field 5 Å + skin), each rank evaluating its ghosts too (exchange no)"
+        in (runs["2, ghost shell"][2])
+    )
     thermo1, dump1, _ = runs["1"]
     assert len(thermo1) == 3 and len(dump1) == 3 * len(numbers)  # steps 0, 5, 10
 
@@ -328,7 +349,7 @@ def test_one_two_and_four_ranks_give_the_same_numbers(local_export, tmp_path):
     assert thermo1[0, 1] == pytest.approx(energy, rel=1e-12)
     np.testing.assert_allclose(dump1[: len(numbers), 1:4], forces, rtol=0, atol=1e-10 * np.abs(forces).max())
     # press (step 0) includes the kinetic part; the virial components alone are the export's
-    for ranks in ("2", "4 (2 2 1)"):
+    for ranks in ("2", "4 (2 2 1)", "2, ghost shell"):
         thermo, dump, _ = runs[ranks]
         # 1e-10 relative: a different summation order of the same float64 terms, over 10 steps
         np.testing.assert_allclose(
@@ -352,6 +373,122 @@ def test_four_ranks_on_a_box_thinner_than_the_ghost_range(golden_box, tmp_path):
     forces = np.array(golden_box["forces"])
     np.testing.assert_allclose(dump[: len(forces), 1:4], forces, rtol=0, atol=1e-10 * np.abs(forces).max())
     np.testing.assert_allclose(dump[: len(forces), 4], golden_box["per_atom_energy"], rtol=1e-12)
+
+
+NPT_INPUT = """units metal
+boundary p p p
+atom_style atomic
+{start}
+neighbor 0.5 bin
+pair_style transformer {keywords}
+pair_coeff * * {model} H C N O
+timestep 0.0005
+fix npt all npt temp 300 300 0.05 tri 1 1 0.5
+thermo_style custom step pe press vol pxy
+thermo_modify format float %.17g
+thermo 10
+{run}
+write_dump all custom final.dump id xu yu zu fx fy fz modify sort id format float %.17g
+"""
+
+
+def run_input(directory: Path, text: str, ranks: int) -> str:
+    directory.mkdir(exist_ok=True)
+    (directory / "in.md").write_text(text)
+    result = subprocess.run(
+        [str(BIN / "mdplugin"), "lammps", "run", "in.md", "--np", str(ranks), "--", "-nocite", "-log", "none"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def final_dump(directory: Path) -> np.ndarray:
+    lines = (directory / "final.dump").read_text().splitlines()
+    return np.array([line.split() for line in lines[lines.index("ITEM: ATOMS id xu yu zu fx fy fz") + 1 :]], dtype=float)
+
+
+def test_npt_and_a_restart_on_two_ranks_follow_one_rank(local_export, tmp_path):
+    """Triclinic NPT (the box and its tilts move, atoms migrate between ranks) for 20 steps, block by block on
+    two ranks, and the same with a restart after 10 steps, follow the one-rank trajectory (periodic forward)."""
+    positions, numbers, cell = water_box(6, seed=9, tilt=TRICLINIC)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    velocities = "velocity all create 300 4928459 mom yes rot no dist gaussian"
+    whole = NPT_INPUT.format(
+        start=f"read_data {data}", keywords="{keywords}", model=local_export, run=f"{velocities}\nrun 20"
+    )
+    one = run_input(tmp_path / "np1", whole.format(keywords=""), 1)
+    two = run_input(tmp_path / "np2", whole.format(keywords="exchange yes"), 2)
+    halves = tmp_path / "np2-restart"
+    first_half = NPT_INPUT.format(
+        start=f"read_data {data}",
+        keywords="",
+        model=local_export,
+        run=f"{velocities}\nrun 10\nwrite_restart half.restart",
+    )
+    run_input(halves, first_half, 2)
+    restarted = run_input(
+        halves,
+        NPT_INPUT.format(start="read_restart half.restart", keywords="", model=local_export, run="run 10"),
+        2,
+    )
+    assert EXCHANGE_LOG in two and EXCHANGE_LOG in restarted and "1 by 1 by 2 MPI processor grid" in two
+
+    def last_thermo(output: str) -> np.ndarray:  # pe, press, vol, pxy at step 20
+        return np.array(re.findall(r"^\s+20\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", output, re.M)[-1], dtype=float)
+
+    reference = last_thermo(one)
+    assert abs(reference[2] - abs(np.linalg.det(cell))) > 1e-3  # the barostat moved the box
+    for name, output, directory in (("two ranks", two, tmp_path / "np2"), ("restarted", restarted, halves)):
+        np.testing.assert_allclose(last_thermo(output), reference, rtol=1e-10, err_msg=name)
+        dump = final_dump(directory)
+        expected = final_dump(tmp_path / "np1")
+        scale = np.abs(expected[:, 4:]).max()
+        np.testing.assert_allclose(dump[:, 1:4], expected[:, 1:4], rtol=0, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(dump[:, 4:], expected[:, 4:], rtol=0, atol=1e-10 * scale, err_msg=name)
+
+
+def test_ranks_that_own_no_atoms_still_exchange(local_export, tmp_path):
+    """Twelve waters in one corner of a 24 Å box on four ranks (4 x 1 x 1): two ranks own no atom, and one
+    holds only ghosts, yet every rank makes the same exchanges (no hang) and the numbers are Python's."""
+    cluster = np.array(json.loads((FIXTURES / "expected-local.json").read_text())["water-box"]["positions"])
+    symbols = json.loads((FIXTURES / "expected-local.json").read_text())["water-box"]["symbols"]
+    numbers = np.array([{"H": 1, "O": 8}[symbol] for symbol in symbols])
+    cell = np.diag([24.0, 24.0, 24.0])
+    positions = cluster - cluster.min(axis=0) + 0.5
+    data = write_data(tmp_path / "corner.data", positions, numbers, cell)
+    thermo, dump, output = run_ranks(
+        tmp_path / "np4",
+        data,
+        local_export,
+        4,
+        processors="processors 4 1 1",
+        pair_style="pair_style transformer exchange yes",
+    )
+    assert "4 by 1 by 1 MPI processor grid" in output and EXCHANGE_LOG in output
+    energy, forces, per_atom, _ = python_reference(local_export, positions, numbers, cell)
+    assert thermo[0, 1] == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(dump[: len(numbers), 1:4], forces, rtol=0, atol=1e-10 * np.abs(forces).max())
+    np.testing.assert_allclose(dump[: len(numbers), 4], per_atom, rtol=1e-12)
+
+
+def test_exchange_yes_with_a_version_2_export_is_an_error(golden_box, tmp_path):
+    """A version 2 file has no per-block methods: `exchange auto` takes the ghost shell, `exchange yes` says why."""
+    cell = np.array(golden_box["cell"])
+    data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
+    model = FIXTURES / "tiny-local-float64.pt"
+    instance = open_lammps(setup_commands(data, model, "pair_style transformer periodic no") + ["run 0"])
+    assert instance.get_thermo("pe") == pytest.approx(golden_box["energy"], rel=1e-12)
+    instance.close()
+    instance = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    with pytest.raises(Exception) as raised:
+        instance.commands_list(setup_commands(data, model, "pair_style transformer exchange yes") + ["run 0"])
+    instance.close()
+    message = str(raised.value)
+    assert "exchange yes asks for the per-block path" in message and "format version 2" in message, message
 
 
 # ---------------------------------------------------------------- derivatives
@@ -510,14 +647,17 @@ def unwrapped(instance: lammps.lammps) -> np.ndarray:
     return by_id(instance, positions).copy()
 
 
-def test_neigh_modify_defaults_equal_a_rebuild_every_step(local_export, tmp_path):
+@pytest.mark.parametrize(("exchange", "ghost_cutoff"), [("no", 7), ("yes", 4.5)], ids=["ghost-shell", "exchange"])
+def test_neigh_modify_defaults_equal_a_rebuild_every_step(local_export, tmp_path, exchange, ghost_cutoff):
     """No neighbor/neigh_modify line at all (skin 2 Å, every 1 delay 0 check yes), and a thin skin with the
     same check, follow the trajectory of a list rebuilt every step: the automatic ghost range (receptive
-    field + skin) covers every atom that moves within the skin between builds."""
+    field + skin for the ghost shell, interaction range + skin block by block) covers every atom that moves
+    within the skin between builds."""
     positions, numbers, cell = water_box(3, seed=6)
     data = write_data(tmp_path / "small.data", positions, numbers, cell)
     steps = 40
-    ghosts = "pair_style transformer periodic no"  # the ghost path: one rank would use the periodic forward
+    # one rank would use the periodic forward
+    ghosts = f"pair_style transformer periodic no exchange {exchange}"
     reference = hot_water_run(
         data, local_export, [ghosts, "neighbor 0.3 bin", "neigh_modify every 1 delay 0 check no"], steps
     )
@@ -527,7 +667,8 @@ def test_neigh_modify_defaults_equal_a_rebuild_every_step(local_export, tmp_path
         data, local_export, [ghosts, "neighbor 0.3 bin", "neigh_modify every 1 delay 0 check yes"], steps, checked_log
     )
     assert log_lines(default_log, r"update: every = 1 steps, delay = 0 steps, check = yes")  # LAMMPS's defaults
-    assert log_lines(default_log, r"ghost atom cutoff = 7\b")  # receptive field 5 Å + the metal default skin 2 Å
+    # the metal default skin 2 Å + the receptive field 5 Å (ghost shell) or the interaction range 2.5 Å
+    assert log_lines(default_log, rf"ghost atom cutoff = {ghost_cutoff}\b")
     builds = int(log_lines(checked_log, r"^Neighbor list builds = (\d+)")[0])
     assert 1 < builds < steps  # the check skipped builds and still rebuilt: atoms crossed half the 0.3 Å skin
     assert log_lines(checked_log, r"^Dangerous builds = (\d+)") == ["0"]
@@ -669,9 +810,6 @@ def test_a_neighbour_list_overflow_is_lammps_error(local_export, tmp_path, spaci
 
 
 # ---------------------------------------------------------------- one rank, periodic box: the export's periodic forward
-
-
-PERIODIC_LOG = "the export's periodic forward evaluates the owned atoms"  # init_style's line when it applies
 
 
 def run_path(data: Path, model: Path, periodic: str, commands: list[str], log: Path) -> dict:
