@@ -4,12 +4,13 @@ A rank that owns a cubic subdomain of edge s evaluates its atoms from their neig
 designs, for a model of interaction range R, depth d (receptive field d R) and width w, with a
 neighbour skin k, in liquid water (0.1003 atoms/Å^3):
 
-- **ghost shell** (`pair_style transformer` before per-layer trimming): ghosts out to G = d R + k;
+- **ghost shell** (the first `pair_style transformer`, before per-layer trimming): ghosts out to G = d R + k;
   every block updates every atom the rank holds, (s + 2G)^3 / s^3 times the owned atoms.
-- **ghost shell, trimmed** (today's `forward_neighbors`): the same ghosts, but block l updates only
+- **ghost shell, trimmed** (`forward_neighbors`; `pair_style transformer exchange no`): the same ghosts, but block l updates only
   the atoms within d - 1 - l neighbour hops of the owned atoms; the last block updates the owned
   atoms alone. Communication is unchanged: positions out, forces back, once per step.
-- **per-layer feature exchange** (DeePMD's `border_op`, LAMMPS ML-IAP's `forward_exchange`):
+- **per-layer feature exchange** (`pair_style transformer` on several ranks since export version 3;
+  DeePMD's `border_op`, LAMMPS ML-IAP's `forward_exchange`):
   ghosts out to R + k only; every block updates the owned atoms, then the ghosts' new features
   (w floats) come from their owners, and in the backward pass their gradients go back: d - 1
   exchanges each way per step on top of positions and forces.
@@ -18,7 +19,7 @@ Small subdomains are counted on a real configuration (a water box cropped to the
 shell; hops from a neighbour graph of the pairs closer than R, as `forward_neighbors` counts them);
 all sizes also from the geometric formulas (a hop reaches at most R), which the counts check.
 Communication is bytes per rank per MD step: float64 positions and forces (24 B each way per
-ghost), float32 features (4 w B per ghost per exchange). Messages: LAMMPS's brick exchange sends
+ghost), float64 features (8 w B per ghost per exchange, LAMMPS's buffers). Messages: LAMMPS's brick exchange sends
 one message per direction per dimension and per subdomain width the ghost range spans.
 
     python -m benchmarks.lammps_projection [--model examples/models/water-xtb-export.pt]
@@ -47,7 +48,9 @@ from benchmarks import report
 ROOT = Path(__file__).resolve().parent.parent
 WATER_DENSITY = 0.1003  # atoms / Å^3 at 1.00 g/cm^3
 POSITION_BYTES = 3 * 8  # float64 x, y, z out to the ghost; the same back as its force
-FEATURE_BYTES = 4  # float32 per feature
+FEATURE_BYTES = 8  # per feature: the pair style exchanges tokens and their gradients in LAMMPS's float64 buffers
+LATENCY_S = 5e-6  # per MPI message between nodes (InfiniBand-class 1-2 us; 5 us leaves room for software)
+SECONDS_PER_BYTE = 1e-10  # 10 GB/s per rank
 ATOMS_PER_RANK = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000]
 COUNTED_ATOMS_PER_RANK = [300, 1_000, 3_000]  # counted on a configuration (the padded box grows fast)
 
@@ -110,6 +113,44 @@ def by_formula(
             "bytes_per_step": (2 * POSITION_BYTES + 2 * (depth - 1) * FEATURE_BYTES * width) * exchange_ghosts,
             "messages_per_step": 2 * depth * exchanges(edge, interaction_range + skin),
         },
+    }
+
+
+def measured_costs(paths: Path, depth: int) -> dict:
+    """The time of one atom-block update (forward and backward) and the exchange path's cost per ghost
+    relative to it, from `lammps_paths.json` (`python -m benchmarks.lammps_scaling --shipped MODEL`):
+    one rank's periodic forward, and one rank block by block with its ghosts, on the largest box."""
+    size = json.loads(paths.read_text())["sizes"][-1]
+    by_name = {entry["name"]: entry for entry in size["runs"]}
+    periodic = by_name["1 rank, periodic forward (auto)"]
+    blocks = by_name["1 rank, block by block"]
+    update = periodic["pair_seconds_per_step_slowest_rank"] / (periodic["atoms"] * depth)
+    # the extra time of the exchange path on one rank, per ghost it holds, in updates
+    extra = blocks["pair_seconds_per_step_slowest_rank"] / periodic["pair_seconds_per_step_slowest_rank"] - 1.0
+    ghosts = blocks["ghost_atoms_per_rank"] / blocks["local_atoms_per_rank"]
+    return {
+        "update_s": update,
+        "exchange_ghost_cost": max(0.0, extra) / ghosts,
+        "source": f"{paths.name}: {periodic['atoms']} atoms on one rank",
+    }
+
+
+def efficiencies(row: dict, depth: int, cost: dict) -> dict:
+    """Projected parallel efficiency per rank: the owned atoms' own work over the rank's time per step
+    (redundant updates, the exchange path's per-ghost work, LATENCY_S per message, SECONDS_PER_BYTE)."""
+    owned_work = cost["update_s"] * depth * row["atoms_per_rank"]
+
+    def efficiency(updates_per_owned: float, messages: int, size: float) -> float:
+        return owned_work / (owned_work * updates_per_owned + messages * LATENCY_S + size * SECONDS_PER_BYTE)
+
+    shell, exchange = row["shell"], row["exchange"]
+    trimmed = (
+        shell["trimmed_updates_per_owned_atom_block_counted_reach"] or shell["trimmed_updates_per_owned_atom_block"]
+    )
+    ghost_work = cost["exchange_ghost_cost"] * exchange["ghosts_per_owned"]
+    return {
+        "shell_trimmed": efficiency(trimmed, shell["messages_per_step"], shell["bytes_per_step"]),
+        "exchange": efficiency(1.0 + ghost_work, exchange["messages_per_step"], exchange["bytes_per_step"]),
     }
 
 
@@ -221,6 +262,14 @@ def project(arguments: argparse.Namespace) -> dict:
         by_formula(atoms, parameters["range"], parameters["depth"], parameters["width"], arguments.skin, hop_reach)
         for atoms in ATOMS_PER_RANK
     ]
+    paths = arguments.output / "lammps_paths.json"
+    cost = (
+        measured_costs(paths, parameters["depth"])
+        if paths.is_file()
+        else {"update_s": 1e-4, "exchange_ghost_cost": 0.15, "source": "assumed (no lammps_paths.json)"}
+    )
+    for row in rows:
+        row["efficiency"] = efficiencies(row, parameters["depth"], cost)
     scaling = {}
     measured = arguments.output / "lammps_scaling.json"
     runs = {}
@@ -243,6 +292,7 @@ def project(arguments: argparse.Namespace) -> dict:
         print(f"strong scaling check {text}: {entries}", flush=True)
     return {
         "hop_reach_A": hop_reach,
+        "cost": {**cost, "latency_s": LATENCY_S, "seconds_per_byte": SECONDS_PER_BYTE},
         "strong_scaling_check": scaling,
         "model": {**parameters, "receptive_field_A": parameters["range"] * parameters["depth"], "source": source},
         "skin_A": arguments.skin,
@@ -268,6 +318,8 @@ def markdown(data: dict) -> str:
         "ghosts/owned (exchange)",
         "KB/step (exchange)",
         "msgs/step (exchange)",
+        "efficiency (trimmed shell)",
+        "efficiency (exchange)",
     ]
     rows = []
     for row in data["projection"]:
@@ -285,6 +337,8 @@ def markdown(data: dict) -> str:
                 f"{exchange['ghosts_per_owned']:.2f}",
                 f"{exchange['bytes_per_step'] / 1e3:,.0f}",
                 exchange["messages_per_step"],
+                f"{row['efficiency']['shell_trimmed']:.0%}",
+                f"{row['efficiency']['exchange']:.0%}",
             ]
         )
     check_rows = [
@@ -308,12 +362,16 @@ def markdown(data: dict) -> str:
         "subdomains of edge s. Per rank and MD step. `updates/owned` is atom-block updates (each one an "
         "attention row over the atom's neighbours within R, forward and backward) per owned atom and block: "
         "the redundant work of the decomposition, 1 for none. **Shell**: ghosts to d R + skin, positions out "
-        "and forces back once per step (today's `pair_style transformer`); **trimmed**: the same ghosts and "
-        "messages, block l updating only atoms within d - 1 - l hops of the owned atoms (today's "
-        "`forward_neighbors`); **exchange**: ghosts to R + skin, every block updates owned atoms only and "
-        f"exchanges {width} float32 features per ghost with the neighbours, d - 1 times forward and d - 1 times "
-        "backward (DeePMD `border_op`, ML-IAP `forward_exchange`). 1–3k atoms/rank is a CPU rank; 10^5–10^6 "
-        "a GPU.\n\n"
+        "and forces back once per step; **trimmed**: the same ghosts and "
+        "messages, block l updating only atoms within d - 1 - l hops of the owned atoms (`forward_neighbors`, "
+        "`pair_style transformer exchange no`); **exchange**: ghosts to R + skin, every block updates owned "
+        f"atoms only and exchanges {width} float64 features per ghost with the neighbours, d - 1 times forward and d - 1 times "
+        "backward (`pair_style transformer` on several ranks; DeePMD `border_op`, ML-IAP `forward_exchange`). 1–3k atoms/rank is a CPU rank; 10^5–10^6 "
+        "a GPU. `efficiency`: the owned atoms' own work over the rank's time per step, with one atom-block "
+        f"update costing {1e6 * data['cost']['update_s']:.0f} µs and a ghost of the exchange path "
+        f"{data['cost']['exchange_ghost_cost']:.2f} of an update ({data['cost']['source']}), "
+        f"{1e6 * data['cost']['latency_s']:.0f} µs per message and {1e-9 / data['cost']['seconds_per_byte']:.0f} "
+        "GB/s, messages not overlapped with work.\n\n"
         + report.markdown_table(header, rows)
         + "\n\nCounted on a water configuration against the formula (counted / formula; the hop counts "
         "are the atoms within 0, 1, ... hops of the owned ones, which block d - 1, d - 2, ... updates):\n\n"

@@ -33,6 +33,7 @@ import re
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import ase
@@ -89,7 +90,9 @@ def make_local_export(directory: Path, interaction_range: float, depth: int, wid
     return export(checkpoint, directory / f"local-{interaction_range}x{depth}-export.pt", dtype=dtype, overwrite=True)
 
 
-def lammps_input(model: Path, steps: int, repeats: int, warmup: int, processors: str = "") -> str:
+def lammps_input(
+    model: Path, steps: int, repeats: int, warmup: int, processors: str = "", keywords: str = "", elements: str = "H O"
+) -> str:
     return (
         "\n".join(
             [
@@ -99,8 +102,8 @@ def lammps_input(model: Path, steps: int, repeats: int, warmup: int, processors:
                 processors,
                 "read_data box.data",
                 f"neighbor {SKIN} bin",
-                "pair_style transformer threads 1",
-                f"pair_coeff * * {model} H O",
+                f"pair_style transformer threads 1 {keywords}",
+                f"pair_coeff * * {model} {elements}",
                 "timer full",  # CPU time per section: the pair style's work, without MPI's busy waiting
                 "velocity all create 300 4928459 mom yes rot no dist gaussian",
                 f"timestep {TIMESTEP_FS / 1000.0}",
@@ -116,16 +119,27 @@ def lammps_input(model: Path, steps: int, repeats: int, warmup: int, processors:
     )
 
 
-def run(directory: Path, model: Path, ranks: int, steps: int, repeats: int, warmup: int, processors: str = "") -> dict:
+def run(
+    directory: Path,
+    model: Path,
+    ranks: int,
+    steps: int,
+    repeats: int,
+    warmup: int,
+    processors: str = "",
+    keywords: str = "",
+) -> dict:
     from mdplugin.engines import lammps_plugin
 
-    (directory / "in.scaling").write_text(lammps_input(model, steps, repeats, warmup, processors))
+    (directory / "in.scaling").write_text(lammps_input(model, steps, repeats, warmup, processors, keywords))
     busy_before, load_before = report.busy_cores(), os.getloadavg()[0]
     command = [str(lammps_plugin.lammps_executable()), "-in", "in.scaling", "-log", "log.lammps", "-nocite"]
     if ranks > 1:
         command = [str(lammps_plugin.mpirun_executable()), "-np", str(ranks), *command]
     environment = {**os.environ, **lammps_plugin.plugin_environment(), "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
     completed = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=3600)
+    whole_run = time.perf_counter() - started
     log = (directory / "log.lammps").read_text() if (directory / "log.lammps").exists() else ""
     if completed.returncode != 0 or not LOOP_TIME.search(log):
         raise RuntimeError(f"LAMMPS failed with {ranks} ranks:\n" + (log + completed.stdout + completed.stderr)[-3000:])
@@ -143,8 +157,12 @@ def run(directory: Path, model: Path, ranks: int, steps: int, repeats: int, warm
     local = [float(m[1]) for m in re.finditer(r"^Nlocal:\s+(\S+) ave", log, re.MULTILINE)]
     ghost = [float(m[1]) for m in re.finditer(r"^Nghost:\s+(\S+) ave", log, re.MULTILINE)]
     first_energy = re.search(r"^\s+0\s+(\S+)\s+\S+\s+\S+\s*$", log, re.MULTILINE)
+    path = re.search(r"^pair_style transformer: local model, interaction range \S+ Å(?::|;) (.*)$", log, re.MULTILINE)
     return {
         "ranks": ranks,
+        "keywords": keywords,
+        "path": path.group(1) if path else "",
+        "whole_run_seconds": whole_run,
         "atoms": int(re.search(r"with (\d+) atoms", log).group(1)),
         "busy_cores_before": busy_before,
         "load_average_before": load_before,
@@ -233,6 +251,116 @@ def measure(arguments: argparse.Namespace) -> dict:
         "results": results,
         "machine": report.finish(machine),
     }
+
+
+# (name, ranks, pair_style keywords): the paths of `pair_style transformer` for a local model
+PATHS = [
+    ("1 rank, periodic forward (auto)", 1, ""),
+    ("1 rank, block by block", 1, "periodic no exchange yes"),
+    ("2 ranks, ghost shell", 2, "exchange no"),
+    ("2 ranks, block by block (auto)", 2, ""),
+]
+
+
+def measure_paths(arguments: argparse.Namespace) -> dict:
+    """A trained model's water box at each size on every path, side by side: whole-run wall clock, LAMMPS's
+    loop time and the pair style's time, and the speed-up of each over one rank's automatic path."""
+    machine = report.machine_info()
+    sizes = []
+    with tempfile.TemporaryDirectory(prefix="mdplugin-paths-") as scratch:
+        for molecules in arguments.sizes:
+            directory = Path(scratch) / f"n{molecules}"
+            directory.mkdir()
+            write_data(directory / "box.data", *water_box(molecules))
+            runs = []
+            for name, ranks, keywords in PATHS:
+                place = directory / f"{ranks}-{len(runs)}"
+                place.mkdir()
+                (place / "box.data").symlink_to(directory / "box.data")
+                entry = run(
+                    place,
+                    arguments.shipped.resolve(),
+                    ranks,
+                    arguments.steps,
+                    arguments.repeats,
+                    arguments.warmup,
+                    keywords=keywords,
+                )
+                entry["name"] = name
+                runs.append(entry)
+                print(
+                    f"{molecules}^3 waters, {name}: whole run {entry['whole_run_seconds']:.1f} s, "
+                    f"{1e3 * entry['seconds_per_step']:.0f} ms/step, pair {1e3 * entry['pair_seconds_per_step_slowest_rank']:.0f} ms, "
+                    f"{entry['busy_cores_before']:.1f} cores busy before",
+                    flush=True,
+                )
+            base = runs[0]
+            for entry in runs:
+                entry["speedup_whole_run"] = base["whole_run_seconds"] / entry["whole_run_seconds"]
+                entry["speedup_per_step"] = base["seconds_per_step"] / entry["seconds_per_step"]
+                entry["speedup_pair"] = (
+                    base["pair_seconds_per_step_slowest_rank"] / entry["pair_seconds_per_step_slowest_rank"]
+                )
+                entry["energy_relative_difference"] = abs(entry["energy_step0_eV"] / base["energy_step0_eV"] - 1.0)
+            sizes.append({"molecules_per_edge": molecules, "atoms": base["atoms"], "runs": runs})
+    return {
+        "model": str(arguments.shipped),
+        "skin_A": SKIN,
+        "steps": {"warmup": arguments.warmup, "per_sample": arguments.steps, "samples": arguments.repeats},
+        "sizes": sizes,
+        "machine": report.finish(machine),
+    }
+
+
+def paths_markdown(data: dict) -> str:
+    rows = []
+    for size in data["sizes"]:
+        for entry in size["runs"]:
+            rows.append(
+                [
+                    size["atoms"],
+                    entry["name"],
+                    f"{entry['whole_run_seconds']:.1f}",
+                    f"{entry['speedup_whole_run']:.2f}",
+                    f"{1e3 * entry['seconds_per_step']:.0f}",
+                    f"{entry['speedup_per_step']:.2f}",
+                    f"{1e3 * entry['pair_seconds_per_step_slowest_rank']:.0f}",
+                    f"{entry['speedup_pair']:.2f}",
+                    f"{entry['local_atoms_per_rank']:.0f}",
+                    f"{entry['ghost_atoms_per_rank']:.0f}",
+                    f"{entry['busy_cores_before']:.1f}",
+                    f"{entry['energy_relative_difference']:.1e}",
+                ]
+            )
+    header = [
+        "atoms",
+        "path",
+        "whole run s",
+        "speed-up (whole run)",
+        "ms/step",
+        "speed-up (step)",
+        "pair ms/step (slowest rank)",
+        "speed-up (pair)",
+        "owned/rank",
+        "ghosts/rank",
+        "cores busy before",
+        "ΔE(0) rel.",
+    ]
+    steps = data["steps"]
+    return (
+        f"# LAMMPS paths across ranks: {data['model']}\n\n"
+        f"Water boxes at about liquid density, NVE at {TIMESTEP_FS} fs, skin {data['skin_A']} Å, one libtorch "
+        f"thread per rank, `lmp` under mpich's `mpirun`; each run is {steps['warmup']} warm-up steps then "
+        f"{steps['samples']} samples of {steps['per_sample']} steps (median per step). `whole run` is the wall clock "
+        "of the whole `lmp` process (start-up, model load, warm-up included); speed-ups are over the first row of "
+        "each size, one rank's automatic path. `pair` is the pair style's time on the slowest rank (`timer "
+        "full`). Ghost shell: ghosts out to the receptive field + skin, each rank evaluating them too; block by "
+        "block: ghosts out to the interaction range + skin, tokens exchanged between blocks.\n\n"
+        + report.markdown_table(header, rows)
+        + "\n\n"
+        + report.machine_markdown(data["machine"])
+        + "\n"
+    )
 
 
 def markdown(data: dict) -> str:
@@ -348,7 +476,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed samples per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--shipped",
+        type=Path,
+        help="a trained local export (e.g. examples/models/water-classical-export.pt): measure its paths across "
+        "ranks at --sizes instead of the random-model grid (lammps_paths.json / .md)",
+    )
+    parser.add_argument(
+        "--sizes", type=lambda text: [int(n) for n in text.split(",")], default=[11, 16], help="molecules per edge"
+    )
     arguments = parser.parse_args(argv)
+    if arguments.shipped is not None:
+        data = measure_paths(arguments)
+        report.write_json(data, arguments.output / "lammps_paths.json")
+        (arguments.output / "lammps_paths.md").write_text(paths_markdown(data))
+        print(paths_markdown(data))
+        return
     data = measure(arguments)
     report.write_json(data, arguments.output / "lammps_scaling.json")
     (arguments.output / "lammps_scaling.md").write_text(markdown(data))

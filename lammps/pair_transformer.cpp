@@ -465,7 +465,7 @@ void PairTransformer::tally_energy_and_virial(const System &system, const Result
 
 void PairTransformer::compute_local()
 {
-  const Neighborhood neighborhood = collect_neighborhood();
+  const Neighborhood neighborhood = collect_neighborhood(true);
   if (neighborhood.n_local == 0) return;    // this rank owns no atom of a mapped type
   const LocalResult result = evaluate_local(neighborhood);
   scatter_local_forces(neighborhood, result);
@@ -475,11 +475,13 @@ void PairTransformer::compute_local()
 /* ----------------------------------------------------------------------
    The model's input on this rank: mapped local atoms first, then mapped ghosts (periodic images
    are ghosts, so no pair needs a cell shift), and every ordered pair closer than the interaction
-   range from the full neighbor list, which lists ghosts' neighbors too. Ghosts reach out to
-   receptive_field (+ skin), so the energy of every local atom sees every atom it depends on.
+   range from the full neighbor list. With ghosts_too (the ghost-shell path) the list holds the
+   ghosts' neighbors too and every ghost is an input: ghosts reach out to receptive_field (+ skin),
+   so the energy of every local atom sees every atom it depends on. Without (block by block), the
+   pairs are the local atoms' and the ghosts are the ones within range of a local atom.
 ------------------------------------------------------------------------- */
 
-PairTransformer::Neighborhood PairTransformer::collect_neighborhood()
+PairTransformer::Neighborhood PairTransformer::collect_neighborhood(bool ghosts_too)
 {
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
@@ -488,28 +490,31 @@ PairTransformer::Neighborhood PairTransformer::collect_neighborhood()
 
   Neighborhood neighborhood;
   std::vector<int> model_index(nall, -1);
-  for (int i = 0; i < nall; i++) {
-    if (!is_mapped(type[i])) continue;
-    if (i < nlocal) neighborhood.n_local++;
+  auto add = [&](int i) {
     model_index[i] = static_cast<int>(neighborhood.atom_index.size());
     neighborhood.atom_index.push_back(i);
     neighborhood.atomic_numbers.push_back(type_to_atomic_number[type[i]]);
     neighborhood.positions.insert(neighborhood.positions.end(), x[i], x[i] + 3);
-  }
+  };
+  for (int i = 0; i < (ghosts_too ? nall : nlocal); i++)
+    if (is_mapped(type[i])) add(i);
+  neighborhood.n_local = std::count_if(neighborhood.atom_index.begin(), neighborhood.atom_index.end(),
+                                       [nlocal](int i) { return i < nlocal; });
 
   const double range_squared = metadata.interaction_range * metadata.interaction_range;
   const bool monitor = !inverse_shortest_squared.empty();
   ClosestPair closest;
-  for (int ii = 0; ii < list->inum + list->gnum; ii++) {
+  for (int ii = 0; ii < list->inum + (ghosts_too ? list->gnum : 0); ii++) {
     const int i = list->ilist[ii];
     if (model_index[i] < 0) continue;
     const int *neighbors = list->firstneigh[i];
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       const int j = neighbors[jj] & NEIGHMASK;
-      if (model_index[j] < 0) continue;
+      if (!is_mapped(type[j])) continue;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       const double distance_squared = dx * dx + dy * dy + dz * dz;
       if (distance_squared >= range_squared) continue;    // the skin's pairs: zero weight anyway
+      if (model_index[j] < 0) add(j);    // a ghost in range of a local atom (block by block)
       neighborhood.centers.push_back(model_index[i]);
       neighborhood.neighbors.push_back(model_index[j]);
       if (monitor && i < nlocal)
@@ -633,7 +638,7 @@ void PairTransformer::tally_local_energy_and_virial(const Neighborhood &neighbor
 
 void PairTransformer::compute_exchange()
 {
-  const Neighborhood neighborhood = collect_neighborhood();
+  const Neighborhood neighborhood = collect_neighborhood(false);
   const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
   const int64_t n_local = neighborhood.n_local;
   const int64_t edges = static_cast<int64_t>(neighborhood.centers.size());

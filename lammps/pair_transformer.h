@@ -87,7 +87,7 @@ class PairTransformer : public Pair {
   };
 
   void compute_local();
-  Neighborhood collect_neighborhood();
+  Neighborhood collect_neighborhood(bool ghosts_too);
   LocalResult evaluate_local(const Neighborhood &);
   void scatter_local_forces(const Neighborhood &, const LocalResult &);
   void tally_local_energy_and_virial(const Neighborhood &, const LocalResult &);
