@@ -8,9 +8,11 @@
    - local attention: collect this rank's atoms, its ghosts and the pairs closer than the
      interaction range from a full neighbor list, run the model, scatter forces onto local and
      ghost atoms (reverse communication sums the ghosts' into their owners), tally the energies
-     of local atoms and the virial of every pair. On one rank in a box periodic in x, y and z,
-     the export's periodic forward takes the owned atoms and the cell instead (each atom computed
-     once, periodic images folded into cell shifts), except on steps that need per-atom virials.
+     of local atoms and the virial of every pair. With an export of version 3 the model runs block
+     by block instead, ghosts out to the interaction range only, their tokens exchanged between
+     blocks (compute_exchange). On one rank in a box periodic in x, y and z, the export's periodic
+     forward takes the owned atoms and the cell instead (each atom computed once, periodic images
+     folded into cell shifts), except on steps that need per-atom virials.
 ------------------------------------------------------------------------- */
 
 #include "pair_transformer.h"
@@ -656,13 +658,14 @@ void PairTransformer::compute_exchange()
   try {
     if (evaluate) {
       auto pairs = torch::empty({2, edges}, torch::kInt64);
+      std::copy(neighborhood.centers.begin(), neighborhood.centers.end(), pairs.data_ptr<int64_t>());
+      std::copy(neighborhood.neighbors.begin(), neighborhood.neighbors.end(),
+                pairs.data_ptr<int64_t>() + edges);
       auto d = torch::empty({edges, 3}, torch::kFloat64);
       double *dd = d.data_ptr<double>();
       const auto &r = neighborhood.positions;
       for (int64_t e = 0; e < edges; e++) {
         const int64_t i = neighborhood.centers[e], j = neighborhood.neighbors[e];
-        pairs[0][e] = i;
-        pairs[1][e] = j;
         for (int k = 0; k < 3; k++) dd[3 * e + k] = r[3 * j + k] - r[3 * i + k];
       }
       displacements = d.to(device, input_dtype()).requires_grad_(true);

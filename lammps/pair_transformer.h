@@ -6,11 +6,13 @@
    - global attention (model_kind global): every atom interacts with every atom, with no cutoff.
      Each evaluation gathers the whole system (all MPI ranks' atoms, ordered by atom ID),
      evaluates it, and keeps the forces and energies of the locally owned atoms.
-   - local attention (model_kind local): atoms attend to atoms within interaction_range. Each
-     rank evaluates its own atoms and the ghost atoms within receptive_field around them, from a
-     full neighbor list with ghosts; forces on ghosts return to their owners through LAMMPS's
-     reverse communication (newton_pair on). On one rank in a box periodic in x, y and z, the
-     export's periodic forward evaluates the owned atoms alone (keyword periodic auto|yes|no).
+   - local attention (model_kind local): atoms attend to atoms within interaction_range, from a
+     full neighbor list; forces on ghosts return to their owners through LAMMPS's reverse
+     communication (newton_pair on). Three paths: block by block (export version 3, keyword
+     exchange auto|yes|no), ghosts out to the interaction range and their tokens exchanged between
+     blocks; the ghost shell, ghosts out to receptive_field evaluated by each rank too; and on one
+     rank in a box periodic in x, y and z, the export's periodic forward on the owned atoms alone
+     (keyword periodic auto|yes|no).
 ------------------------------------------------------------------------- */
 
 #ifdef PAIR_CLASS

@@ -527,7 +527,7 @@ def test_unsupported_export_version_is_an_error(water, tmp_path):
     future = text.replace("format_version=1", "format_version=99")
     torch.jit.save(module, str(tmp_path / "future.pt"), _extra_files={"mdplugin.txt": future})
     message = lammps_error(water + ["pair_style transformer", f"pair_coeff * * {tmp_path / 'future.pt'} H C N O"])
-    assert "export format version 99" in message and "reads versions 1 and 2" in message
+    assert "export format version 99" in message and "reads versions 1, 2 and 3" in message
 
 
 def test_unknown_element_is_an_error_naming_it_and_the_models_elements(water):
