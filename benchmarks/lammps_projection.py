@@ -9,8 +9,9 @@ neighbour skin k, in liquid water (0.1003 atoms/Å^3):
 - **ghost shell, trimmed** (`forward_neighbors`; `pair_style transformer exchange no`): the same ghosts, but block l updates only
   the atoms within d - 1 - l neighbour hops of the owned atoms; the last block updates the owned
   atoms alone. Communication is unchanged: positions out, forces back, once per step.
-- **per-layer feature exchange** (`pair_style transformer` on several ranks since export version 3;
-  DeePMD's `border_op`, LAMMPS ML-IAP's `forward_exchange`):
+- **per-layer exchange** (`pair_style transformer` on several ranks since export version 3, which
+  exchanges each block's keys and values, 2 w numbers; DeePMD's `border_op`, LAMMPS ML-IAP's
+  `forward_exchange`):
   ghosts out to R + k only; every block updates the owned atoms, then the ghosts' new features
   (w floats) come from their owners, and in the backward pass their gradients go back: d - 1
   exchanges each way per step on top of positions and forces.
@@ -19,7 +20,7 @@ Small subdomains are counted on a real configuration (a water box cropped to the
 shell; hops from a neighbour graph of the pairs closer than R, as `forward_neighbors` counts them);
 all sizes also from the geometric formulas (a hop reaches at most R), which the counts check.
 Communication is bytes per rank per MD step: float64 positions and forces (24 B each way per
-ghost), float64 features (8 w B per ghost per exchange, LAMMPS's buffers). Messages: LAMMPS's brick exchange sends
+ghost), float64 keys and values (16 w B per ghost per exchange, LAMMPS's buffers). Messages: LAMMPS's brick exchange sends
 one message per direction per dimension and per subdomain width the ghost range spans.
 
     python -m benchmarks.lammps_projection [--model examples/models/water-xtb-export.pt]
@@ -48,7 +49,7 @@ from benchmarks import report
 ROOT = Path(__file__).resolve().parent.parent
 WATER_DENSITY = 0.1003  # atoms / Å^3 at 1.00 g/cm^3
 POSITION_BYTES = 3 * 8  # float64 x, y, z out to the ghost; the same back as its force
-FEATURE_BYTES = 8  # per feature: the pair style exchanges tokens and their gradients in LAMMPS's float64 buffers
+FEATURE_BYTES = 8  # per number: the pair style exchanges keys, values and their gradients in LAMMPS's float64 buffers
 LATENCY_S = 5e-6  # per MPI message between nodes (InfiniBand-class 1-2 us; 5 us leaves room for software)
 SECONDS_PER_BYTE = 1e-10  # 10 GB/s per rank
 ATOMS_PER_RANK = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000]
@@ -110,7 +111,8 @@ def by_formula(
             "ghost_range_A": interaction_range + skin,
             "ghosts_per_owned": exchange_ghosts / atoms,
             "updates_per_owned_atom_block": 1.0,
-            "bytes_per_step": (2 * POSITION_BYTES + 2 * (depth - 1) * FEATURE_BYTES * width) * exchange_ghosts,
+            # keys and values: 2 width numbers per ghost, d - 1 times each way
+            "bytes_per_step": (2 * POSITION_BYTES + 2 * (depth - 1) * FEATURE_BYTES * 2 * width) * exchange_ghosts,
             "messages_per_step": 2 * depth * exchanges(edge, interaction_range + skin),
         },
     }
@@ -365,7 +367,7 @@ def markdown(data: dict) -> str:
         "and forces back once per step; **trimmed**: the same ghosts and "
         "messages, block l updating only atoms within d - 1 - l hops of the owned atoms (`forward_neighbors`, "
         "`pair_style transformer exchange no`); **exchange**: ghosts to R + skin, every block updates owned "
-        f"atoms only and exchanges {width} float64 features per ghost with the neighbours, d - 1 times forward and d - 1 times "
+        f"atoms only and exchanges {2 * width} float64 keys and values per ghost with the neighbours, d - 1 times forward and d - 1 times "
         "backward (`pair_style transformer` on several ranks; DeePMD `border_op`, ML-IAP `forward_exchange`). 1–3k atoms/rank is a CPU rank; 10^5–10^6 "
         "a GPU. `efficiency`: the owned atoms' own work over the rank's time per step, with one atom-block "
         f"update costing {1e6 * data['cost']['update_s']:.0f} µs and a ghost of the exchange path "

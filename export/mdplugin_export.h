@@ -323,7 +323,7 @@ inline std::pair<torch::jit::Module, Metadata> load_export(const std::string &pa
     throw ExportError("'" + path + "' says model_kind=local but has no forward_neighbors method; "
                       "re-export the checkpoint with `mdplugin export`");
   if (metadata.exchange)
-    for (const char *name : {"exchange_tokens", "exchange_geometry", "exchange_block", "exchange_energies"})
+    for (const char *name : {"exchange_tokens", "exchange_geometry", "exchange_keys", "exchange_block", "exchange_energies"})
       if (!module.find_method(name) || !module.hasattr("width") || !module.hasattr("depth"))
         throw ExportError("'" + path + "' says format version 3 but lacks the per-block method " +
                           name + " (or its width and depth); re-export the checkpoint with `mdplugin export`");

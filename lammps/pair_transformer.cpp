@@ -9,7 +9,7 @@
      interaction range from a full neighbor list, run the model, scatter forces onto local and
      ghost atoms (reverse communication sums the ghosts' into their owners), tally the energies
      of local atoms and the virial of every pair. With an export of version 3 the model runs block
-     by block instead, ghosts out to the interaction range only, their tokens exchanged between
+     by block instead, ghosts out to the interaction range only, their keys and values exchanged between
      blocks (compute_exchange). On one rank in a box periodic in x, y and z, the export's periodic
      forward takes the owned atoms and the cell instead (each atom computed once, periodic images
      folded into cell shifts), except on steps that need per-atom virials.
@@ -628,14 +628,15 @@ void PairTransformer::tally_local_energy_and_virial(const Neighborhood &neighbor
 
 /* ----------------------------------------------------------------------
    local attention, block by block (export version 3). Ghosts reach the interaction range (+ skin)
-   only, and each rank updates its own atoms' tokens only: block l reads the tokens of the owned
-   atoms' neighbours, local and ghost; between blocks, forward communication copies every owner's
-   new token to its ghost copies (other ranks' and periodic images). Backwards, from the last block,
-   the ghost rows of each block's token gradient go to their owners by reverse communication before
-   the block that made those tokens is back-propagated. The pairs are those with an owned centre,
-   each on one rank only; their gradients give the forces (ghosts' by LAMMPS's reverse
-   communication) and the virial, as on the ghost-shell path. Every rank makes the same
-   2 (depth - 1) exchanges, one that owns no atom too; a model failure aborts all ranks.
+   only, and each rank updates its own atoms only: block l reads the keys and values of the owned
+   atoms' neighbours, local and ghost. Between blocks, forward communication copies every owner's
+   new keys and values to its ghost copies (other ranks' and periodic images), so a rank computes
+   nothing for its ghosts but the first block's keys and values, which depend on the element alone.
+   Backwards, from the last block, the ghost rows of each block's key-value gradient go to their
+   owners by reverse communication before the block that made them is back-propagated. The pairs
+   are those with an owned centre, each on one rank; their gradients give the forces (ghosts' by
+   LAMMPS's reverse communication) and the virial, as on the ghost-shell path. Every rank makes the
+   same 2 (depth - 1) exchanges, one that owns no atom too; a model failure aborts all ranks.
 ------------------------------------------------------------------------- */
 
 void PairTransformer::compute_exchange()
@@ -645,16 +646,20 @@ void PairTransformer::compute_exchange()
   const int64_t n_local = neighborhood.n_local;
   const int64_t edges = static_cast<int64_t>(neighborhood.centers.size());
   const bool evaluate = n_local > 0;    // a rank without owned model atoms still exchanges
-  exchanged.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * token_width, 0.0);
+  exchanged.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * exchange_width, 0.0);
 
   auto fail = [&](const std::exception &exception) {
     error->one(FLERR, "pair_style transformer: the model failed on step " +
                    std::to_string(update->ntimestep) + ": " + readable_error(exception));
   };
   c10::AutoGradMode gradients_on(true);    // the engine runs autograd between the blocks
-  torch::Tensor displacements, numbers, index, encoded, bias, tokens;
-  std::vector<torch::Tensor> block_inputs(block_count), block_outputs(block_count);
+  torch::Tensor displacements, numbers, index, encoded, bias, tokens, keys_values;
+  // per block l: its token input (a leaf from l = 1), its keys and values of every atom (a leaf from
+  // l = 1), its output, and the owned atoms' keys and values computed from the previous output
+  std::vector<torch::Tensor> token_inputs(block_count), key_inputs(block_count), outputs(block_count),
+      owned_keys(block_count);
   torch::Tensor per_atom_energy;
+  auto keys = model.get_method("exchange_keys");
   try {
     if (evaluate) {
       auto pairs = torch::empty({2, edges}, torch::kInt64);
@@ -672,9 +677,11 @@ void PairTransformer::compute_exchange()
       numbers = torch::from_blob(const_cast<int64_t *>(neighborhood.atomic_numbers.data()), {n},
                                  torch::kInt64)
                     .to(device, torch::kInt64, false, true);
-      tokens = model.get_method("exchange_tokens")({numbers, static_cast<int64_t>(charge),
-                                                    static_cast<int64_t>(multiplicity)})
-                   .toTensor();
+      const auto first = model.get_method("exchange_tokens")(
+                                  {numbers, static_cast<int64_t>(charge), static_cast<int64_t>(multiplicity)})
+                             .toTensor();
+      keys_values = keys({static_cast<int64_t>(0), first}).toTensor().detach();    // no position in them
+      tokens = first.slice(0, 0, n_local);
       const auto geometry =
           model.get_method("exchange_geometry")({pairs.to(device), displacements, n_local}).toTuple();
       index = geometry->elements().at(0).toTensor();
@@ -687,23 +694,29 @@ void PairTransformer::compute_exchange()
 
   auto block = model.get_method("exchange_block");
   for (int layer = 0; layer < block_count; layer++) {
+    torch::Tensor owned;
     try {
       if (evaluate) {
-        block_inputs[layer] = tokens.detach().requires_grad_(layer > 0);
-        block_outputs[layer] =
-            block({static_cast<int64_t>(layer), block_inputs[layer], index, encoded, bias}).toTensor();
+        token_inputs[layer] = tokens;
+        key_inputs[layer] = keys_values;
+        outputs[layer] =
+            block({static_cast<int64_t>(layer), tokens, keys_values, index, encoded, bias}).toTensor();
+        if (layer + 1 < block_count) {
+          owned = keys({static_cast<int64_t>(layer + 1), outputs[layer]}).toTensor();
+          owned_keys[layer + 1] = owned;
+          tokens = outputs[layer].detach().requires_grad_(true);
+        }
       }
     } catch (const std::exception &exception) {
       fail(exception);
     }
-    if (layer + 1 < block_count) tokens = exchange_tokens(neighborhood, block_outputs[layer]);
+    if (layer + 1 < block_count) keys_values = share_with_ghosts(neighborhood, owned);
   }
 
-  torch::Tensor edge_gradient;
   try {
     if (evaluate) {
       per_atom_energy = model.get_method("exchange_energies")(
-                                 {block_outputs.back(), numbers.slice(0, 0, n_local)})
+                                 {outputs.back(), numbers.slice(0, 0, n_local)})
                             .toTensor();
       torch::autograd::backward({per_atom_energy.sum()}, {}, true);
     }
@@ -711,15 +724,20 @@ void PairTransformer::compute_exchange()
     fail(exception);
   }
   for (int layer = block_count - 1; layer > 0; layer--) {
-    const torch::Tensor gradient = gather_token_gradients(neighborhood, block_inputs[layer]);
+    const torch::Tensor key_gradient = gather_from_ghosts(neighborhood, key_inputs[layer]);
     try {
-      if (evaluate) torch::autograd::backward({block_outputs[layer - 1]}, {gradient}, layer > 1);
+      if (evaluate) {
+        torch::Tensor token_gradient = token_inputs[layer].grad();
+        if (!token_gradient.defined()) token_gradient = torch::zeros_like(outputs[layer - 1]);
+        torch::autograd::backward({outputs[layer - 1], owned_keys[layer]}, {token_gradient, key_gradient},
+                                  layer > 1);
+      }
     } catch (const std::exception &exception) {
       fail(exception);
     }
   }
   if (!evaluate) return;
-  edge_gradient = displacements.grad();
+  torch::Tensor edge_gradient = displacements.grad();
   if (!edge_gradient.defined()) edge_gradient = torch::zeros({edges, 3}, torch::kFloat64);
   edge_gradient = host_double(edge_gradient);
   per_atom_energy = host_double(per_atom_energy);
@@ -746,83 +764,81 @@ void PairTransformer::compute_exchange()
   tally_local_energy_and_virial(neighborhood, result);
 }
 
-// The next block's input: the owned atoms' new tokens, and their ghosts' copies from the owners.
-torch::Tensor PairTransformer::exchange_tokens(const Neighborhood &neighborhood,
-                                               const torch::Tensor &new_local)
+// Every model atom's row [n, exchange_width] (a leaf for autograd): the owned atoms' `owned` rows,
+// and the ghosts' copies of their owners' rows by forward communication.
+torch::Tensor PairTransformer::share_with_ghosts(const Neighborhood &neighborhood, const torch::Tensor &owned)
 {
   const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
   std::fill(exchanged.begin(), exchanged.end(), 0.0);
-  torch::Tensor host;
-  if (new_local.defined()) {
-    host = host_double(new_local);
+  if (owned.defined()) {
+    const torch::Tensor host = host_double(owned);
     const double *row = host.data_ptr<double>();
     for (int64_t m = 0; m < neighborhood.n_local; m++)
-      std::copy(row + m * token_width, row + (m + 1) * token_width,
-                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width);
+      std::copy(row + m * exchange_width, row + (m + 1) * exchange_width,
+                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width);
   }
   comm->forward_comm(this);
-  if (!new_local.defined()) return {};
-  auto tokens = torch::empty({n, token_width}, torch::kFloat64);
-  double *out = tokens.data_ptr<double>();
+  if (!owned.defined()) return {};
+  auto rows = torch::empty({n, exchange_width}, torch::kFloat64);
+  double *out = rows.data_ptr<double>();
   for (int64_t m = 0; m < n; m++) {
-    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width;
-    std::copy(from, from + token_width, out + m * token_width);
+    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width;
+    std::copy(from, from + exchange_width, out + m * exchange_width);
   }
-  return tokens.to(new_local.device(), new_local.scalar_type());
+  return rows.to(owned.device(), owned.scalar_type()).requires_grad_(true);
 }
 
-// The owned atoms' gradient of a block's input tokens, ghost copies' gradients added.
-torch::Tensor PairTransformer::gather_token_gradients(const Neighborhood &neighborhood,
-                                                      const torch::Tensor &block_input)
+// The owned atoms' gradient [n_local, exchange_width] of a leaf `share_with_ghosts` made, with the
+// gradients of their ghost copies (here and on other ranks) added by reverse communication.
+torch::Tensor PairTransformer::gather_from_ghosts(const Neighborhood &neighborhood, const torch::Tensor &shared)
 {
   const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
   std::fill(exchanged.begin(), exchanged.end(), 0.0);
-  const bool has = block_input.defined() && block_input.grad().defined();
-  if (has) {
-    const torch::Tensor host = host_double(block_input.grad());
+  if (shared.defined() && shared.grad().defined()) {
+    const torch::Tensor host = host_double(shared.grad());
     const double *row = host.data_ptr<double>();
     for (int64_t m = 0; m < n; m++)
-      std::copy(row + m * token_width, row + (m + 1) * token_width,
-                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width);
+      std::copy(row + m * exchange_width, row + (m + 1) * exchange_width,
+                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width);
   }
   comm->reverse_comm(this);
-  if (!block_input.defined()) return {};
-  auto gradient = torch::empty({neighborhood.n_local, token_width}, torch::kFloat64);
+  if (!shared.defined()) return {};
+  auto gradient = torch::empty({neighborhood.n_local, exchange_width}, torch::kFloat64);
   double *out = gradient.data_ptr<double>();
   for (int64_t m = 0; m < neighborhood.n_local; m++) {
-    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * token_width;
-    std::copy(from, from + token_width, out + m * token_width);
+    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width;
+    std::copy(from, from + exchange_width, out + m * exchange_width);
   }
-  return gradient.to(block_input.device(), block_input.scalar_type());
+  return gradient.to(shared.device(), shared.scalar_type());
 }
 
 int PairTransformer::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
 {
   for (int i = 0; i < n; i++)
-    std::copy_n(exchanged.data() + static_cast<size_t>(list[i]) * token_width, token_width,
-                buf + static_cast<size_t>(i) * token_width);
-  return n * token_width;
+    std::copy_n(exchanged.data() + static_cast<size_t>(list[i]) * exchange_width, exchange_width,
+                buf + static_cast<size_t>(i) * exchange_width);
+  return n * exchange_width;
 }
 
 void PairTransformer::unpack_forward_comm(int n, int first, double *buf)
 {
-  std::copy_n(buf, static_cast<size_t>(n) * token_width,
-              exchanged.data() + static_cast<size_t>(first) * token_width);
+  std::copy_n(buf, static_cast<size_t>(n) * exchange_width,
+              exchanged.data() + static_cast<size_t>(first) * exchange_width);
 }
 
 int PairTransformer::pack_reverse_comm(int n, int first, double *buf)
 {
-  std::copy_n(exchanged.data() + static_cast<size_t>(first) * token_width,
-              static_cast<size_t>(n) * token_width, buf);
-  return n * token_width;
+  std::copy_n(exchanged.data() + static_cast<size_t>(first) * exchange_width,
+              static_cast<size_t>(n) * exchange_width, buf);
+  return n * exchange_width;
 }
 
 void PairTransformer::unpack_reverse_comm(int n, int *list, double *buf)
 {
   for (int i = 0; i < n; i++) {
-    double *row = exchanged.data() + static_cast<size_t>(list[i]) * token_width;
-    const double *from = buf + static_cast<size_t>(i) * token_width;
-    for (int k = 0; k < token_width; k++) row[k] += from[k];
+    double *row = exchanged.data() + static_cast<size_t>(list[i]) * exchange_width;
+    const double *from = buf + static_cast<size_t>(i) * exchange_width;
+    for (int k = 0; k < exchange_width; k++) row[k] += from[k];
   }
 }
 
@@ -1239,7 +1255,7 @@ void PairTransformer::init_style()
     error->all(FLERR, "pair_style transformer: exchange yes asks for the per-block path, but " +
                           why_not_blocks + "; use exchange auto (or no) for the ghost-shell path");
   exchange_path = exchange_mode != EXCHANGE_NO && why_not_blocks.empty();
-  comm_forward = comm_reverse = exchange_path ? token_width : 0;
+  comm_forward = comm_reverse = exchange_path ? exchange_width : 0;
 
   if (exchange_path) {
     // a full list of the owned atoms' pairs; ghosts (interaction range + skin from the cutoff)
@@ -1260,9 +1276,10 @@ void PairTransformer::init_style()
   }
   if (comm->me != 0) return;
   const std::string path = exchange_path
-      ? fmt::format("block by block, ghost atoms out to the interaction range + skin, their tokens "
-                    "exchanged between blocks ({} exchange(s) of {} numbers per ghost each way per step)",
-                    block_count - 1, token_width)
+      ? fmt::format("block by block, ghost atoms out to the interaction range + skin, their keys "
+                    "and values exchanged between blocks ({} exchange(s) of {} numbers per ghost each "
+                    "way per step)",
+                    block_count - 1, exchange_width)
       : fmt::format("ghost atoms out to {} Å (receptive field {} Å + skin), each rank evaluating "
                     "its ghosts too{}",
                     comm->cutghostuser, metadata.receptive_field,
@@ -1325,9 +1342,9 @@ void PairTransformer::load_model(const std::string &path)
   model_path = path;
   model_loaded = true;
   ghostneigh = metadata.local ? 1 : 0;    // the ghost-shell path reads ghosts' neighbors (init_style)
-  token_width = block_count = 0;
+  exchange_width = block_count = 0;
   if (metadata.exchange) {    // load_export checked the per-block methods
-    token_width = static_cast<int>(model.attr("width").toInt());
+    exchange_width = 2 * static_cast<int>(model.attr("width").toInt());    // keys and values
     block_count = static_cast<int>(model.attr("depth").toInt());
   }
 

@@ -9,7 +9,7 @@
    - local attention (model_kind local): atoms attend to atoms within interaction_range, from a
      full neighbor list; forces on ghosts return to their owners through LAMMPS's reverse
      communication (newton_pair on). Three paths: block by block (export version 3, keyword
-     exchange auto|yes|no), ghosts out to the interaction range and their tokens exchanged between
+     exchange auto|yes|no), ghosts out to the interaction range and their keys and values exchanged between
      blocks; the ghost shell, ghosts out to receptive_field evaluated by each rank too; and on one
      rank in a box periodic in x, y and z, the export's periodic forward on the owned atoms alone
      (keyword periodic auto|yes|no).
@@ -46,7 +46,7 @@ class PairTransformer : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
-  // the exchange path's tokens (forward) and their gradients (reverse), width numbers per atom
+  // the exchange path's keys and values (forward) and their gradients (reverse), per atom
   int pack_forward_comm(int, int *, double *, int, int *) override;
   void unpack_forward_comm(int, int, double *) override;
   int pack_reverse_comm(int, int, double *) override;
@@ -95,13 +95,13 @@ class PairTransformer : public Pair {
   void tally_local_energy_and_virial(const Neighborhood &, const LocalResult &);
 
   // ---- local attention, block by block (export version 3): ghosts out to the interaction range
-  // only; between blocks the owners' new tokens go to their ghosts, and backwards the ghosts'
-  // token gradients go to their owners (keyword exchange auto|yes|no)
+  // only; between blocks the owners' new keys and values go to their ghosts, and backwards the
+  // ghosts' gradients go to their owners (keyword exchange auto|yes|no)
   enum ExchangeMode { EXCHANGE_AUTO, EXCHANGE_YES, EXCHANGE_NO };
   std::string why_not_exchange() const;    // "" when the export has the per-block methods
   void compute_exchange();
-  torch::Tensor exchange_tokens(const Neighborhood &, const torch::Tensor &new_local);
-  torch::Tensor gather_token_gradients(const Neighborhood &, const torch::Tensor &gradient);
+  torch::Tensor share_with_ghosts(const Neighborhood &, const torch::Tensor &owned);
+  torch::Tensor gather_from_ghosts(const Neighborhood &, const torch::Tensor &shared);
 
   // ---- local attention on one rank in a fully periodic box: the owned atoms and the cell
   enum PeriodicMode { PERIODIC_AUTO, PERIODIC_YES, PERIODIC_NO };
@@ -155,9 +155,9 @@ class PairTransformer : public Pair {
   bool periodic_forward;         // init_style's choice: the periodic forward applies and is wanted
   ExchangeMode exchange_mode;    // keyword exchange: when a local model runs block by block
   bool exchange_path;            // init_style's choice for the steps the periodic forward does not take
-  int token_width = 0;           // numbers per atom in each exchange (the export's width)
+  int exchange_width = 0;        // numbers per atom in each exchange (keys and values: 2 x width)
   int block_count = 0;           // the export's depth
-  std::vector<double> exchanged; // [(nlocal + nghost) * token_width] by LAMMPS index, for comm
+  std::vector<double> exchanged; // [(nlocal + nghost) * exchange_width] by LAMMPS index, for comm
   int deviation_every;           // steps between committee deviations (0 = never)
   double deviation_warn;         // eV/Å: warn when the largest force deviation exceeds it (0 = never)
   double deviation_stop;         // eV/Å: stop when it exceeds this (0 = never)

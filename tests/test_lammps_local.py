@@ -408,7 +408,9 @@ def run_input(directory: Path, text: str, ranks: int) -> str:
 
 def final_dump(directory: Path) -> np.ndarray:
     lines = (directory / "final.dump").read_text().splitlines()
-    return np.array([line.split() for line in lines[lines.index("ITEM: ATOMS id xu yu zu fx fy fz") + 1 :]], dtype=float)
+    return np.array(
+        [line.split() for line in lines[lines.index("ITEM: ATOMS id xu yu zu fx fy fz") + 1 :]], dtype=float
+    )
 
 
 def test_npt_and_a_restart_on_two_ranks_follow_one_rank(local_export, tmp_path):

@@ -121,7 +121,7 @@ class ExportedLocalCommittee(nn.Module):
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
         return self.lead.forward_neighbors(positions, atomic_numbers, neighbors, n_local, charge, multiplicity)
 
-    # the lead's per-block methods (contract version 3), for engines that exchange ghost tokens
+    # the lead's per-block methods (contract version 3), for engines that exchange ghost keys and values
     @torch.jit.export
     def exchange_tokens(self, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1) -> Tensor:
         return self.lead.exchange_tokens(atomic_numbers, charge, multiplicity)
@@ -133,8 +133,14 @@ class ExportedLocalCommittee(nn.Module):
         return self.lead.exchange_geometry(neighbors, displacements, n_local)
 
     @torch.jit.export
-    def exchange_block(self, layer: int, tokens: Tensor, index: Tensor, encoded: Tensor, bias: Tensor) -> Tensor:
-        return self.lead.exchange_block(layer, tokens, index, encoded, bias)
+    def exchange_keys(self, layer: int, tokens: Tensor) -> Tensor:
+        return self.lead.exchange_keys(layer, tokens)
+
+    @torch.jit.export
+    def exchange_block(
+        self, layer: int, tokens: Tensor, keys_values: Tensor, index: Tensor, encoded: Tensor, bias: Tensor
+    ) -> Tensor:
+        return self.lead.exchange_block(layer, tokens, keys_values, index, encoded, bias)
 
     @torch.jit.export
     def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor) -> Tensor:

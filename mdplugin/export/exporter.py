@@ -31,7 +31,7 @@ from mdplugin.model.checkpoint import check_output_file, model_from_checkpoint, 
 from mdplugin.model.transformer import TransformerPotential, count_parameters, pair_slots
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-EXCHANGE_METHODS = ["exchange_tokens", "exchange_geometry", "exchange_block", "exchange_energies"]
+EXCHANGE_METHODS = ["exchange_tokens", "exchange_geometry", "exchange_keys", "exchange_block", "exchange_energies"]
 
 
 def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
@@ -116,7 +116,7 @@ class ExportedLocalPotential(nn.Module):
         # kept through freezing: C++ clients check mdplugin.txt's ranges against the module's own (SPEC.md)
         self.interaction_range = float(model.config.interaction_range)
         self.receptive_field = float(model.config.receptive_field)
-        self.width = int(model.config.width)  # the tokens exchanged between blocks (version 3)
+        self.width = int(model.config.width)  # tokens; 2 width keys and values are exchanged (version 3)
         self.depth = int(model.config.depth)
 
     def forward(
@@ -205,10 +205,12 @@ class ExportedLocalPotential(nn.Module):
         out = positions.dtype
         return energy.detach().to(out), -position_gradient.to(out), per_atom.detach().to(out), edge_gradient.to(out)
 
-    # ---- version 3: one block at a time, for engines that exchange ghost atoms' tokens between blocks
-    # (LAMMPS across MPI ranks). The engine runs the blocks in order, copying the updated tokens of
-    # owned atoms to their ghost copies between blocks, and back-propagates block by block, adding the
-    # ghost rows' token gradients to their owners; see export/SPEC.md. Autograd is the caller's.
+    # ---- version 3: one block at a time, for engines that exchange ghost atoms' keys and values between
+    # blocks (LAMMPS across MPI ranks). Each block updates the local atoms from the keys and values of their
+    # neighbours; the engine copies the local atoms' new keys and values to their ghost copies between
+    # blocks, and back-propagates block by block, adding the ghost rows' gradients to their owners. A rank
+    # computes nothing for its ghosts but their first keys and values (from the elements alone); see
+    # export/SPEC.md. Autograd is the caller's.
 
     @torch.jit.export
     def exchange_tokens(self, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1) -> Tensor:
@@ -251,12 +253,22 @@ class ExportedLocalPotential(nn.Module):
         return index, self.model.displacement_encoding(displacement.to(dtype)), bias.to(dtype)
 
     @torch.jit.export
-    def exchange_block(self, layer: int, tokens: Tensor, index: Tensor, encoded: Tensor, bias: Tensor) -> Tensor:
-        """Block `layer`'s new tokens [n_local, width] of the local atoms, from every atom's tokens [N_all, width]."""
-        local = index.size(0)
+    def exchange_keys(self, layer: int, tokens: Tensor) -> Tensor:
+        """The keys and values [M, 2 width] that block `layer` reads from atoms with these tokens [M, width]."""
         for number, block in enumerate(self.model.blocks):
             if number == layer:
-                return block(tokens[:local], tokens, bias, index, encoded)
+                return block.keys_values(tokens)
+        raise ValueError(f"layer {layer} is outside 0..{len(self.model.blocks) - 1}")
+
+    @torch.jit.export
+    def exchange_block(
+        self, layer: int, tokens: Tensor, keys_values: Tensor, index: Tensor, encoded: Tensor, bias: Tensor
+    ) -> Tensor:
+        """Block `layer`'s new tokens [n_local, width] of the local atoms from their tokens [n_local, width] and
+        every atom's keys and values [N_all, 2 width] (`exchange_keys`: the local rows, the ghosts' copies)."""
+        for number, block in enumerate(self.model.blocks):
+            if number == layer:
+                return block.update(tokens, keys_values, bias, index, encoded)
         raise ValueError(f"layer {layer} is outside 0..{len(self.model.blocks) - 1}")
 
     @torch.jit.export

@@ -177,13 +177,25 @@ class NeighbourAttention(nn.Module):
     ) -> Tensor:
         # queries [S, width]: the atoms being updated; context [M, width]: every atom; neighbors [S, K] indices
         # into context; attention_bias [S, K] log f_c (-inf: empty slot); displacement [S, K, F] encoded r_j - r_i.
-        # Products are elementwise over [S, K, H, .]: on a CPU, millions of tiny per-atom matrix products
-        # (einsum -> bmm) cost more.
+        return self.attend(queries, self.keys_values(context), attention_bias, neighbors, displacement)
+
+    def keys_values(self, context: Tensor) -> Tensor:
+        """[M, 2 width]: each atom's key and value, the only part of an atom that its neighbours read."""
+        width = context.size(1)
+        return F.linear(context, self.qkv.weight[width:])
+
+    def attend(
+        self, queries: Tensor, keys_values: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
+    ) -> Tensor:
+        """The update of `queries` from the keys and values [M, 2 width] of the atoms in their slots.
+
+        Products are elementwise over [S, K, H, .]: on a CPU, millions of tiny per-atom matrix products
+        (einsum -> bmm) cost more."""
         atoms, width = queries.shape
         slots = neighbors.size(1)
         head_width = width // self.heads
         q = F.linear(queries, self.qkv.weight[:width]).view(atoms, self.heads, head_width)
-        k, v = F.linear(context, self.qkv.weight[width:]).view(-1, 2, self.heads, head_width).unbind(1)
+        k, v = keys_values.view(-1, 2, self.heads, head_width).unbind(1)
         flat = neighbors.flatten()
         keys = k.index_select(0, flat).view(atoms, slots, self.heads, head_width)
         values = v.index_select(0, flat).view(atoms, slots, self.heads, head_width)
@@ -227,6 +239,17 @@ class Block(nn.Module):
         x = x + self.attention(
             self.attention_norm(x), self.attention_norm(context), attention_bias, neighbors, displacement
         )
+        return x + self.ffn(self.ffn_norm(x))
+
+    def keys_values(self, context: Tensor) -> Tensor:
+        """Local model: the keys and values [M, 2 width] that `update` reads from the tokens `context`."""
+        return self.attention.keys_values(self.attention_norm(context))
+
+    def update(
+        self, x: Tensor, keys_values: Tensor, attention_bias: Tensor, neighbors: Tensor, displacement: Tensor
+    ) -> Tensor:
+        """Local model: `forward` with the context's keys and values given (they may come from other ranks)."""
+        x = x + self.attention.attend(self.attention_norm(x), keys_values, attention_bias, neighbors, displacement)
         return x + self.ffn(self.ffn_norm(x))
 
 
