@@ -12,8 +12,8 @@ neighbour skin k, in liquid water (0.1003 atoms/Å^3):
 - **per-layer exchange** (`pair_style transformer` on several ranks since export version 3, which
   exchanges each block's keys and values, 2 w numbers; DeePMD's `border_op`, LAMMPS ML-IAP's
   `forward_exchange`):
-  ghosts out to R + k only; every block updates the owned atoms, then the ghosts' new features
-  (w floats) come from their owners, and in the backward pass their gradients go back: d - 1
+  ghosts out to R + k only; every block updates the owned atoms, then the ghosts' new keys and
+  values come from their owners, and in the backward pass their gradients go back: d - 1
   exchanges each way per step on top of positions and forces.
 
 Small subdomains are counted on a real configuration (a water box cropped to the subdomain and its
