@@ -653,7 +653,7 @@ void PairTransformer::compute_exchange()
                    std::to_string(update->ntimestep) + ": " + readable_error(exception));
   };
   c10::AutoGradMode gradients_on(true);    // the engine runs autograd between the blocks
-  torch::Tensor displacements, numbers, index, encoded, bias, tokens, keys_values;
+  torch::Tensor displacements, numbers, index, encoded, bias, core, tokens, keys_values;
   // per block l: its token input (a leaf from l = 1), its keys and values of every atom (a leaf from
   // l = 1), its output, and the owned atoms' keys and values computed from the previous output
   std::vector<torch::Tensor> token_inputs(block_count), key_inputs(block_count), outputs(block_count),
@@ -683,10 +683,11 @@ void PairTransformer::compute_exchange()
       keys_values = keys({static_cast<int64_t>(0), first}).toTensor().detach();    // no position in them
       tokens = first.slice(0, 0, n_local);
       const auto geometry =
-          model.get_method("exchange_geometry")({pairs.to(device), displacements, n_local}).toTuple();
+          model.get_method("exchange_geometry")({pairs.to(device), displacements, numbers, n_local}).toTuple();
       index = geometry->elements().at(0).toTensor();
       encoded = geometry->elements().at(1).toTensor();
       bias = geometry->elements().at(2).toTensor();
+      core = geometry->elements().at(3).toTensor();
     }
   } catch (const std::exception &exception) {
     fail(exception);
@@ -716,7 +717,7 @@ void PairTransformer::compute_exchange()
   try {
     if (evaluate) {
       per_atom_energy = model.get_method("exchange_energies")(
-                                 {outputs.back(), numbers.slice(0, 0, n_local)})
+                                 {outputs.back(), numbers.slice(0, 0, n_local), core})
                             .toTensor();
       torch::autograd::backward({per_atom_energy.sum()}, {}, true);
     }

@@ -493,6 +493,35 @@ def test_exchange_yes_with_a_version_2_export_is_an_error(golden_box, tmp_path):
     assert "exchange yes asks for the per-block path" in message and "format version 2" in message, message
 
 
+def test_the_repulsive_core_on_every_path(local_export, tmp_path):
+    """The same tiny model exported with the ZBL core (`--repulsion zbl`; cutoffs the made-up training minima,
+    e.g. O-O 2.4 Å, so random water contacts fall inside them): one rank (periodic forward, exchange steps for
+    the dump's per-atom virials), two ranks block by block and two on the ghost shell all give Python's numbers,
+    which differ from the model without the core."""
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    core_model = export(local_export.with_name("local.pt"), tmp_path / "core.pt", dtype="float64", repulsion="zbl")
+    assert read_checkpoint(local_export.with_name("local.pt"))["domain"]["shortest_distance"] == SHORTEST
+    positions, numbers, cell = water_box(6, seed=11, spacing=2.9)
+    data = write_data(tmp_path / "box.data", positions, numbers, cell)
+    energy, forces, per_atom, _ = python_reference(core_model, positions, numbers, cell)
+    plain_energy = python_reference(local_export, positions, numbers, cell)[0]
+    assert abs(energy - plain_energy) > 1e-3  # the core acts on this box
+    for name, ranks, keywords in (("1", 1, ""), ("2", 2, ""), ("2, ghost shell", 2, "exchange no")):
+        thermo, dump, _ = run_ranks(
+            tmp_path / f"np{ranks}-{len(keywords)}",
+            data,
+            core_model,
+            ranks,
+            pair_style=f"pair_style transformer {keywords}",
+        )
+        assert thermo[0, 1] == pytest.approx(energy, rel=1e-12), name
+        np.testing.assert_allclose(
+            dump[: len(numbers), 1:4], forces, rtol=0, atol=1e-10 * np.abs(forces).max(), err_msg=name
+        )
+        np.testing.assert_allclose(dump[: len(numbers), 4], per_atom, rtol=1e-12, err_msg=name)
+
+
 # ---------------------------------------------------------------- derivatives
 
 

@@ -39,7 +39,14 @@ def main() -> None:
 )
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]), help="Device the export is prepared for.")
 @click.option("--force", "overwrite", is_flag=True, help="Overwrite an existing output file.")
-def export(checkpoint, more_checkpoints, output, dtype, device, overwrite) -> None:
+@click.option(
+    "--repulsion",
+    type=click.Choice(["none", "zbl"]),
+    default=None,
+    help="zbl: add a ZBL repulsive core below each element pair's shortest training distance (zero on all "
+    "training data; a wall where the data has none) [default: the checkpoint's, none].",
+)
+def export(checkpoint, more_checkpoints, output, dtype, device, overwrite, repulsion) -> None:
     """Write a TorchScript export of CHECKPOINT for OpenMM, LAMMPS, ASE and libtorch.
 
     With MORE_CHECKPOINTS (the same architecture, other seeds): one committee export. Engines run its first
@@ -54,9 +61,13 @@ def export(checkpoint, more_checkpoints, output, dtype, device, overwrite) -> No
         if more_checkpoints:
             output = output or default_output_path(checkpoint).with_name(f"{Path(checkpoint).stem}-committee.pt")
             members = [checkpoint, *more_checkpoints]
-            path = export_committee(members, output, dtype=dtype, device=device, overwrite=overwrite)
+            path = export_committee(
+                members, output, dtype=dtype, device=device, overwrite=overwrite, repulsion=repulsion
+            )
         else:
-            path = write_export(checkpoint, output, dtype=dtype, device=device, overwrite=overwrite)
+            path = write_export(
+                checkpoint, output, dtype=dtype, device=device, overwrite=overwrite, repulsion=repulsion
+            )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise click.ClickException(str(error)) from None
     kind = f", a committee of {len(more_checkpoints) + 1}" if more_checkpoints else ""

@@ -128,9 +128,9 @@ class ExportedLocalCommittee(nn.Module):
 
     @torch.jit.export
     def exchange_geometry(
-        self, neighbors: Tensor, displacements: Tensor, n_local: int
-    ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-        return self.lead.exchange_geometry(neighbors, displacements, n_local)
+        self, neighbors: Tensor, displacements: Tensor, atomic_numbers: Tensor, n_local: int
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
+        return self.lead.exchange_geometry(neighbors, displacements, atomic_numbers, n_local)
 
     @torch.jit.export
     def exchange_keys(self, layer: int, tokens: Tensor) -> Tensor:
@@ -143,8 +143,8 @@ class ExportedLocalCommittee(nn.Module):
         return self.lead.exchange_block(layer, tokens, keys_values, index, encoded, bias)
 
     @torch.jit.export
-    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor) -> Tensor:
-        return self.lead.exchange_energies(tokens, atomic_numbers)
+    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor, core: Tensor) -> Tensor:
+        return self.lead.exchange_energies(tokens, atomic_numbers, core)
 
     @torch.jit.export
     def others(
@@ -207,8 +207,10 @@ def export_committee(
     dtype: str = "float32",
     device: str = "cpu",
     overwrite: bool = False,
+    repulsion: str | None = None,
 ) -> Path:
-    """Write the committee export of two or more checkpoints of one architecture; returns its path."""
+    """Write the committee export of two or more checkpoints of one architecture; returns its path (repulsion:
+    as for `export`)."""
     paths = [Path(path) for path in checkpoint_paths]
     output = Path(output)
     if len(paths) < 2:
@@ -223,7 +225,7 @@ def export_committee(
     for path in paths:
         data = path.read_bytes() if path.is_file() else None
         checkpoint = read_checkpoint(path, data)
-        model = model_from_checkpoint(checkpoint)
+        model = model_from_checkpoint(checkpoint, repulsion)
         check_finite_weights(model, path)
         checkpoints.append(checkpoint)
         digests.append(hashlib.sha256(data).hexdigest())

@@ -28,6 +28,7 @@ from mdplugin.export.contract import (
     ExportError,
 )
 from mdplugin.model.checkpoint import check_output_file, model_from_checkpoint, package_versions, read_checkpoint
+from mdplugin.model.repulsion import SWITCH_START, core_cutoffs
 from mdplugin.model.transformer import TransformerPotential, count_parameters, pair_slots
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -234,23 +235,33 @@ class ExportedLocalPotential(nn.Module):
 
     @torch.jit.export
     def exchange_geometry(
-        self, neighbors: Tensor, displacements: Tensor, n_local: int
-    ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-        """The local atoms' neighbour table: (index [n_local, K], encoded displacements, attention bias).
+        self, neighbors: Tensor, displacements: Tensor, atomic_numbers: Tensor, n_local: int
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
+        """The local atoms' neighbour table (index [n_local, K], encoded displacements, attention bias) and
+        their repulsive-core energies [n_local] (eV; zeros without a core).
 
         neighbors [2, E]: every ordered pair (i, j) closer than R with i local (i < n_local), j any atom;
-        displacements [E, 3] Å: r_j - r_i. The table carries the displacements' autograd graph.
+        displacements [E, 3] Å: r_j - r_i; atomic_numbers [N_all]. The outputs carry the displacements'
+        autograd graph.
         """
         if neighbors.dim() != 2 or neighbors.size(0) != 2:
             raise ValueError(f"neighbors must have shape [2, E], got {list(neighbors.shape)}")
         if displacements.dim() != 2 or displacements.size(1) != 3 or displacements.size(0) != neighbors.size(1):
             raise ValueError(f"displacements must have shape [E, 3] for E = {neighbors.size(1)} pairs")
         pairs = neighbors.to(torch.long)
-        if pairs.numel() > 0 and bool(((pairs[0] < 0) | (pairs[0] >= n_local) | (pairs[1] < 0)).any()):
-            raise ValueError(f"pair centres must be local atoms, 0..{n_local - 1}")
+        atoms = atomic_numbers.size(0)
+        if pairs.numel() > 0 and bool(
+            ((pairs[0] < 0) | (pairs[0] >= n_local) | (pairs[1] < 0) | (pairs[1] >= atoms)).any()
+        ):
+            raise ValueError(f"pair centres must be local atoms, 0..{n_local - 1}, and neighbours 0..{atoms - 1}")
         index, displacement, bias = pair_slots(pairs[0], pairs[1], displacements, n_local, self.cutoff)
         dtype = self.model.reference_energies.dtype
-        return index, self.model.displacement_encoding(displacement.to(dtype)), bias.to(dtype)
+        if self.model.repulsion:
+            species = self.model.species_of_atomic_number[atomic_numbers.to(torch.long)]
+            core = self.model.core_energies(species[:n_local], species[index], displacement).to(dtype)
+        else:
+            core = torch.zeros(n_local, dtype=dtype, device=displacements.device)
+        return index, self.model.displacement_encoding(displacement.to(dtype)), bias.to(dtype), core
 
     @torch.jit.export
     def exchange_keys(self, layer: int, tokens: Tensor) -> Tensor:
@@ -272,9 +283,11 @@ class ExportedLocalPotential(nn.Module):
         raise ValueError(f"layer {layer} is outside 0..{len(self.model.blocks) - 1}")
 
     @torch.jit.export
-    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor) -> Tensor:
-        """Per-atom energies [n_local] (eV) of the local atoms from the last block's tokens [n_local, width]."""
-        return self.model.readout(tokens, self.model.species_of_atomic_number[atomic_numbers.to(torch.long)])
+    def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor, core: Tensor) -> Tensor:
+        """Per-atom energies [n_local] (eV) of the local atoms from the last block's tokens [n_local, width] and
+        their core energies (`exchange_geometry`)."""
+        species = self.model.species_of_atomic_number[atomic_numbers.to(torch.long)]
+        return self.model.readout(tokens, species) + core
 
 
 def default_output_path(checkpoint_path: str | Path) -> Path:
@@ -342,6 +355,13 @@ def export_metadata(
         metadata["units"]["virial"] = "eV"  # -dE/dstrain; stress = -virial / volume
     if "domain" in checkpoint:  # what the training data covered: clients warn outside it
         metadata["domain"] = checkpoint["domain"]
+    if model.repulsion:
+        shortest = checkpoint.get("domain", {}).get("shortest_distance")
+        metadata["repulsion"] = {
+            "kind": "zbl",
+            "cutoffs": core_cutoffs(config.elements, shortest)[1],  # Å by element pair
+            "switch_start": SWITCH_START,  # the full ZBL energy below this fraction of each cutoff
+        }
     return metadata
 
 
@@ -379,8 +399,10 @@ def export(
     dtype: str = "float32",
     device: str = "cpu",
     overwrite: bool = False,
+    repulsion: str | None = None,
 ) -> Path:
-    """Write the TorchScript export of a checkpoint; returns its path."""
+    """Write the TorchScript export of a checkpoint; returns its path. repulsion "zbl" adds the repulsive
+    core below the training data's shortest distances (model/repulsion.py)."""
     checkpoint_path = Path(checkpoint_path)
     output = Path(output) if output is not None else default_output_path(checkpoint_path)
     if output.resolve() == checkpoint_path.resolve():
@@ -395,7 +417,7 @@ def export(
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
     data = checkpoint_path.read_bytes() if checkpoint_path.is_file() else None  # one read: weights and hash
     checkpoint = read_checkpoint(checkpoint_path, data)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, repulsion)
     check_finite_weights(model, checkpoint_path)
     scripted = script_model(model, dtype, device)
     metadata = export_metadata(checkpoint, model, dtype, device, hashlib.sha256(data).hexdigest())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mdplugin.model.repulsion import core_cutoffs
 from mdplugin.model.transformer import ModelConfig, TransformerPotential
 
 CHECKPOINT_FORMAT = "mdplugin-checkpoint"
@@ -183,9 +184,17 @@ def _zip_names(data: bytes) -> list[str] | None:
         return None
 
 
-def model_from_checkpoint(checkpoint: dict) -> TransformerPotential:
-    model = TransformerPotential(ModelConfig.from_dict(checkpoint["config"]))
+def model_from_checkpoint(checkpoint: dict, repulsion: str | None = None) -> TransformerPotential:
+    """The checkpoint's model in eval mode; repulsion "zbl" adds the repulsive core (model/repulsion.py), with
+    cutoffs from the training data's shortest distances, as does a config that asks for it."""
+    config = ModelConfig.from_dict(checkpoint["config"])
+    if repulsion is not None:
+        config.repulsion = repulsion
+    model = TransformerPotential(config)
     model.load_state_dict(checkpoint["state_dict"])
+    if config.repulsion == "zbl":
+        shortest = checkpoint.get("domain", {}).get("shortest_distance")
+        model.enable_repulsion(core_cutoffs(config.elements, shortest)[0])
     return model.eval()
 
 

@@ -23,12 +23,15 @@ class ModelConfig:
     interaction_range: float | None = None  # Å; None: global attention; R: attention within R in every block
     displacement_features: int = 16  # local model: width of the learned encoding of r_j - r_i
     radial_features: int = 16  # local model: Gaussians of |r_j - r_i| fed to that encoding (0: x, y, z, r^2 only)
+    repulsion: str = "none"  # "zbl": a repulsive core below the training data's shortest distances (model/repulsion.py)
 
     def __post_init__(self) -> None:
         if self.interaction_range is not None and not (
             math.isfinite(self.interaction_range) and self.interaction_range > 0
         ):
             raise ValueError(f"interaction_range must be a positive number of Å, not {self.interaction_range}")
+        if self.repulsion not in ("none", "zbl"):
+            raise ValueError(f"repulsion must be none or zbl, not {self.repulsion!r}")
 
     @property
     def is_local(self) -> bool:

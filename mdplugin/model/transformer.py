@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from vesin_torch import NeighborList
 
+from mdplugin.model import repulsion
 from mdplugin.model.config import ModelConfig
 
 MAX_ATOMIC_NUMBER = 118
@@ -316,7 +317,7 @@ class TransformerPotential(nn.Module):
     energies [B, N] in eV (zero on padding); the total energy is their sum.
     """
 
-    __constants__ = ["local"]  # TorchScript compiles only the branch of this model's kind
+    __constants__ = ["local", "repulsion"]  # TorchScript compiles only the branches this model takes
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -343,6 +344,32 @@ class TransformerPotential(nn.Module):
         lookup = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(config.elements)] = torch.arange(len(config.elements))
         self.register_buffer("species_of_atomic_number", lookup)
+        # the optional repulsive core (model/repulsion.py): cutoffs by species pair, set by enable_repulsion
+        self.repulsion = config.repulsion == "zbl"
+        self.core_switch_start = repulsion.SWITCH_START
+        species = len(config.elements)
+        self.register_buffer("core_cutoffs", torch.zeros(species, species), persistent=False)
+        self.register_buffer("atomic_numbers", torch.tensor(config.elements), persistent=False)
+
+    def enable_repulsion(self, cutoffs: List[List[float]]) -> None:  # noqa: UP006
+        """Add the ZBL core with these cutoffs (Å) by species pair (`repulsion.core_cutoffs`)."""
+        self.repulsion = True
+        self.config.repulsion = "zbl"
+        self.core_cutoffs.copy_(torch.tensor(cutoffs, dtype=self.core_cutoffs.dtype))
+
+    def core_energies(self, species: Tensor, neighbor_species: Tensor, displacement: Tensor) -> Tensor:
+        """Per-atom core energies [S] (eV): half of each pair's, from the displacements [S, K, 3] (Å) to the
+        neighbours [S, K] of atoms of `species` [S] (zero-length slots count nothing)."""
+        distance = displacement.pow(2).sum(-1).clamp(min=1e-30).sqrt() * (displacement.pow(2).sum(-1) > 0)
+        centre = species.unsqueeze(1).expand_as(neighbor_species)
+        pair = repulsion.zbl_energy(
+            distance,
+            self.atomic_numbers[centre],
+            self.atomic_numbers[neighbor_species],
+            self.core_cutoffs[centre, neighbor_species].to(distance.dtype),
+            self.core_switch_start,
+        )
+        return 0.5 * pair.sum(1)
 
     def forward(
         self,
@@ -370,7 +397,16 @@ class TransformerPotential(nn.Module):
         empty = torch.empty(0, device=positions.device)
         for block in self.blocks:
             x = block(x, x, attention_bias, empty, empty)
-        return self.readout(x, species) * mask.to(x.dtype)
+        energies = self.readout(x, species)
+        if self.repulsion:  # every pair of real atoms; padding rows sit at the origin and are masked out
+            batch, atoms = mask.shape
+            displacement = (positions.unsqueeze(1) - positions.unsqueeze(2)) * (
+                mask.unsqueeze(1) & mask.unsqueeze(2)
+            ).unsqueeze(-1)
+            neighbor_species = species.unsqueeze(1).expand(-1, atoms, -1).reshape(batch * atoms, atoms)
+            core = self.core_energies(species.flatten(), neighbor_species, displacement.flatten(0, 1))
+            energies = energies + core.view(batch, atoms).to(energies.dtype)
+        return energies * mask.to(x.dtype)
 
     def system_embedding(self, charge: Tensor, multiplicity: Tensor) -> Tensor:
         """[B, width]: total charge and spin multiplicity, added to every token."""
@@ -449,13 +485,20 @@ class TransformerPotential(nn.Module):
         if wanted < 0 or wanted >= atoms:
             for block in self.blocks:
                 x = block(x, x, attention_bias, index, encoded)
-            return self.readout(x, species)
+            energies = self.readout(x, species)
+            if self.repulsion:
+                energies = energies + self.core_energies(species, species[index], displacement).to(energies.dtype)
+            return energies
         layer_rows = rows_to_update(index, attention_bias, wanted, len(self.blocks))
         for layer, block in enumerate(self.blocks):
             rows = layer_rows[layer]
             updated = block(x.index_select(0, rows), x, attention_bias[rows], index[rows], encoded[rows])
             x = x.index_copy(0, rows, updated)
-        return self.readout(x[:wanted], species[:wanted])
+        energies = self.readout(x[:wanted], species[:wanted])
+        if self.repulsion:
+            core = self.core_energies(species[:wanted], species[index[:wanted]], displacement[:wanted])
+            energies = energies + core.to(energies.dtype)
+        return energies
 
     def readout(self, x: Tensor, species: Tensor) -> Tensor:
         """Per-atom energies (eV) from the final tokens."""
