@@ -84,3 +84,37 @@ def test_cutoffs_come_from_the_data_or_the_covalent_radii():
     table, by_name = core_cutoffs([1, 6, 8], {"H-O": 0.95})
     assert by_name["H-O"] == 0.95 and table[0][2] == table[2][0] == 0.95
     assert by_name["C-C"] == pytest.approx(0.8 * 2 * 0.76)  # no C-C in the data: below any bond
+
+
+def test_a_committee_carries_the_core_of_its_members(exports, tmp_path):
+    """`mdplugin export m0.pt m1.pt --repulsion zbl`: member 0 is the single core export, in every method."""
+    from mdplugin.export.committee import export_committee
+
+    kind = exports[0]
+    config = ModelConfig(
+        elements=[1, 8], width=32, depth=2, heads=4, interaction_range=3.0 if kind == "local" else None
+    )
+    paths = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        path = tmp_path / f"m{seed}.pt"
+        save_checkpoint(
+            build_checkpoint(
+                TransformerPotential(config),
+                {"date": "test", "data_sha256": {}},
+                {},
+                domain={"shortest_distance": SHORTEST},
+            ),
+            path,
+        )
+        paths.append(path)
+    single = torch.jit.load(str(export(paths[0], tmp_path / "single.pt", dtype="float64", repulsion="zbl")))
+    committee = torch.jit.load(
+        str(export_committee(paths, tmp_path / "committee.pt", dtype="float64", repulsion="zbl"))
+    )
+    positions = np.array([[0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [1.6, 0.4, 0.0]])  # an O-O pair deep in the core
+    numbers = [8, 8, 1]
+    assert evaluate(committee, positions, numbers)[0] == pytest.approx(
+        evaluate(single, positions, numbers)[0], rel=1e-12
+    )
+    assert evaluate(single, positions, numbers)[0] > 50.0  # eV: the core, not the network
