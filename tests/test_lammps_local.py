@@ -303,10 +303,16 @@ def run_ranks(
     processors: str = "",
     pair_style: str = "pair_style transformer",
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    directory.mkdir()
-    (directory / "in.md").write_text(
-        MD_INPUT.format(processors=processors, data=data, model=model, pair_style=pair_style)
-    )
+    text = MD_INPUT.format(processors=processors, data=data, model=model, pair_style=pair_style)
+    output = run_input(directory, text, ranks)
+    thermo = re.findall(r"^\s+(\d+(?:\s+\S+){8})\s*$", output, re.MULTILINE)
+    return np.array([row.split() for row in thermo], dtype=float), read_dump(directory / "atoms.dump"), output
+
+
+def run_input(directory: Path, text: str, ranks: int) -> str:
+    """`mdplugin lammps run` of an input text on `ranks` MPI ranks in `directory`; its screen output."""
+    directory.mkdir(exist_ok=True)
+    (directory / "in.md").write_text(text)
     result = subprocess.run(
         [str(BIN / "mdplugin"), "lammps", "run", "in.md", "--np", str(ranks), "--", "-nocite", "-log", "none"],
         cwd=directory,
@@ -315,8 +321,7 @@ def run_ranks(
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    thermo = re.findall(r"^\s+(\d+(?:\s+\S+){8})\s*$", result.stdout, re.MULTILINE)
-    return np.array([row.split() for row in thermo], dtype=float), read_dump(directory / "atoms.dump"), result.stdout
+    return result.stdout
 
 
 def test_one_two_and_four_ranks_give_the_same_numbers(local_export, tmp_path):
@@ -390,20 +395,6 @@ thermo 10
 {run}
 write_dump all custom final.dump id xu yu zu fx fy fz modify sort id format float %.17g
 """
-
-
-def run_input(directory: Path, text: str, ranks: int) -> str:
-    directory.mkdir(exist_ok=True)
-    (directory / "in.md").write_text(text)
-    result = subprocess.run(
-        [str(BIN / "mdplugin"), "lammps", "run", "in.md", "--np", str(ranks), "--", "-nocite", "-log", "none"],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 def final_dump(directory: Path) -> np.ndarray:

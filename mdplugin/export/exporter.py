@@ -47,6 +47,11 @@ def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, e
         raise ValueError("the structure has no atoms")
     if not bool(torch.isfinite(positions).all()):
         raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+    return species_of(atomic_numbers, lookup, elements)
+
+
+def species_of(atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
+    """Species indices [N] of atomic numbers [N], each checked to be one of the model's elements."""
     numbers = atomic_numbers.to(torch.long)
     largest = lookup.size(0) - 1
     if bool(((numbers < 1) | (numbers > largest)).any()):
@@ -216,18 +221,9 @@ class ExportedLocalPotential(nn.Module):
     @torch.jit.export
     def exchange_tokens(self, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1) -> Tensor:
         """The first block's input tokens [N_all, width] of local and ghost atoms (no geometry in them)."""
-        lookup = self.model.species_of_atomic_number
         if atomic_numbers.dim() != 1:
             raise ValueError(f"atomic_numbers must have shape [N], got {list(atomic_numbers.shape)}")
-        numbers = atomic_numbers.to(torch.long)
-        if numbers.numel() > 0 and bool(((numbers < 1) | (numbers >= lookup.size(0))).any()):
-            raise ValueError(f"atomic numbers must lie in 1..{lookup.size(0) - 1}")
-        species = lookup[numbers]
-        if bool((species < 0).any()):
-            unknown = int(numbers[species < 0][0])
-            raise ValueError(
-                f"atomic number {unknown} is not one of the model's elements {self.elements}; use a model trained on it"
-            )
+        species = species_of(atomic_numbers, self.model.species_of_atomic_number, self.elements)
         check_system(charge, multiplicity, self.model.max_charge, self.model.multiplicity_embedding.num_embeddings)
         system_state = torch.tensor([charge, multiplicity], dtype=torch.long, device=atomic_numbers.device)
         system = self.model.system_embedding(system_state[:1], system_state[1:])
