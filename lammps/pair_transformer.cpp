@@ -653,7 +653,7 @@ void PairTransformer::compute_exchange()
                    std::to_string(update->ntimestep) + ": " + readable_error(exception));
   };
   c10::AutoGradMode gradients_on(true);    // the engine runs autograd between the blocks
-  torch::Tensor displacements, numbers, index, encoded, bias, core, tokens, keys_values;
+  torch::Tensor displacements, numbers, index, encoded, bias, encoded_leaf, bias_leaf, core, tokens, keys_values;
   // per block l: its token input (a leaf from l = 1), its keys and values of every atom (a leaf from
   // l = 1), its output, and the owned atoms' keys and values computed from the previous output
   std::vector<torch::Tensor> token_inputs(block_count), key_inputs(block_count), outputs(block_count),
@@ -688,6 +688,10 @@ void PairTransformer::compute_exchange()
       encoded = geometry->elements().at(1).toTensor();
       bias = geometry->elements().at(2).toTensor();
       core = geometry->elements().at(3).toTensor();
+      // the blocks read the geometry through leaves: each block's backward stops there, and one last
+      // backward takes the summed gradient through the displacement encoding (once, not once per block)
+      encoded_leaf = encoded.detach().requires_grad_(true);
+      bias_leaf = bias.detach().requires_grad_(true);
     }
   } catch (const std::exception &exception) {
     fail(exception);
@@ -701,7 +705,7 @@ void PairTransformer::compute_exchange()
         token_inputs[layer] = tokens;
         key_inputs[layer] = keys_values;
         outputs[layer] =
-            block({static_cast<int64_t>(layer), tokens, keys_values, index, encoded, bias}).toTensor();
+            block({static_cast<int64_t>(layer), tokens, keys_values, index, encoded_leaf, bias_leaf}).toTensor();
         if (layer + 1 < block_count) {
           owned = keys({static_cast<int64_t>(layer + 1), outputs[layer]}).toTensor();
           owned_keys[layer + 1] = owned;
@@ -730,14 +734,24 @@ void PairTransformer::compute_exchange()
       if (evaluate) {
         torch::Tensor token_gradient = token_inputs[layer].grad();
         if (!token_gradient.defined()) token_gradient = torch::zeros_like(outputs[layer - 1]);
-        torch::autograd::backward({outputs[layer - 1], owned_keys[layer]}, {token_gradient, key_gradient},
-                                  layer > 1);
+        torch::autograd::backward({outputs[layer - 1], owned_keys[layer]}, {token_gradient, key_gradient});
       }
     } catch (const std::exception &exception) {
       fail(exception);
     }
   }
   if (!evaluate) return;
+  try {
+    std::vector<torch::Tensor> roots, gradients;
+    for (const auto &[root, leaf] : {std::make_pair(encoded, encoded_leaf), std::make_pair(bias, bias_leaf)})
+      if (leaf.grad().defined() && root.requires_grad()) {
+        roots.push_back(root);
+        gradients.push_back(leaf.grad());
+      }
+    if (!roots.empty()) torch::autograd::backward(roots, gradients);
+  } catch (const std::exception &exception) {
+    fail(exception);
+  }
   torch::Tensor edge_gradient = displacements.grad();
   if (!edge_gradient.defined()) edge_gradient = torch::zeros({edges, 3}, torch::kFloat64);
   edge_gradient = host_double(edge_gradient);
