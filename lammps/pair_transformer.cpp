@@ -1271,6 +1271,12 @@ void PairTransformer::init_style()
                           why_not_blocks + "; use exchange auto (or no) for the ghost-shell path");
   exchange_path = exchange_mode != EXCHANGE_NO && why_not_blocks.empty();
   comm_forward = comm_reverse = exchange_path ? exchange_width : 0;
+  // Comm sizes its buffers from force->pair: under hybrid/overlay that is the hybrid style, which took
+  // its sizes from the sub-styles before pair_coeff loaded the model (it would overflow them)
+  if (force->pair != this) {
+    force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
+    force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
+  }
 
   if (exchange_path) {
     // a full list of the owned atoms' pairs; ghosts (interaction range + skin from the cutoff)

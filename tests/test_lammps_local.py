@@ -239,14 +239,20 @@ def test_a_float32_local_export_keeps_its_digits_far_from_the_origin(golden_box,
     instance.close()
 
 
-def test_hybrid_overlay_evaluates_only_the_mapped_types(golden_box, tmp_path):
+@pytest.mark.parametrize("path", ["ghost shell", "exchange"])
+def test_hybrid_overlay_evaluates_only_the_mapped_types(golden_box, tmp_path, path):
     """NULL leaves hydrogen out of the model's input (pairs and ghosts included): the energy and forces
-    are those of the oxygen sublattice in the same cell."""
+    are those of the oxygen sublattice in the same cell, on the ghost shell (the version 2 fixture) and block
+    by block (the same checkpoint exported now)."""
     cell = np.array(golden_box["cell"])
     data = write_data(tmp_path / "box.data", np.array(golden_box["positions"]), golden_box["numbers"], cell)
     model = FIXTURES / "tiny-local-float64.pt"
+    keywords = ""
+    if path == "exchange":
+        model = export(FIXTURES / "tiny-local.pt", tmp_path / "tiny-local-v3.pt", dtype="float64")
+        keywords = " periodic no exchange yes"
     instance = open_lammps(
-        setup_commands(data, model, "pair_style hybrid/overlay transformer zero 3.0")[:-1]
+        setup_commands(data, model, f"pair_style hybrid/overlay transformer{keywords} zero 3.0")[:-1]
         + [f"pair_coeff * * transformer {model} NULL C N O", "pair_coeff * * zero", "run 0"]
     )
     oxygen = golden_box["numbers"] == 8
