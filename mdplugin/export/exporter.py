@@ -361,16 +361,8 @@ def _text_number(value: float | None) -> str:
     return "none" if value is None else repr(float(value))
 
 
-def export(
-    checkpoint_path: str | Path,
-    output: str | Path | None = None,
-    dtype: str = "float32",
-    device: str = "cpu",
-    overwrite: bool = False,
-) -> Path:
-    """Write the TorchScript export of a checkpoint; returns its path."""
-    checkpoint_path = Path(checkpoint_path)
-    output = Path(output) if output is not None else default_output_path(checkpoint_path)
+def check_export_paths(checkpoint_path: Path, output: Path, overwrite: bool, device: str) -> None:
+    """Refuse, before any work, an output that would overwrite the checkpoint or (without --force) a file."""
     if output.resolve() == checkpoint_path.resolve():
         raise ExportError(f"the export would overwrite its own checkpoint {checkpoint_path}; choose another -o")
     if output.exists() and not overwrite:
@@ -381,6 +373,19 @@ def export(
         raise ExportError(str(error)) from None
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
+
+
+def export(
+    checkpoint_path: str | Path,
+    output: str | Path | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> Path:
+    """Write the TorchScript export of a checkpoint; returns its path."""
+    checkpoint_path = Path(checkpoint_path)
+    output = Path(output) if output is not None else default_output_path(checkpoint_path)
+    check_export_paths(checkpoint_path, output, overwrite, device)
     data = checkpoint_path.read_bytes() if checkpoint_path.is_file() else None  # one read: weights and hash
     checkpoint = read_checkpoint(checkpoint_path, data)
     model = model_from_checkpoint(checkpoint)
