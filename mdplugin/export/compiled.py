@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mdplugin.export.contract import COMPILED_EXPORT_VERSION, METADATA_JSON, METADATA_TEXT, ExportError
 from mdplugin.export.exporter import (
@@ -179,7 +180,10 @@ def compile_module(model: TransformerPotential, capacity: int, device: str, pack
     local = model.config.is_local
     module = LocalEnergyForces(model, capacity) if local else GlobalEnergyForces(model)
     inputs = example_inputs(model, capacity, device)
-    graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    # float64: the fused CPU attention's compiled backward expects float32 statistics (torch 2.9); use the math path
+    backends = [SDPBackend.MATH] if model.reference_energies.dtype == torch.float64 else list(SDPBackend)
+    with sdpa_kernel(backends):
+        graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     atoms = torch.export.Dim("atoms", min=2, max=MAX_COMPILED_ATOMS)
     shapes: tuple = ({0: atoms}, {0: atoms}, None)
     if local:
@@ -209,6 +213,8 @@ def compile_export(
     """Write the compiled export (version 4, `<checkpoint>-export.pt2`) of a checkpoint; returns its path."""
     checkpoint_path = Path(checkpoint_path)
     output = Path(output) if output is not None else checkpoint_path.with_name(f"{checkpoint_path.stem}-export.pt2")
+    if output.suffix != ".pt2":
+        raise ExportError(f"a compiled export is an AOT-Inductor package and its name ends in .pt2, not {output.name}")
     check_export_paths(checkpoint_path, output, overwrite, device)
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; use float32 or float64")
