@@ -229,3 +229,36 @@ def test_ase_calculator_runs_a_compiled_export(compiled_files):
     want = mdplugin.load(compiled_files["local"]["script"]).evaluate_atoms(atoms)
     assert atoms.get_potential_energy() == pytest.approx(want.energy, rel=EXACT)
     np.testing.assert_allclose(atoms.get_forces(), want.forces, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["global", "local"])
+def test_openmm_runs_a_compiled_export_through_python_force(compiled_files, kind):
+    """openmm-torch loads TorchScript only: a compiled export becomes a PythonForce with the same numbers."""
+    import openmm
+    from openmm import unit
+
+    from mdplugin.engines.openmm_force import create_system
+    from mdplugin.md.structure_input import topology_from_symbols
+
+    positions, numbers = water_like(30, seed=10)
+    symbols = ["O" if z == 8 else "H" for z in numbers.tolist()]
+    results = []
+    for name in ("script", "compiled"):
+        topology = topology_from_symbols(symbols)
+        if kind == "local":
+            topology.setPeriodicBoxVectors(CELL * 0.1)  # Å -> nm
+        system = create_system(compiled_files[kind][name], topology)
+        forces = [f for f in system.getForces() if not isinstance(f, openmm.CMMotionRemover)]
+        assert isinstance(forces[0], openmm.PythonForce) == (name == "compiled")
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+        context.setPositions(positions.numpy() * 0.1)
+        state = context.getState(getEnergy=True, getForces=True)
+        results.append(
+            (
+                state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer),
+            )
+        )
+    (energy, forces), (compiled_energy, compiled_forces) = results
+    assert compiled_energy == pytest.approx(energy, rel=1e-9)
+    np.testing.assert_allclose(compiled_forces, forces, atol=1e-7 * np.abs(forces).max())
