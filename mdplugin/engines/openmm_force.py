@@ -23,6 +23,7 @@ import openmm.unit
 import torch
 from torch import Tensor, nn
 
+from mdplugin.allocation import retain_freed_memory
 from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
@@ -220,6 +221,7 @@ def create_torch_force(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model if isinstance(model, ModelFile) else open_model(model)
+    retain_freed_memory()  # no page faults for every step's activations (mdplugin.allocation)
     periodic = uses_periodic_box(topology, system)
     particles = system.getNumParticles() if system is not None else topology.getNumAtoms()
     atoms = selected_atoms(atoms, max(particles, topology.getNumAtoms()))
