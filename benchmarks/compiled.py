@@ -26,15 +26,20 @@ from pathlib import Path
 
 import ase
 import ase.io
+import numpy as np
 import torch
 
 from benchmarks import engines, report, structures
-from benchmarks.speed_local import water_box
+from benchmarks.speed_local import RETAINED_HEAP, retained_timing, water_box
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples/models"
 TIMESTEP_FS = 0.5
 KINDS = ("torchscript", "compiled")
+SCALING_EDGES = (8, 13, 16, 22)  # water boxes of 1,536, 6,591, 12,288 and 31,944 atoms
+# glibc's default heap, and the engines' setting (mdplugin.allocation; the same as these variables)
+HEAPS = {"default heap": {"MDPLUGIN_RETAIN_HEAP": "0"}, "retained heap": RETAINED_HEAP}
+FLAT = 0.25  # the target: time per atom within ±25 % of its median over the sizes
 
 
 def cases(quick: bool) -> list[dict]:
@@ -145,6 +150,32 @@ def measure(case: dict, files: dict, settings: dict) -> dict:
     return row
 
 
+def scaling(files: dict, edges: list[int]) -> list[dict]:
+    """Time per atom of the water model over box sizes, each export with each heap, one thread, each size in a
+    fresh process (speed_local's timing probe), so that one configuration's heap does not carry over."""
+    rows = []
+    for edge in edges:
+        atoms = water_box(edge, seed=edge)
+        row = {"atoms": len(atoms), "structure": atoms.info["name"], "timings": {}}
+        for kind in KINDS:
+            for heap, environment in HEAPS.items():
+                result = retained_timing(str(files[kind]), atoms, 2, 1, environment)
+                row["timings"][f"{kind}, {heap}"] = result
+                progress(f"{len(atoms)} atoms {kind}, {heap}: {1e3 * result['ms_per_atom']:.3g} us/atom")
+        rows.append(row)
+    return rows
+
+
+def flatness(rows: list[dict], configuration: str, key: str) -> dict | None:
+    """Largest deviation of the time per atom from its median over the sizes, and whether it is within FLAT."""
+    values = [row["timings"][configuration][key] for row in rows if configuration in row["timings"]]
+    if len(values) < 2:
+        return None
+    median = float(np.median(values))
+    deviation = max(abs(value / median - 1) for value in values)
+    return {"median_us_per_atom": 1e3 * median, "largest_deviation": deviation, "flat": deviation <= FLAT}
+
+
 def run(output: Path, repeats: int, quick: bool, threads: list[int]) -> dict:
     from mdplugin.export.compiled import compile_export
     from mdplugin.export.model_file import open_model
@@ -162,12 +193,23 @@ def run(output: Path, repeats: int, quick: bool, threads: list[int]) -> dict:
                 progress(f"compiled {name} in {compiled[name]['compile_seconds']} s")
             files = {"torchscript": MODELS / f"{name}-export.pt", "compiled": compiled[name]["path"]}
             rows.append(measure(case, files, settings))
+        edges = list(SCALING_EDGES[:2] if quick else SCALING_EDGES)
+        water = {"torchscript": MODELS / "water-classical-export.pt", "compiled": compiled["water-classical"]["path"]}
+        scaling_rows = scaling(water, edges)
     results = {
         "benchmark": "compiled",
         "machine": report.finish(machine),
         "settings": settings,
         "compiled": {name: {k: v for k, v in entry.items() if k != "path"} for name, entry in compiled.items()},
         "rows": rows,
+        "scaling": scaling_rows,
+        "flatness": {
+            configuration: {
+                "wall": flatness(scaling_rows, configuration, "ms_per_atom"),
+                "cpu": flatness(scaling_rows, configuration, "cpu_ms_per_atom"),
+            }
+            for configuration in scaling_rows[0]["timings"]
+        },
     }
     output.mkdir(parents=True, exist_ok=True)
     report.write_json(results, output / "compiled.json")
@@ -183,6 +225,9 @@ def markdown(results: dict) -> str:
 
     def pair(entry: dict | None) -> str | None:
         return f"{fmt(entry['ms'])} ({fmt(entry['cpu_ms'])})" if entry else None
+
+    def per_atom(entry: dict | None) -> str | None:
+        return f"{fmt(1e3 * entry['ms_per_atom'])} ({fmt(1e3 * entry['cpu_ms_per_atom'])})" if entry else None
 
     def speedup(table: dict, n: int, key: str = "ms") -> str | None:
         before, after = table.get(f"torchscript-{n}"), table.get(f"compiled-{n}")
@@ -206,6 +251,20 @@ def markdown(results: dict) -> str:
         [name, entry["compile_seconds"], entry["neighbour_capacity"] or "–"]
         for name, entry in results["compiled"].items()
     ]
+    configurations = list(results["scaling"][0]["timings"]) if results["scaling"] else []
+    scaling_rows_md = [
+        [row["atoms"], *[per_atom(row["timings"].get(name)) for name in configurations]] for row in results["scaling"]
+    ]
+    flat_lines = []
+    for name, clocks in results["flatness"].items():
+        for clock, label in (("wall", "wall-clock"), ("cpu", "CPU time")):
+            entry = clocks[clock]
+            if entry:
+                verdict = "met" if entry["flat"] else "not met"
+                flat_lines.append(
+                    f"- **{name}, {label}: flat within ±{FLAT:.0%} {verdict}**: median "
+                    f"{entry['median_us_per_atom']:.3g} µs/atom, largest deviation {entry['largest_deviation']:+.0%}."
+                )
     warning = report.busy_warning(results["machine"])
     lines = [
         "# Compiled exports against TorchScript",
@@ -253,6 +312,16 @@ def markdown(results: dict) -> str:
             text_columns=2,
         ),  # fmt: skip
         "",
+        "## Time per atom from 1,536 to 31,944 atoms (water model, one thread)",
+        "",
+        "µs per atom per call, wall-clock (CPU time in parentheses); each size and configuration in a fresh "
+        "process; default heap: glibc's; retained heap: the setting the engine adapters now apply "
+        "(mdplugin.allocation: freed buffers stay in the process).",
+        "",
+        report.markdown_table(["N", *configurations], scaling_rows_md, text_columns=1),
+        "",
+        *flat_lines,
+        "",
         "## Compile time",
         "",
         report.markdown_table(["model", "seconds", "neighbour slots per atom"], compile_rows),
@@ -264,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, no 1,536-atom water box")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (water up to 6,591 atoms)")
     parser.add_argument("--threads", default="1,2", help="torch (and OpenMM CPU) thread counts, comma-separated")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
