@@ -180,7 +180,7 @@ class ModelFile:
 
     def export_metadata(self, dtype: str | None = None, device: str = "cpu") -> dict:
         """The metadata an export of this model carries (for an export: its own)."""
-        if self.kind == "export":
+        if self.kind in ("export", "compiled"):
             return self.metadata
         from mdplugin.export.exporter import export_metadata
 
