@@ -64,19 +64,25 @@ def progress(message: str) -> None:
     print(f"[compiled {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def timed(function, repeats: int, warmup: int) -> dict:
-    """Median wall-clock and CPU time (ms) of `function()` over `repeats` calls after `warmup`."""
+def timed(function, repeats: int, warmup: int, sample_seconds: float = 0.05) -> dict:
+    """Median wall-clock and CPU time (ms) per call of `function()` over `repeats` samples after `warmup`
+    calls; a sample is as many calls as last about `sample_seconds` (sub-millisecond calls are timed in batches)."""
     for _ in range(warmup):
         function()
+    start = time.perf_counter()
+    function()
+    calls = max(1, round(sample_seconds / max(time.perf_counter() - start, 1e-6)))
     wall, cpu = [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        function()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
+        for _ in range(calls):
+            function()
+        wall.append((time.perf_counter() - start) / calls)
+        cpu.append((time.process_time() - start_cpu) / calls)
     return {
         "ms": 1e3 * statistics.median(wall),
         "cpu_ms": 1e3 * statistics.median(cpu),
+        "calls_per_sample": calls,
         "samples_ms": [1e3 * s for s in wall],
     }
 
@@ -103,10 +109,10 @@ def openmm_step(path: Path, atoms: ase.Atoms, threads: int, repeats: int, steps:
     platform = openmm.Platform.getPlatformByName("CPU")
     context = openmm.Context(system, integrator, platform, {"Threads": str(threads)})
     context.setPositions(atoms.positions / 10.0)
-    result = timed(lambda: integrator.step(steps), repeats, warmup=1)
+    result = timed(lambda: integrator.step(steps), repeats, warmup=1, sample_seconds=0)
     adapter = type(system.getForce(0)).__name__
     del context
-    per_step = {key: value / steps for key, value in result.items() if key != "samples_ms"}
+    per_step = {key: result[key] / steps for key in ("ms", "cpu_ms")}
     return {**per_step, "steps_per_sample": steps, "force": adapter}
 
 
