@@ -169,7 +169,9 @@ def example_inputs(model: TransformerPotential, device: str) -> tuple[Tensor, ..
     return positions, numbers, system, centers, neighbors, shifts
 
 
-def compile_module(model: TransformerPotential, capacity: int, device: str, package_path: Path) -> float:
+def compile_module(
+    model: TransformerPotential, capacity: int, device: str, package_path: Path, threads: int = 1
+) -> float:
     """AOT-Inductor-compile energy and forces of `model` into `package_path`; returns the seconds it took.
 
     make_fx traces autograd.grad into plain aten operations (torch.export alone cannot), torch.export makes
@@ -190,10 +192,9 @@ def compile_module(model: TransformerPotential, capacity: int, device: str, pack
         pairs = torch.export.Dim("pairs", min=2, max=MAX_COMPILED_ATOMS * 1024)
         shapes += ({0: pairs}, {0: pairs}, {0: pairs})
     program = torch.export.export(graph, inputs, dynamic_shapes=shapes)
-    # CPU kernels read the thread count at run time (torch.set_num_threads: mdplugin.threads chooses it) instead of
-    # baking in the compiling process's: a package baked with 2 threads took 2.45 ms per aspirin call on a shared
-    # 2-core machine against 0.56 ms run with 1 (baked 1 thread: 0.50 ms, but never more)
-    configs = {"cpp.dynamic_threads": True} if torch.device(device).type == "cpu" else {}
+    # the CPU kernels' thread count is fixed here: reading it at run time (cpp.dynamic_threads) made the water model
+    # 2.8x slower on one thread (192 atoms: 53 ms against 19) and aspirin 10 % slower
+    configs = {"cpp.threads": threads} if torch.device(device).type == "cpu" else {}
     torch._inductor.aoti_compile_and_package(program, package_path=str(package_path), inductor_configs=configs)
     return time.perf_counter() - start
 
@@ -213,8 +214,10 @@ def compile_export(
     device: str = "cpu",
     overwrite: bool = False,
     capacity: int | None = None,
+    threads: int = 1,
 ) -> Path:
-    """Write the compiled export (version 4, `<checkpoint>-export.pt2`) of a checkpoint; returns its path."""
+    """Write the compiled export (version 4, `<checkpoint>-export.pt2`) of a checkpoint; returns its path.
+    `threads`: CPU threads each compiled kernel uses (fixed when compiling; 1 is fastest per core)."""
     checkpoint_path = Path(checkpoint_path)
     output = Path(output) if output is not None else checkpoint_path.with_name(f"{checkpoint_path.stem}-export.pt2")
     if output.suffix != ".pt2":
@@ -235,7 +238,9 @@ def compile_export(
     else:
         capacity = 0
     temporary = output.with_name(output.name + ".partial.pt2")  # AOT-Inductor wants the .pt2 suffix
-    seconds = compile_module(model, capacity, device, temporary)
+    if threads < 1:
+        raise ExportError(f"--threads {threads}: give at least 1")
+    seconds = compile_module(model, capacity, device, temporary, threads)
     metadata["format_version"] = COMPILED_EXPORT_VERSION
     metadata["compiled"] = {
         "backend": "aot-inductor",
@@ -243,6 +248,7 @@ def compile_export(
         "torch": torch.__version__,
         "input_dtype": "float64",  # positions and shifts; outputs come back in the input's dtype
         "neighbour_capacity": capacity or None,  # slots per atom, the atom itself included (local models)
+        "threads": threads if torch.device(device).type == "cpu" else None,  # CPU threads per kernel, fixed
         "compile_seconds": round(seconds, 1),
     }
     add_metadata(temporary, {METADATA_JSON: json.dumps(metadata, indent=2), METADATA_TEXT: metadata_text(metadata)})
