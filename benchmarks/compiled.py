@@ -138,22 +138,25 @@ def measure(case: dict, files: dict, settings: dict) -> dict:
 
     atoms, row = case["atoms"], {key: case[key] for key in ("model", "structure")}
     row.update({"atoms_count": len(atoms), "call": {}, "openmm": {}})
-    modules = {kind: open_model(files[kind]).module() for kind in KINDS}
     arguments = call_arguments(atoms)
     for threads in settings["threads"]:
         torch.set_num_threads(threads)
+        # each compiled package fixes its kernels' thread count: the one compiled with `threads`
+        paths = {"torchscript": files["torchscript"], "compiled": files["compiled"][threads]}
+        modules = {kind: open_model(paths[kind]).module() for kind in KINDS}
         for kind in KINDS:
-            call = timed(lambda kind=kind: modules[kind](*arguments), settings["repeats"], warmup=5)
+            call = timed(lambda module=modules[kind]: module(*arguments), settings["repeats"], warmup=5)
             row["call"][f"{kind}-{threads}"] = call
             progress(f"{case['structure']} {kind} {threads} thread(s): {call['ms']:.3g} ms per call")
         if len(atoms) > settings["openmm_max_atoms"]:
             continue
         steps = max(1, min(50, round(0.2 / (1e-3 * row["call"][f"torchscript-{threads}"]["ms"]))))
         for kind in KINDS:
-            step = openmm_step(files[kind], atoms, threads, settings["repeats"], steps)
+            step = openmm_step(paths[kind], atoms, threads, settings["repeats"], steps)
             row["openmm"][f"{kind}-{threads}"] = step
             progress(f"{case['structure']} OpenMM {step['force']} {threads} thread(s): {step['ms']:.3g} ms per step")
-    row["accuracy"] = accuracy(files, MODELS / f"{case['model']}.pt", atoms)
+    one_thread = {"torchscript": files["torchscript"], "compiled": files["compiled"][min(files["compiled"])]}
+    row["accuracy"] = accuracy(one_thread, MODELS / f"{case['model']}.pt", atoms)
     return row
 
 
@@ -197,20 +200,26 @@ def run(output: Path, repeats: int, quick: bool, threads: list[int]) -> dict:
         for case in cases(quick):
             name = case["model"]
             if name not in compiled:
-                torch.set_num_threads(max(threads))
-                path = compile_export(MODELS / f"{name}.pt", Path(directory) / f"{name}-export.pt2")
-                compiled[name] = {"path": path, **open_model(path).metadata["compiled"]}
-                progress(f"compiled {name} in {compiled[name]['compile_seconds']} s")
-            files = {"torchscript": MODELS / f"{name}-export.pt", "compiled": compiled[name]["path"]}
-            rows.append(measure(case, files, settings))
+                compiled[name] = {}
+                for count in threads:  # a package per thread count: its kernels' count is fixed when compiling
+                    path = Path(directory) / f"{name}-{count}-export.pt2"
+                    compile_export(MODELS / f"{name}.pt", path, threads=count)
+                    compiled[name][count] = {"path": path, **open_model(path).metadata["compiled"]}
+                    progress(f"compiled {name} for {count} thread(s) in {compiled[name][count]['compile_seconds']} s")
+            paths = {count: entry["path"] for count, entry in compiled[name].items()}
+            rows.append(measure(case, {"torchscript": MODELS / f"{name}-export.pt", "compiled": paths}, settings))
         edges = list(SCALING_EDGES[:2] if quick else SCALING_EDGES)
-        water = {"torchscript": MODELS / "water-classical-export.pt", "compiled": compiled["water-classical"]["path"]}
+        water = {"torchscript": MODELS / "water-classical-export.pt",
+                 "compiled": compiled["water-classical"][min(threads)]["path"]}  # fmt: skip
         scaling_rows = scaling(water, edges)
     results = {
         "benchmark": "compiled",
         "machine": report.finish(machine),
         "settings": settings,
-        "compiled": {name: {k: v for k, v in entry.items() if k != "path"} for name, entry in compiled.items()},
+        "compiled": {
+            name: {count: {k: v for k, v in entry.items() if k != "path"} for count, entry in packages.items()}
+            for name, packages in compiled.items()
+        },
         "rows": rows,
         "scaling": scaling_rows,
         "flatness": {
@@ -258,8 +267,9 @@ def markdown(results: dict) -> str:
         for row in rows
     ]  # fmt: skip
     compile_rows = [
-        [name, entry["compile_seconds"], entry["neighbour_capacity"] or "–"]
-        for name, entry in results["compiled"].items()
+        [name, count, entry["compile_seconds"], entry["neighbour_capacity"] or "–"]
+        for name, packages in results["compiled"].items()
+        for count, entry in packages.items()
     ]
     configurations = list(results["scaling"][0]["timings"]) if results["scaling"] else []
     scaling_rows_md = [
@@ -334,7 +344,7 @@ def markdown(results: dict) -> str:
         "",
         "## Compile time",
         "",
-        report.markdown_table(["model", "seconds", "neighbour slots per atom"], compile_rows),
+        report.markdown_table(["model", "kernel threads", "seconds", "neighbour slots per atom"], compile_rows),
     ]
     return "\n".join(lines) + "\n"
 
