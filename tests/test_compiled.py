@@ -188,6 +188,12 @@ def test_the_checks_still_run_outside_the_compiled_graph(compiled_files):
         compiled(np.full((6, 3), np.nan), [8, 1, 1, 8, 1, 1])
     with pytest.raises(ValueError, match="total charge 9"):
         compiled(positions.numpy(), [8, 1, 1, 8, 1, 1], charge=9)
+    # the atoms' checks are remembered between calls (an MD run); the positions are checked on every call
+    compiled(positions.numpy(), [8, 1, 1, 8, 1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        compiled(np.full((6, 3), np.nan), [8, 1, 1, 8, 1, 1])
+    with pytest.raises(ValueError, match="atomic number 6 is not one of the model's elements"):
+        compiled(positions.numpy(), [8, 1, 1, 6, 1, 1])
 
 
 def test_a_package_from_another_torch_or_device_is_refused(compiled_files, tmp_path):

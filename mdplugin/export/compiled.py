@@ -30,6 +30,7 @@ from mdplugin.export.exporter import (
     check_cell,
     check_export_paths,
     check_finite_weights,
+    check_positions,
     check_system,
     checked_species,
     export_metadata,
@@ -288,14 +289,22 @@ class CompiledPotential:
         self.elements = list(metadata["atomic_numbers"])
         self.charge_range = tuple(metadata["charge_range"])
         self.multiplicity_range = tuple(metadata["multiplicity_range"])
+        self.checked: tuple[Tensor, tuple[int, int]] | None = None  # the atomic numbers and state last checked
         self.lookup = torch.full((119,), -1, dtype=torch.long)
         self.lookup[torch.tensor(self.elements)] = torch.arange(len(self.elements))
         self.runner = torch._inductor.aoti_load_package(str(self.path))
 
     def check(self, positions: Tensor, atomic_numbers: Tensor, charge: int, multiplicity: int) -> None:
-        """The checks the TorchScript export makes inside its forward, made here before the compiled call."""
-        checked_species(positions.cpu(), atomic_numbers.cpu(), self.lookup, self.elements)
+        """The checks the TorchScript export makes inside its forward, made here before the compiled call. Those of
+        the atoms, charge and multiplicity run again only when they change (in an MD run: once)."""
+        numbers = atomic_numbers.cpu()
+        state = (charge, multiplicity)
+        if self.checked is not None and self.checked[1] == state and torch.equal(self.checked[0], numbers):
+            check_positions(positions, len(numbers))
+            return
+        checked_species(positions.cpu(), numbers, self.lookup, self.elements)
         check_system(charge, multiplicity, self.charge_range[1], self.multiplicity_range[1])
+        self.checked = (numbers.clone(), state)
 
     def __call__(self, positions: Tensor, atomic_numbers: Tensor, charge: int = 0, multiplicity: int = 1,
                  cell: Tensor | None = None, pbc: Tensor | None = None) -> tuple[Tensor, ...]:  # fmt: skip

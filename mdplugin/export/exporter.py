@@ -34,6 +34,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EXCHANGE_METHODS = ["exchange_tokens", "exchange_geometry", "exchange_block", "exchange_energies"]
 
 
+def check_positions(positions: Tensor, atoms: int) -> None:
+    """Positions [atoms, 3], finite: the check every call makes (the atoms' own checks: `checked_species`)."""
+    if positions.dim() != 2 or positions.size(1) != 3:
+        raise ValueError(f"positions must have shape [N, 3] (Å), got {list(positions.shape)}")
+    if positions.size(0) != atoms:
+        raise ValueError(
+            f"atomic_numbers must have shape [N] matching positions, got {atoms} for {positions.size(0)} atoms"
+        )
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+
+
 def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
     """Species indices [N] of a structure, after the checks every entry point makes."""
     if positions.dim() != 2 or positions.size(1) != 3:
@@ -44,8 +56,7 @@ def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, e
         )
     if positions.size(0) == 0:
         raise ValueError("the structure has no atoms")
-    if not bool(torch.isfinite(positions).all()):
-        raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+    check_positions(positions, positions.size(0))
     numbers = atomic_numbers.to(torch.long)
     largest = lookup.size(0) - 1
     if bool(((numbers < 1) | (numbers > largest)).any()):
