@@ -322,13 +322,15 @@ def write_results(results: dict, output: Path) -> None:
 
 
 def water_section(output: Path) -> str:
-    """The periodic-water comparison (local model, global model, MACE) of `speed_local.py`, when it has run."""
-    section = output / "speed-local.md"
-    return "\n" + report.demoted(section.read_text()) if section.is_file() else ""
+    """The periodic-water comparison (local model, global model, MACE) of `speed_local.py`, and the compiled
+    exports against TorchScript of `compiled.py`, when they have run."""
+    sections = [output / "speed-local.md", output / "compiled.md"]
+    return "".join("\n" + report.demoted(section.read_text()) for section in sections if section.is_file())
 
 
 def rewrite_markdown(output: Path) -> None:
-    """Rebuild speed.md from speed.json and the latest water results (after `speed_local.py` ran)."""
+    """Rebuild speed.md from speed.json and the latest water and compiled results (after `speed_local.py` or
+    `compiled.py` ran)."""
     path = output / "speed.json"
     if path.is_file():
         (output / "speed.md").write_text(markdown(json.loads(path.read_text())) + water_section(output))

@@ -270,15 +270,17 @@ def memory_probe(kind: str, structure: Path, model: str) -> dict:
     return {"rss_baseline_mb": baseline, "peak_rss_mb": peak, "evaluation_mb": peak - baseline}
 
 
-def retained_timing(model: str, atoms: ase.Atoms, repeats: int, warmup: int) -> dict:
-    """The local model timed in a fresh process with RETAINED_HEAP in its environment."""
+def retained_timing(
+    model: str, atoms: ase.Atoms, repeats: int, warmup: int, environment: dict[str, str] = RETAINED_HEAP
+) -> dict:
+    """The local model timed in a fresh process with `environment` (default RETAINED_HEAP) in its environment."""
     with tempfile.TemporaryDirectory(prefix="mdplugin-timing-") as directory:
         path = Path(directory) / "structure.extxyz"
         ase.io.write(path, atoms, format="extxyz")
         command = [sys.executable, str(Path(__file__).resolve()), "--timing-probe", str(path), "--model", model]
         command += ["--repeats", str(repeats), "--warmup", str(warmup)]
         completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=3600, env={**os.environ, **RETAINED_HEAP}
+            command, capture_output=True, text=True, timeout=3600, env={**os.environ, **environment}
         )
     if completed.returncode != 0:
         lines = completed.stderr.strip().splitlines()

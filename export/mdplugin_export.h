@@ -313,6 +313,10 @@ inline std::pair<torch::jit::Module, Metadata> load_export(const std::string &pa
                         "pip install vesin-torch (the build for this torch) and rebuild it "
                         "(mdplugin lammps build --force)");
   }
+  if (failed && path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0)
+    throw ExportError("'" + path + "' is a compiled export (`mdplugin export --compile`, export format "
+                      "version 4), which runs in Python and OpenMM only; give this program the TorchScript "
+                      "export of the same checkpoint (`mdplugin export` without --compile)");
   if (failed)
     throw ExportError("'" + path + "' is not a valid TorchScript export" +
                       (failure.empty() ? std::string() : " (" + failure + ")") +

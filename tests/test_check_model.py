@@ -96,6 +96,18 @@ def test_a_file_that_is_not_an_export_is_a_clear_error(checker, tmp_path):
     assert "without mdplugin metadata" in result.stderr
 
 
+def test_a_compiled_export_is_named_as_such(checker, tmp_path):
+    """A .pt2 file (an AOT-Inductor package: `mdplugin export --compile`) is not TorchScript; the message says
+    which file to give instead. Any zip archive of that name takes the same path."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model-export.pt2", "w") as archive:
+        archive.writestr("model-export/extra/mdplugin.txt", "format=mdplugin-export\nformat_version=4\n")
+    result = run_checker(checker, tmp_path / "model-export.pt2")
+    assert result.returncode == 1
+    assert "is a compiled export" in result.stderr and "without --compile" in result.stderr
+
+
 def test_missing_file_and_unknown_element_are_clear_errors(checker, tmp_path):
     result = run_checker(checker, tmp_path / "missing.pt")
     assert result.returncode == 1 and "cannot open model file" in result.stderr

@@ -252,6 +252,21 @@ def test_training_domain_of_a_periodic_cell_sees_across_its_faces():
     assert distances == pytest.approx({"H-H": 3.0, "H-O": 0.2, "O-O": 3.0})
 
 
+def test_training_domain_counts_the_most_neighbours_within_a_local_models_range():
+    # the same two atoms: within 3.1 Å, O sees its own 6 images at 3 Å, H at 0.2 Å (through the face) and
+    # 2.8 Å (in the cell), and the 4 images of the first shifted by one cell along y or z (3.007 Å): 12
+    cell = Structure(
+        positions=np.array([[0.1, 1.0, 1.0], [2.9, 1.0, 1.0]]),
+        atomic_numbers=np.array([8, 1]),
+        energy=0.0,
+        forces=np.zeros((2, 3)),
+        cell=3.0 * np.eye(3),
+        pbc=np.array([True, True, True]),
+    )
+    assert training_domain([cell], interaction_range=3.1)["max_neighbours"] == 12
+    assert "max_neighbours" not in training_domain([cell])  # a global model: no neighbour table
+
+
 def _shifted_copy(source, path, energy_shift: float, squeeze: float = 1.0):
     """The frames of source with every energy moved by energy_shift (eV) and, if squeeze < 1, the
     first two atoms pulled together (forces kept): labels no fully labelled frame agrees with."""

@@ -4,6 +4,7 @@
     python benchmarks/gpu/gpu.py train  --json gpu.json --data frames.extxyz   # training epochs, GPU and CPU
     python benchmarks/gpu/gpu.py openmm --json gpu.json   # OpenMM CUDA platform via openmm-torch, CUDA graphs
     python benchmarks/gpu/gpu.py lammps --json gpu.json   # pair_style transformer device cuda vs device cpu
+    python benchmarks/gpu/gpu.py compiled --json gpu.json # compiled exports (cuda) vs TorchScript, CUDA graphs
     python benchmarks/gpu/gpu.py report --json gpu.json --markdown gpu.md
 
 Every timing is the median of repeated calls after a warm-up, with the GPU synchronised before the
@@ -340,6 +341,125 @@ def measure_openmm(args: argparse.Namespace) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------- compiled exports
+
+
+def compile_models(directory: Path) -> dict:
+    """The md17 and water checkpoints compiled for cuda (mdplugin export --compile), with the seconds it took."""
+    from mdplugin.export.compiled import compile_export
+    from mdplugin.export.model_file import open_model
+
+    compiled = {}
+    for name in ("md17", "water-classical"):
+        path = compile_export(ROOT / "examples" / "models" / f"{name}.pt", directory / f"{name}.pt2", device="cuda")
+        compiled[name] = {"path": path, "compile_seconds": open_model(path).metadata["compiled"]["compile_seconds"]}
+        print(name, compiled[name], flush=True)
+    return compiled
+
+
+def captured_replay(compiled_module, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor) -> dict:
+    """The compiled water model captured in a CUDA graph (fixed-size pair list, padding pairs centred on N) and
+    replayed for two configurations with different pair counts: ms per replay and the force difference from
+    uncaptured calls (capture safety: no host synchronisation inside, the overflow width read after replay)."""
+    from mdplugin.model.transformer import pairs_within
+
+    runner, device = compiled_module.runner, positions.device
+    periodic = torch.ones(3, dtype=torch.bool, device=device)
+    system = torch.tensor([0, 1], device=device)
+    moved = positions + 0.05 * torch.randn_like(positions)  # another configuration, other neighbour counts
+    lists = [pairs_within(p, cell, periodic, compiled_module.interaction_range) for p in (positions, moved)]
+    capacity = int(1.1 * max(len(pairs[0]) for pairs in lists))
+    static = {"positions": positions.clone(), "pairs": [torch.full((capacity,), len(numbers), device=device),
+              torch.zeros(capacity, dtype=torch.long, device=device), torch.zeros(capacity, 3, dtype=positions.dtype, device=device)]}  # fmt: skip
+
+    def load(points, pairs) -> None:
+        static["positions"].copy_(points)
+        centers, neighbors, shifts = static["pairs"]
+        centers.fill_(len(numbers)), neighbors.zero_(), shifts.zero_()  # padding: centred on N, dropped
+        for buffer, values in zip(static["pairs"], pairs):
+            buffer[: len(values)].copy_(values)
+
+    load(positions, lists[0])
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            runner(static["positions"], numbers, system, *static["pairs"])
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = runner(static["positions"], numbers, system, *static["pairs"])
+    result = {"pairs": [len(pairs[0]) for pairs in lists], "pair_capacity": capacity, "force_difference": []}
+    for points, pairs in zip((positions, moved), lists):
+        load(points, pairs)
+        graph.replay()
+        expected = runner(points, numbers, system, *pairs)
+        scale = float(expected[1].abs().max())
+        result["force_difference"].append(float((outputs[1] - expected[1]).abs().max()) / scale)
+        result.setdefault("needed_width", []).append(int(outputs[4]))
+    result["ms_per_replay"] = round(median_ms(graph.replay, (), repeats=50), 3)
+    return result
+
+
+@part("compiled")
+def measure_compiled(args: argparse.Namespace) -> dict:
+    """The compiled export (AOT-Inductor, cuda) against the TorchScript export: per call at 21 to 12,288 atoms,
+    agreement, a CUDA-graph capture of the compiled water model, and OpenMM CUDA through PythonForce."""
+    from ase.io import read
+    from openmm import Vec3, app, unit
+
+    from mdplugin.export.model_file import open_model
+
+    directory = Path(tempfile.mkdtemp(prefix="compiled-"))
+    compiled = compile_models(directory)
+    result = {"compile_seconds": {name: entry["compile_seconds"] for name, entry in compiled.items()}, "rows": []}
+    aspirin = read(ASPIRIN)
+    cases = [("md17 aspirin", "md17", aspirin.positions, aspirin.numbers, None)]
+    for replicas in (1, 2) if args.quick else (1, 2, 4):
+        cases.append(("water", "water-classical", *water_box(replicas)))
+    for name, model, positions_, numbers_, cell_ in cases:
+        positions = torch.tensor(positions_, dtype=torch.float64, device="cuda")
+        numbers = torch.tensor(numbers_, device="cuda")
+        extra = (
+            ()
+            if cell_ is None
+            else (torch.tensor(cell_, device="cuda"), torch.ones(3, dtype=torch.bool, device="cuda"))
+        )
+        script = open_model(ROOT / "examples" / "models" / f"{model}-export.pt").module("float32", "cuda")
+        fast = open_model(compiled[model]["path"]).module(device="cuda")
+        row = {"system": name, "atoms": len(numbers_)}
+        try:
+            for label, module in (("torchscript", script), ("compiled", fast)):
+                row[f"{label}_ms"] = round(median_ms(module, (positions, numbers, 0, 1, *extra), repeats=30), 3)
+            want, got = script(positions, numbers, 0, 1, *extra), fast(positions, numbers, 0, 1, *extra)
+            row["max_force_difference_relative"] = float((got[1] - want[1]).abs().max() / want[1].abs().max())
+            if cell_ is not None and len(numbers_) <= 1536:
+                row["cuda_graph"] = captured_replay(fast, positions, numbers, extra[0])
+        except Exception as error:
+            row["failed"] = f"{type(error).__name__}: {str(error)[:400]}"
+        result["rows"].append(row)
+        print(row, flush=True)
+    # OpenMM CUDA: the compiled export through PythonForce (the TorchForce rows are the openmm part's)
+    topology = app.Topology()
+    residue = topology.addResidue("ASP", topology.addChain())
+    for number in aspirin.numbers:
+        element = app.Element.getByAtomicNumber(int(number))
+        topology.addAtom(element.symbol, element, residue)
+    openmm_cases = [("md17 aspirin", "md17", topology, [Vec3(*p) for p in aspirin.positions / 10] * unit.nanometer, 21)]
+    for replicas in (1, 2):
+        openmm_cases.append(("water", "water-classical", *replicated_water(replicas), 192 * replicas**3))
+    for name, model, topology_, positions_, atoms in openmm_cases:
+        row = {"system": f"OpenMM CUDA PythonForce {name}", "atoms": atoms}
+        try:
+            simulation = openmm_simulation(compiled[model]["path"], topology_, positions_, "CUDA")
+            row["ms_per_step"] = round(ms_per_step(simulation, 10 if args.quick else 500), 3)
+        except Exception as error:
+            row["failed"] = f"{type(error).__name__}: {str(error)[:400]}"
+        result["rows"].append(row)
+        print(row, flush=True)
+    return result
+
+
 # ---------------------------------------------------------------------------- LAMMPS
 
 
@@ -442,6 +562,7 @@ def report(args: argparse.Namespace) -> None:
         ("train-cpu", "Training on the CPU, shipped water recipe"),
         ("openmm", "OpenMM, all-ML systems (Langevin 0.5 fs)"),
         ("lammps", "LAMMPS, pair_style transformer (NVE 0.5 fs)"),
+        ("compiled", "Compiled exports (mdplugin export --compile, cuda) against TorchScript"),
         ("npt", "OpenMM CUDA NPT of the 64-water box (issue 13)"),
     ):
         if name not in results:
@@ -477,7 +598,7 @@ def format_cell(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("torch", "train", "openmm", "lammps", "report"):
+    for name in ("torch", "train", "openmm", "lammps", "compiled", "report"):
         command = commands.add_parser(name)
         command.add_argument("--json", required=True)
         command.add_argument("--quick", action="store_true", help="few steps and sizes: a check that the script runs")
@@ -493,6 +614,7 @@ def main() -> None:
         "train": measure_training,
         "openmm": measure_openmm,
         "lammps": measure_lammps,
+        "compiled": measure_compiled,
         "report": report,
     }[args.command](args)
 

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Optional, Tuple  # noqa: UP035 - TorchScript n
 
 import openmm
 import openmm.app
+import openmm.unit
 import torch
 from torch import Tensor, nn
 
+from mdplugin.allocation import retain_freed_memory
 from mdplugin.export.model_file import ModelFile, ModelInfo, open_model
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
@@ -209,16 +211,17 @@ def create_torch_force(
     dtype: str | None = None,
     device: str | None = None,
     module_path: str | Path | None = None,
-) -> openmmtorch.TorchForce:
-    """A `TorchForce` computing the model's energy and forces for `atoms` (default: all of them).
+) -> openmmtorch.TorchForce | openmm.PythonForce:
+    """A `TorchForce` computing the model's energy and forces for `atoms` (default: all of them); for a compiled
+    export (`mdplugin export --compile`), which openmm-torch cannot load, an `openmm.PythonForce` running it.
 
     `system` (when given) is checked for periodic boundaries. `module_path`, when given, receives the
     scripted wrapper and the force loads it from there; otherwise the module is handed over in memory.
     """
-    torch_force = import_openmmtorch().TorchForce
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model if isinstance(model, ModelFile) else open_model(model)
+    retain_freed_memory()  # no page faults for every step's activations (mdplugin.allocation)
     periodic = uses_periodic_box(topology, system)
     particles = system.getNumParticles() if system is not None else topology.getNumAtoms()
     atoms = selected_atoms(atoms, max(particles, topology.getNumAtoms()))
@@ -246,6 +249,12 @@ def create_torch_force(
         )
     else:
         wrapper = TorchForceModule(*arguments)
+    if model.kind == "compiled":
+        # openmm-torch loads TorchScript only; the same wrapper runs the compiled package from Python
+        force = openmm.PythonForce(CompiledForceComputation(wrapper, periodic))
+        force.setUsesPeriodicBoundaryConditions(periodic)
+        return force
+    torch_force = import_openmmtorch().TorchForce
     scripted = torch.jit.script(wrapper)
     if module_path is None:
         force = torch_force(scripted)
@@ -255,6 +264,24 @@ def create_torch_force(
     force.setOutputsForces(True)  # forces come from autograd inside the export, not a second backward
     force.setUsesPeriodicBoundaryConditions(periodic)  # the box becomes the module's second input
     return force
+
+
+class CompiledForceComputation:
+    """The computation of an `openmm.PythonForce` for a compiled export: OpenMM's State -> (kJ/mol, kJ/mol/nm),
+    through the wrapper a TorchForce would script (atom selection, units, whole molecules), run eagerly."""
+
+    def __init__(self, wrapper: nn.Module, periodic: bool):
+        self.wrapper = wrapper
+        self.periodic = periodic
+
+    def __call__(self, state: openmm.State):
+        positions = torch.from_numpy(state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer))
+        arguments = [positions]
+        if self.periodic:
+            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(openmm.unit.nanometer)
+            arguments.append(torch.from_numpy(box))
+        energy, forces = self.wrapper(*arguments)
+        return float(energy), forces.numpy()
 
 
 def ml_molecules(

@@ -12,7 +12,9 @@ from mdplugin.elements import atomic_number
 EXPORT_FORMAT = "mdplugin-export"
 GLOBAL_EXPORT_VERSION = 1  # the global model's interface has not changed since version 1
 LOCAL_EXPORT_VERSION = 3  # 2: periodic cells, the virial and forward_neighbors; 3: per-block exchange methods
-SUPPORTED_EXPORT_VERSIONS = (1, 2, 3)
+# 4: a compiled export (AOT-Inductor package, mdplugin/export/compiled.py), global or local, capture-safe
+COMPILED_EXPORT_VERSION = 4
+SUPPORTED_EXPORT_VERSIONS = (1, 2, 3, 4)
 METADATA_JSON = "mdplugin.json"
 METADATA_TEXT = "mdplugin.txt"
 

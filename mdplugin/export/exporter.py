@@ -35,6 +35,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EXCHANGE_METHODS = ["exchange_tokens", "exchange_geometry", "exchange_keys", "exchange_block", "exchange_energies"]
 
 
+def check_positions(positions: Tensor, atoms: int) -> None:
+    """Positions [atoms, 3], finite: the check every call makes (the atoms' own checks: `checked_species`)."""
+    if positions.dim() != 2 or positions.size(1) != 3:
+        raise ValueError(f"positions must have shape [N, 3] (Å), got {list(positions.shape)}")
+    if positions.size(0) != atoms:
+        raise ValueError(
+            f"atomic_numbers must have shape [N] matching positions, got {atoms} for {positions.size(0)} atoms"
+        )
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+
+
 def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, elements: List[int]) -> Tensor:  # noqa: UP006
     """Species indices [N] of a structure, after the checks every entry point makes."""
     if positions.dim() != 2 or positions.size(1) != 3:
@@ -45,8 +57,7 @@ def checked_species(positions: Tensor, atomic_numbers: Tensor, lookup: Tensor, e
         )
     if positions.size(0) == 0:
         raise ValueError("the structure has no atoms")
-    if not bool(torch.isfinite(positions).all()):
-        raise ValueError("positions contain NaN or infinite values; check the structure or the integrator")
+    check_positions(positions, positions.size(0))
     return species_of(atomic_numbers, lookup, elements)
 
 
@@ -389,6 +400,20 @@ def _text_number(value: float | None) -> str:
     return "none" if value is None else repr(float(value))
 
 
+def check_export_paths(checkpoint_path: Path, output: Path, overwrite: bool, device: str) -> None:
+    """Refuse, before any work, an output that would overwrite the checkpoint or (without --force) a file."""
+    if output.resolve() == checkpoint_path.resolve():
+        raise ExportError(f"the export would overwrite its own checkpoint {checkpoint_path}; choose another -o")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --force to overwrite it or choose another -o")
+    try:
+        check_output_file(output)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
+
+
 def export(
     checkpoint_path: str | Path,
     output: str | Path | None = None,
@@ -401,16 +426,7 @@ def export(
     core below the training data's shortest distances (model/repulsion.py)."""
     checkpoint_path = Path(checkpoint_path)
     output = Path(output) if output is not None else default_output_path(checkpoint_path)
-    if output.resolve() == checkpoint_path.resolve():
-        raise ExportError(f"the export would overwrite its own checkpoint {checkpoint_path}; choose another -o")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --force to overwrite it or choose another -o")
-    try:
-        check_output_file(output)
-    except ValueError as error:
-        raise ExportError(str(error)) from None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ExportError("--device cuda asked for, but torch sees no CUDA device here; export for cpu instead")
+    check_export_paths(checkpoint_path, output, overwrite, device)
     data = checkpoint_path.read_bytes() if checkpoint_path.is_file() else None  # one read: weights and hash
     checkpoint = read_checkpoint(checkpoint_path, data)
     model = model_from_checkpoint(checkpoint, repulsion)

@@ -17,8 +17,8 @@ def describe(model: ModelFile | str | Path) -> dict:
     """A readable summary of a checkpoint or an export; a clear error for anything else."""
     if not isinstance(model, ModelFile):
         model = open_model(model)
-    if model.kind == "export":
-        summary = {"kind": "export", "file": str(model.path), **model.metadata}
+    if model.kind in ("export", "compiled"):
+        summary = {"kind": model.kind, "file": str(model.path), **model.metadata}
     else:
         checkpoint = model.checkpoint
         training = checkpoint.get("training", {})

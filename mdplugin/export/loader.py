@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mdplugin.allocation import retain_freed_memory
 from mdplugin.elements import atomic_number
 from mdplugin.export.model_file import ModelFile, ModelInfo, default_dtype, open_model
 from mdplugin.limits import check_neighbour_count
@@ -32,6 +33,7 @@ class Potential:
         self.device = torch.device(device)
         self.dtype = getattr(torch, info.dtype)
         self.threads = threads  # None: chosen per call from the system size (mdplugin.threads)
+        retain_freed_memory()  # no page faults for every call's activations (mdplugin.allocation)
 
     @classmethod
     def load(

@@ -19,7 +19,7 @@ import torch
 import vesin_torch  # noqa: F401 - registers the neighbour-list class that local exports call
 
 from mdplugin.elements import symbols
-from mdplugin.export.contract import METADATA_JSON, ExportError, parse_export_metadata
+from mdplugin.export.contract import COMPILED_EXPORT_VERSION, METADATA_JSON, ExportError, parse_export_metadata
 
 
 class ModelFileError(ValueError):
@@ -129,7 +129,7 @@ class ModelFile:
     """One model file, read once; see `open_model`."""
 
     path: Path
-    kind: str  # "export" or "checkpoint"
+    kind: str  # "export" (TorchScript), "compiled" (AOT-Inductor package, version 4) or "checkpoint"
     sha256: str
     info: ModelInfo
     metadata: dict  # an export's metadata as written; for a checkpoint, its entries other than the weights
@@ -145,8 +145,13 @@ class ModelFile:
         return self.info.domain
 
     def module(self, dtype: str | None = None, device: str = "cpu") -> torch.jit.ScriptModule:
-        """The scripted model. `dtype` applies to checkpoints only (an export keeps the precision it was
-        written in); its default is float64 on the CPU and float32 on a GPU."""
+        """The scripted model (for a compiled export, a `CompiledPotential` called the same way). `dtype` applies
+        to checkpoints only (an export keeps the precision it was written in); its default is float64 on the
+        CPU and float32 on a GPU."""
+        if self.kind == "compiled":
+            from mdplugin.export.compiled import CompiledPotential
+
+            return CompiledPotential(self.path, self.metadata, device)
         if self.kind == "export":
             try:
                 # map_location moves the frozen constants too, which module.to() later would not
@@ -175,7 +180,7 @@ class ModelFile:
 
     def export_metadata(self, dtype: str | None = None, device: str = "cpu") -> dict:
         """The metadata an export of this model carries (for an export: its own)."""
-        if self.kind == "export":
+        if self.kind in ("export", "compiled"):
             return self.metadata
         from mdplugin.export.exporter import export_metadata
 
@@ -202,7 +207,8 @@ def open_model(path: str | Path) -> ModelFile:
         names = archive.namelist()
         if any(name.endswith(f"extra/{METADATA_JSON}") for name in names):
             metadata = parse_export_metadata(archive, path)
-            return ModelFile(path, "export", sha256, ModelInfo.from_export(metadata), metadata, data=data)
+            kind = "compiled" if metadata["format_version"] == COMPILED_EXPORT_VERSION else "export"
+            return ModelFile(path, kind, sha256, ModelInfo.from_export(metadata), metadata, data=data)
         if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
             raise ExportError(
                 f"{path} is a TorchScript file without mdplugin metadata; export a checkpoint with `mdplugin export`"

@@ -273,25 +273,55 @@ def neighbor_slots(
 def pair_slots(
     centers: Tensor, neighbors: Tensor, displacement: Tensor, atoms: int, cutoff: float
 ) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
-    """The padded table of `neighbor_slots` for the first `atoms` atoms, from each pair's displacement [E, 3] Å.
+    """The padded table of `neighbor_slots` for the first `atoms` atoms, from each pair's displacement [E, 3] Å,
+    exactly as wide as the most crowded atom needs (one host synchronisation: the width is read back).
 
     Every centre must be below `atoms`; neighbours may be any atom (ghosts beyond the rows updated).
+    """
+    counts = torch.bincount(centers, minlength=atoms)
+    width = 1 + (int(counts.max()) if centers.numel() > 0 else 0)
+    index, table, bias, _ = pair_table(centers, neighbors, displacement, atoms, cutoff, width)
+    return index, table, bias
+
+
+def pair_table(
+    centers: Tensor, neighbors: Tensor, displacement: Tensor, atoms: int, cutoff: float, capacity: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
+    """The table of `pair_slots` with a fixed width `capacity` (slot 0 included): no host synchronisation.
+
+    Also returns the width every pair would need (a 0-dim tensor, on the device): a caller that finds it
+    above `capacity` must not use the result (the pairs beyond were dropped) and reports or rebuilds.
+    Pairs whose centre is `atoms` are padding (fixed-size pair lists) and are dropped.
     """
     device = displacement.device
     order = torch.argsort(centers, stable=True)
     centers, neighbors, displacement = centers[order], neighbors[order], displacement[order]
-    counts = torch.bincount(centers, minlength=atoms)
-    width = 1 + (int(counts.max()) if centers.numel() > 0 else 0)
+    # counts by index_add, not bincount: bincount's output length is data-dependent
+    counts = torch.zeros(atoms + 1, dtype=torch.long, device=device).index_add_(0, centers, torch.ones_like(centers))
     slot = torch.arange(centers.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[centers] + 1
-    index = torch.arange(atoms, device=device).unsqueeze(1).repeat(1, width)
-    index[centers, slot] = neighbors
-    table = torch.zeros(atoms, width, 3, dtype=displacement.dtype, device=device)
-    table = table.index_put((centers, slot), displacement)
-    occupied = torch.zeros(atoms, width, dtype=torch.bool, device=device)
+    # overflowing and padding pairs land in a spare row and column, cut off below
+    spare = (slot >= capacity) | (centers >= atoms)
+    rows = centers.masked_fill(spare, atoms)
+    slot = slot.masked_fill(spare, capacity)
+    index = torch.arange(atoms + 1, device=device).unsqueeze(1).repeat(1, capacity + 1)
+    index = index.index_put((rows, slot), neighbors)
+    table = torch.zeros(atoms + 1, capacity + 1, 3, dtype=displacement.dtype, device=device)
+    table = table.index_put((rows, slot), displacement)
+    occupied = torch.zeros(atoms + 1, capacity + 1, dtype=torch.bool, device=device)
     occupied[:, 0] = True
-    occupied[centers, slot] = True
+    occupied = occupied.index_put((rows, slot), torch.ones_like(rows, dtype=torch.bool))
+    index, table, occupied = index[:atoms, :capacity], table[:atoms, :capacity], occupied[:atoms, :capacity]
     bias = log_cutoff(table.pow(2).sum(-1), cutoff).masked_fill(~occupied, float("-inf"))
-    return index, table, bias
+    return index, table, bias, 1 + counts[:atoms].max()
+
+
+def pairs_within(points: Tensor, box: Tensor, periodic: Tensor, cutoff: float) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+    """Every ordered pair (i, j) closer than `cutoff` (Å) among `points` [N, 3], and the Cartesian shift [E, 3]
+    (Å) such that r_j - r_i + shift is the displacement to the image in range. The shifts carry the box's
+    autograd graph (stress); the search itself is not differentiated (vesin, one host synchronisation)."""
+    calculator = NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
+    i, j, images = calculator.compute(points.detach(), box.detach(), periodic, "ijS", True)
+    return i.to(torch.long), j.to(torch.long), images.to(points.dtype) @ box
 
 
 def rows_to_update(index: Tensor, attention_bias: Tensor, wanted: int, depth: int) -> List[Tensor]:  # noqa: UP006
@@ -440,7 +470,6 @@ class TransformerPotential(nn.Module):
         appear when the cell is shorter than 2R). The shifts carry the cell's autograd graph (stress).
         """
         batch, atoms = mask.shape
-        calculator = NeighborList(cutoff=self.cutoff, full_list=True, n_threads=1)
         centers: List[Tensor] = []  # noqa: UP006
         neighbors: List[Tensor] = []  # noqa: UP006
         shifts: List[Tensor] = []  # noqa: UP006
@@ -453,10 +482,10 @@ class TransformerPotential(nn.Module):
             else:
                 box = cell[b]
                 periodic = pbc[b]
-            i, j, images = calculator.compute(points, box.detach(), periodic, "ijS", True)
-            centers.append(i.to(torch.long) + b * atoms)
-            neighbors.append(j.to(torch.long) + b * atoms)
-            shifts.append(images.to(positions.dtype) @ box)
+            i, j, shift = pairs_within(points, box, periodic, self.cutoff)
+            centers.append(i + b * atoms)
+            neighbors.append(j + b * atoms)
+            shifts.append(shift)
         return torch.cat(centers), torch.cat(neighbors), torch.cat(shifts)
 
     def local_energies(
@@ -477,6 +506,12 @@ class TransformerPotential(nn.Module):
         the atoms within depth - 1 - l hops of them: the outer ghost shells are read, never updated.
         """
         index, displacement, attention_bias = neighbor_slots(positions, centers, neighbors, shifts, self.cutoff)
+        return self.table_energies(species, system, index, displacement, attention_bias, wanted)
+
+    def table_energies(
+        self, species: Tensor, system: Tensor, index: Tensor, displacement: Tensor, attention_bias: Tensor, wanted: int
+    ) -> Tensor:
+        """`local_energies` from the padded neighbour table (index [M, K], displacements [M, K, 3] Å, log f_c)."""
         dtype = self.reference_energies.dtype
         encoded = self.displacement_encoding(displacement.to(dtype))
         attention_bias = attention_bias.to(dtype)

@@ -115,9 +115,10 @@ def _check_finite(structure: Structure, path: Path, index: int) -> None:
         )
 
 
-def training_domain(structures: list[Structure]) -> dict:
+def training_domain(structures: list[Structure], interaction_range: float | None = None) -> dict:
     """What the training structures cover: the shortest distance (Å) seen for each element pair,
-    and the distinct total charges and spin multiplicities.
+    the distinct total charges and spin multiplicities, and, for a local model (`interaction_range`), the
+    most neighbours any atom had within that range (a compiled export sizes its neighbour table from it).
 
     Pairs are named by their two symbols in order of atomic number ("H-C", "C-O", "H-H").
     """
@@ -144,7 +145,25 @@ def training_domain(structures: list[Structure]) -> dict:
         },
         "charges": sorted({int(s.charge) for s in structures}),
         "multiplicities": sorted({int(s.multiplicity) for s in structures}),
+        **({} if interaction_range is None else {"max_neighbours": most_neighbours(structures, interaction_range)}),
     }
+
+
+def most_neighbours(structures: list[Structure], cutoff: float) -> int:
+    """The most atoms (periodic images included) any atom of `structures` has closer than `cutoff` (Å)."""
+    from vesin_torch import NeighborList
+
+    most = 0
+    for s in structures:
+        positions = torch.from_numpy(s.positions)
+        if s.cell is None:
+            cell, periodic = torch.zeros(3, 3, dtype=positions.dtype), torch.zeros(3, dtype=torch.bool)
+        else:
+            cell, periodic = torch.from_numpy(s.cell), torch.from_numpy(s.pbc)
+        (centers,) = NeighborList(cutoff=cutoff, full_list=True).compute(positions, cell, periodic, quantities="i")
+        if len(centers):
+            most = max(most, int(torch.bincount(centers).max()))
+    return most
 
 
 def _pairs(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

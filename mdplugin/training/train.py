@@ -298,7 +298,7 @@ def train(
     data_files = [*options.train_files, *options.forces_only_files, *options.validation_files]
     data_hashes = {str(f): file_sha256(f) for f in data_files}
     # the domain is where the energies were fitted: rattled or collapsed forces-only frames would widen it
-    domain = training_domain([s for s in training_set if not s.forces_only])
+    domain = training_domain([s for s in training_set if not s.forces_only], options.model.interaction_range)
     caution = periodic_data_warning([s for s in training_set if not s.forces_only])
     if caution:
         warnings.warn(caution, UserWarning, 2)
