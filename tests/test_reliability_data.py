@@ -473,8 +473,9 @@ def test_training_refuses_a_range_whose_pair_list_would_exhaust_memory(tmp_path,
 
 
 def test_lammps_refuses_a_ghost_shell_that_would_exhaust_memory(tmp_path, water_frames):
-    """A 10 Å model with four blocks in a 6.2 Å box: ghosts to 42 Å, ~7e4 of them for 24 atoms, ~3e7 pairs
-    (about 19 GB): refused at the start of the run, before any pair is listed."""
+    """A 10 Å model with four blocks in a 6.2 Å box: on the ghost shell (`exchange no`) ghosts to 42 Å, ~7e4 of
+    them for 24 atoms, ~3e7 pairs (about 19 GB): refused at the start of the run, before any pair is listed.
+    Block by block (the default) the ghosts reach 12 Å and the pairs are the owned atoms' only: it runs."""
     from mdplugin.export.exporter import export
     from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
     from mdplugin.model.transformer import ModelConfig, TransformerPotential
@@ -483,7 +484,9 @@ def test_lammps_refuses_a_ghost_shell_that_would_exhaust_memory(tmp_path, water_
     save_checkpoint(build_checkpoint(model, {"date": "test", "data_sha256": {}}, {}), tmp_path / "long.pt")
     export(tmp_path / "long.pt", tmp_path / "long-export.pt", dtype="float64")
     box = _water_box(tmp_path, water_frames[0])
-    ran = _lmp(tmp_path, box + ["pair_style transformer", "pair_coeff * * long-export.pt O H", "run 0"])
+    blocks = _lmp(tmp_path, box + ["pair_style transformer", "pair_coeff * * long-export.pt O H", "run 0"])
+    assert blocks.returncode == 0 and "block by block" in blocks.stdout, blocks.stdout[-2000:]
+    ran = _lmp(tmp_path, box + ["pair_style transformer exchange no", "pair_coeff * * long-export.pt O H", "run 0"])
     output = ran.stdout + ran.stderr
     # ghosts to 42 Å (metal units' default skin is 2 Å) at water's 0.1 atoms/Å^3, 420 neighbours within 10 Å
     assert ran.returncode != 0 and "holds ~7.36e+04 ghost atoms" in output, output[-2000:]
