@@ -39,13 +39,13 @@ def curve(module: torch.jit.ScriptModule, pair: tuple[int, int]) -> np.ndarray:
     return np.array(energies) - energies[-1]
 
 
-def summary(energies: np.ndarray, shortest: float | None) -> dict:
-    below = RADII < WALL * (shortest if shortest else 0.0)
+def summary(energies: np.ndarray, cutoff: float) -> dict:
+    below = RADII < WALL * cutoff
     rising = bool(np.all(np.diff(energies[below]) < 0)) if below.sum() > 1 else None
     return {
         "monotonic_below_wall": rising,
         "energy_at_0.5_A_eV": float(np.interp(0.5, RADII, energies)),
-        "lowest_below_cutoff_eV": float(energies[RADII < shortest].min()) if shortest else None,
+        "lowest_below_cutoff_eV": float(energies[RADII < cutoff].min()),
     }
 
 

@@ -779,28 +779,41 @@ void PairTransformer::compute_exchange()
   tally_local_energy_and_virial(neighborhood, result);
 }
 
+// The first `count` rows of `rows` [>= count, exchange_width] into the comm buffer at their atoms'
+// LAMMPS indices; every other atom's row zero.
+void PairTransformer::rows_to_buffer(const Neighborhood &neighborhood, const torch::Tensor &rows, int64_t count)
+{
+  std::fill(exchanged.begin(), exchanged.end(), 0.0);
+  if (!rows.defined()) return;
+  const torch::Tensor host = host_double(rows);
+  const double *row = host.data_ptr<double>();
+  for (int64_t m = 0; m < count; m++)
+    std::copy(row + m * exchange_width, row + (m + 1) * exchange_width,
+              exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width);
+}
+
+// The comm buffer's rows of the first `count` model atoms, as `like` (device, dtype).
+torch::Tensor PairTransformer::buffer_to_rows(const Neighborhood &neighborhood, int64_t count,
+                                              const torch::Tensor &like) const
+{
+  auto rows = torch::empty({count, exchange_width}, torch::kFloat64);
+  double *out = rows.data_ptr<double>();
+  for (int64_t m = 0; m < count; m++) {
+    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width;
+    std::copy(from, from + exchange_width, out + m * exchange_width);
+  }
+  return rows.to(like.device(), like.scalar_type());
+}
+
 // Every model atom's row [n, exchange_width] (a leaf for autograd): the owned atoms' `owned` rows,
 // and the ghosts' copies of their owners' rows by forward communication.
 torch::Tensor PairTransformer::share_with_ghosts(const Neighborhood &neighborhood, const torch::Tensor &owned)
 {
-  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
-  std::fill(exchanged.begin(), exchanged.end(), 0.0);
-  if (owned.defined()) {
-    const torch::Tensor host = host_double(owned);
-    const double *row = host.data_ptr<double>();
-    for (int64_t m = 0; m < neighborhood.n_local; m++)
-      std::copy(row + m * exchange_width, row + (m + 1) * exchange_width,
-                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width);
-  }
+  rows_to_buffer(neighborhood, owned, neighborhood.n_local);
   comm->forward_comm(this);
   if (!owned.defined()) return {};
-  auto rows = torch::empty({n, exchange_width}, torch::kFloat64);
-  double *out = rows.data_ptr<double>();
-  for (int64_t m = 0; m < n; m++) {
-    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width;
-    std::copy(from, from + exchange_width, out + m * exchange_width);
-  }
-  return rows.to(owned.device(), owned.scalar_type()).requires_grad_(true);
+  const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
+  return buffer_to_rows(neighborhood, n, owned).requires_grad_(true);
 }
 
 // The owned atoms' gradient [n_local, exchange_width] of a leaf `share_with_ghosts` made, with the
@@ -808,23 +821,10 @@ torch::Tensor PairTransformer::share_with_ghosts(const Neighborhood &neighborhoo
 torch::Tensor PairTransformer::gather_from_ghosts(const Neighborhood &neighborhood, const torch::Tensor &shared)
 {
   const int64_t n = static_cast<int64_t>(neighborhood.atom_index.size());
-  std::fill(exchanged.begin(), exchanged.end(), 0.0);
-  if (shared.defined() && shared.grad().defined()) {
-    const torch::Tensor host = host_double(shared.grad());
-    const double *row = host.data_ptr<double>();
-    for (int64_t m = 0; m < n; m++)
-      std::copy(row + m * exchange_width, row + (m + 1) * exchange_width,
-                exchanged.begin() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width);
-  }
+  rows_to_buffer(neighborhood, shared.defined() ? shared.grad() : torch::Tensor(), n);
   comm->reverse_comm(this);
   if (!shared.defined()) return {};
-  auto gradient = torch::empty({neighborhood.n_local, exchange_width}, torch::kFloat64);
-  double *out = gradient.data_ptr<double>();
-  for (int64_t m = 0; m < neighborhood.n_local; m++) {
-    const double *from = exchanged.data() + static_cast<size_t>(neighborhood.atom_index[m]) * exchange_width;
-    std::copy(from, from + exchange_width, out + m * exchange_width);
-  }
-  return gradient.to(shared.device(), shared.scalar_type());
+  return buffer_to_rows(neighborhood, neighborhood.n_local, shared);
 }
 
 int PairTransformer::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
@@ -1282,8 +1282,8 @@ void PairTransformer::init_style()
     // a full list of the owned atoms' pairs; ghosts (interaction range + skin from the cutoff)
     // receive their tokens from their owners between blocks
     ghostneigh = 0;
+    // (no pair-count estimate: the pairs are the owned atoms' own, whatever the ghosts number)
     neighbor->add_request(this, NeighConst::REQ_FULL);
-    check_pair_count(metadata.interaction_range + neighbor->skin);
   } else {
     // a full list that also lists the neighbors of ghost atoms, whose tokens feed the local
     // atoms' energies. An atom's energy depends on atoms up to receptive_field away (depth x

@@ -102,6 +102,8 @@ class PairTransformer : public Pair {
   void compute_exchange();
   torch::Tensor share_with_ghosts(const Neighborhood &, const torch::Tensor &owned);
   torch::Tensor gather_from_ghosts(const Neighborhood &, const torch::Tensor &shared);
+  void rows_to_buffer(const Neighborhood &, const torch::Tensor &rows, int64_t count);
+  torch::Tensor buffer_to_rows(const Neighborhood &, int64_t count, const torch::Tensor &like) const;
 
   // ---- local attention on one rank in a fully periodic box: the owned atoms and the cell
   enum PeriodicMode { PERIODIC_AUTO, PERIODIC_YES, PERIODIC_NO };

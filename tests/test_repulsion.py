@@ -118,3 +118,13 @@ def test_a_committee_carries_the_core_of_its_members(exports, tmp_path):
         evaluate(single, positions, numbers)[0], rel=1e-12
     )
     assert evaluate(single, positions, numbers)[0] > 50.0  # eV: the core, not the network
+
+
+def test_the_per_block_energies_refuse_rows_that_do_not_match(exports):
+    """exchange_energies with a core of another length than the tokens: an error, not a broadcast sum."""
+    kind, _, core = exports
+    if kind != "local":
+        pytest.skip("the per-block methods are the local model's")
+    tokens = core.exchange_tokens(torch.tensor([8, 1, 1]), 0, 1)
+    with pytest.raises(Exception, match="one core energy per token row"):
+        core.exchange_energies(tokens, torch.tensor([8, 1, 1]), torch.zeros(1, dtype=tokens.dtype))

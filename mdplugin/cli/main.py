@@ -100,16 +100,12 @@ def export(
             capacity = f", {capacity} neighbour slots per atom" if capacity else ""
             click.echo(f"wrote {path} ({dtype}, {device}, compiled in {details['compile_seconds']:.0f} s{capacity})")
             return
+        options = {"dtype": dtype, "device": device, "overwrite": overwrite, "repulsion": repulsion}
         if more_checkpoints:
             output = output or default_output_path(checkpoint).with_name(f"{Path(checkpoint).stem}-committee.pt")
-            members = [checkpoint, *more_checkpoints]
-            path = export_committee(
-                members, output, dtype=dtype, device=device, overwrite=overwrite, repulsion=repulsion
-            )
+            path = export_committee([checkpoint, *more_checkpoints], output, **options)
         else:
-            path = write_export(
-                checkpoint, output, dtype=dtype, device=device, overwrite=overwrite, repulsion=repulsion
-            )
+            path = write_export(checkpoint, output, **options)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise click.ClickException(str(error)) from None
     kind = f", a committee of {len(more_checkpoints) + 1}" if more_checkpoints else ""

@@ -293,6 +293,11 @@ class ExportedLocalPotential(nn.Module):
     def exchange_energies(self, tokens: Tensor, atomic_numbers: Tensor, core: Tensor) -> Tensor:
         """Per-atom energies [n_local] (eV) of the local atoms from the last block's tokens [n_local, width] and
         their core energies (`exchange_geometry`)."""
+        if atomic_numbers.size(0) != tokens.size(0) or core.size(0) != tokens.size(0):
+            raise ValueError(
+                f"exchange_energies takes one atomic number and one core energy per token row ({tokens.size(0)}), "
+                f"got {atomic_numbers.size(0)} and {core.size(0)}"
+            )
         species = self.model.species_of_atomic_number[atomic_numbers.to(torch.long)]
         return self.model.readout(tokens, species) + core
 

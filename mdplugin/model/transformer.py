@@ -390,7 +390,8 @@ class TransformerPotential(nn.Module):
     def core_energies(self, species: Tensor, neighbor_species: Tensor, displacement: Tensor) -> Tensor:
         """Per-atom core energies [S] (eV): half of each pair's, from the displacements [S, K, 3] (Å) to the
         neighbours [S, K] of atoms of `species` [S] (zero-length slots count nothing)."""
-        distance = displacement.pow(2).sum(-1).clamp(min=1e-30).sqrt() * (displacement.pow(2).sum(-1) > 0)
+        squared = displacement.pow(2).sum(-1)
+        distance = squared.clamp(min=1e-30).sqrt() * (squared > 0)  # exactly 0 on empty and self slots
         centre = species.unsqueeze(1).expand_as(neighbor_species)
         pair = repulsion.zbl_energy(
             distance,
