@@ -120,7 +120,7 @@ def by_formula(
 
 def measured_costs(paths: Path, depth: int) -> dict:
     """The time of one atom-block update (forward and backward) and the exchange path's cost per ghost in
-    owned-atom steps, from `lammps_paths.json` (`python -m benchmarks.lammps_scaling --shipped MODEL`) on its
+    owned-atom steps, from `lammps_scaling.json` (`python -m benchmarks.lammps_scaling --shipped MODEL`) on its
     largest box: one rank's periodic forward, and two ranks block by block against half of one rank block by
     block (what the slowest rank spent beyond its share, per ghost it held: packing, messages, waiting)."""
     size = json.loads(paths.read_text())["sizes"][-1]
@@ -263,16 +263,16 @@ def project(arguments: argparse.Namespace) -> dict:
         by_formula(atoms, parameters["range"], parameters["depth"], parameters["width"], arguments.skin, hop_reach)
         for atoms in ATOMS_PER_RANK
     ]
-    paths = arguments.output / "lammps_paths.json"
+    paths = arguments.output / "lammps_scaling.json"
     cost = (
         measured_costs(paths, parameters["depth"])
         if paths.is_file()
-        else {"update_s": 1e-4, "exchange_ghost_cost": 0.15, "source": "assumed (no lammps_paths.json)"}
+        else {"update_s": 1e-4, "exchange_ghost_cost": 0.15, "source": "assumed (no lammps_scaling.json)"}
     )
     for row in rows:
         row["efficiency"] = efficiencies(row, parameters["depth"], cost)
     scaling = {}
-    measured = arguments.output / "lammps_scaling.json"
+    measured = arguments.output / "lammps_scaling_grid.json"
     runs = {}
     if measured.is_file():
         for model in json.loads(measured.read_text())["results"]:
@@ -387,7 +387,7 @@ def markdown(data: dict) -> str:
             ],
             check_rows,
         )
-        + "\n\n## Check against `lammps_scaling.md`\n\nThe 3,000-atom box of the strong-scaling benchmark "
+        + "\n\n## Check against `lammps_scaling_grid.md`\n\nThe 3,000-atom box of the strong-scaling benchmark "
         "(skin 1 Å), counted on its periodic images: atoms held per rank (LAMMPS's owned + ghosts measured, "
         "where a result exists), trimmed block updates per rank, and the speed-up their ratio projects "
         "against the measured ones (`pair CPU`: the pair style's CPU time per rank; wall: on a shared "

@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         "--shipped",
         type=Path,
         help="a trained local export (e.g. examples/models/water-classical-export.pt): measure its paths across "
-        "ranks at --sizes instead of the random-model grid (lammps_paths.json / .md)",
+        "ranks at --sizes instead of the random-model grid (lammps_scaling.json / .md; the grid writes lammps_scaling_grid.json / .md)",
     )
     parser.add_argument(
         "--sizes", type=lambda text: [int(n) for n in text.split(",")], default=[11, 16], help="molecules per edge"
@@ -488,13 +488,13 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     if arguments.shipped is not None:
         data = measure_paths(arguments)
-        report.write_json(data, arguments.output / "lammps_paths.json")
-        (arguments.output / "lammps_paths.md").write_text(paths_markdown(data))
+        report.write_json(data, arguments.output / "lammps_scaling.json")
+        (arguments.output / "lammps_scaling.md").write_text(paths_markdown(data))
         print(paths_markdown(data))
         return
     data = measure(arguments)
-    report.write_json(data, arguments.output / "lammps_scaling.json")
-    (arguments.output / "lammps_scaling.md").write_text(markdown(data))
+    report.write_json(data, arguments.output / "lammps_scaling_grid.json")
+    (arguments.output / "lammps_scaling_grid.md").write_text(markdown(data))
     print(markdown(data))
 
 
