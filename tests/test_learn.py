@@ -34,7 +34,8 @@ def toy(tmp_path) -> str:
 def tiny(structure: str, output: Path, **changes) -> LearnOptions:
     """Seconds per round: two members of width 16, 20 reference frames, 40 MD steps per trajectory."""
     settings = dict(structures=[structure], reference="emt", output=str(output), committee=2, max_rounds=1,
-                    initial_frames=20, rattled_frames=5, md_steps=40, check_every=10, training_steps=8, steps_per_round=4,
+                    initial_frames=20, rattled_frames=5, md_steps=40, trajectories=1, check_every=10, training_steps=8,
+                    steps_per_round=4, jobs=1,
                     model=ModelConfig(width=16, depth=1, heads=2), progress=False)  # fmt: skip
     return LearnOptions(**{**settings, **changes})
 
@@ -54,6 +55,46 @@ def test_a_round_trains_a_committee_samples_labels_and_reports(toy, tmp_path):
     model = mdplugin.load(state["export"])
     assert np.isfinite(model(TOY, list("CHHOHN")).energy) and model.info.committee == 2
     assert model.deviation(TOY, list("CHHOHN"))[0] >= 0
+
+
+def test_the_report_draws_the_rounds_and_counts_the_time(toy, tmp_path):
+    state = loop.learn(tiny(toy, tmp_path / "run", trajectories=2), say=lambda _: None)
+    (record,) = state["rounds"]
+    assert len(record["trajectories"]) == 4  # two seeds at each of 300 and 450 K
+    assert len({t["max_deviation"] for t in record["trajectories"]}) > 1  # different seeds, different paths
+    assert 0 < record["seconds"]["wall"] <= state["seconds"]["wall"]
+    assert state["seconds"]["cpu"] >= state["round_0_seconds"]["cpu"] > 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert (tmp_path / "run" / "report.png").stat().st_size > 10_000 and "min CPU in all" in report
+
+
+def test_a_single_model_is_checked_by_closest_contacts_and_exported_alone(toy, tmp_path):
+    state = loop.learn(tiny(toy, tmp_path / "run", committee=1), say=lambda _: None)
+    (record,) = state["rounds"]
+    assert len(record["members"]) == 1
+    assert record["deviation_histogram"]["of"].startswith("closest contact")
+    assert sum(record["deviation_histogram"]["counts"]) == record["checks"] > 0
+    model = mdplugin.load(state["export"])
+    assert model.info.committee in (None, 0, 1) and np.isfinite(model(TOY, list("CHHOHN")).energy)
+    assert "a single model, checked by closest contacts" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_members_train_side_by_side_in_worker_processes(toy, tmp_path):
+    state = loop.learn(tiny(toy, tmp_path / "run", jobs=2), say=lambda _: None)
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    members = [read_checkpoint(path) for path in state["rounds"][0]["members"]]
+    assert [m["training"]["options"]["seed"] for m in members] == [0, 1]
+    assert members[0]["training"]["history"] != members[1]["training"]["history"]
+
+
+def test_a_broken_bond_is_named():
+    molecule = ase.Atoms("CHHOHN", positions=TOY)
+    bonds = loop.covalent_bonds(molecule)
+    assert bonds and loop.stretched_bond(molecule, bonds) is None
+    i, j, length = bonds[0]
+    molecule.positions[j] += (molecule.positions[j] - molecule.positions[i]) / length * 0.6 * length
+    assert loop.stretched_bond(molecule, bonds) == f"{molecule[i].symbol}{i}-{molecule[j].symbol}{j}"
 
 
 def test_the_same_call_continues_and_never_repeats_a_round(toy, tmp_path):
@@ -135,15 +176,72 @@ def test_an_openmm_system_teaches_what_the_force_field_computes(tmp_path):
     xml = tmp_path / "system.xml"
     xml.write_text(openmm.XmlSerializer.serialize(system))
     atoms = ase.Atoms("OH2" * waters, positions=positions, cell=cell, pbc=True)
-    labelled = label(atoms, OpenMMReference(xml))
+    labelled = label(atoms, OpenMMReference.from_xml(xml))
     energy, forces, stress = ClassicalLabeller(waters, model)(positions, cell)
     assert labelled.get_potential_energy() == pytest.approx(energy, abs=1e-6)  # eV: the same PME sums
     np.testing.assert_allclose(labelled.get_forces(), forces, atol=1e-5)
     # central differences with a 1e-5 strain on both sides: agreement to the labeller's own differences
     np.testing.assert_allclose(labelled.get_stress(), stress, atol=2e-6)
-    np.testing.assert_allclose(finite_difference_stress(atoms, OpenMMReference(xml)), stress, atol=2e-6)
+    np.testing.assert_allclose(finite_difference_stress(atoms, OpenMMReference.from_xml(xml)), stress, atol=2e-6)
     with pytest.raises(ReferenceError, match="21 atoms and the OpenMM System 24 particles"):
-        label(atoms[:-3].copy(), OpenMMReference(xml))
+        label(atoms[:-3].copy(), OpenMMReference.from_xml(xml))
+
+
+DIPEPTIDE = Path(__file__).parent.parent / "examples" / "mlmm" / "alanine-dipeptide.pdb"
+
+
+def test_a_force_field_teaches_the_molecule_in_vacuum_flexible(tmp_path):
+    """forcefield:amber14-all.xml labels the PDB's molecule with the energy openmm-ml's mixed system removes:
+    no cutoff, no constraints; equal to OpenMM's own evaluation of that System."""
+    import openmm
+    from openmm import app, unit
+
+    pdb = app.PDBFile(str(DIPEPTIDE))
+    system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                                            constraints=None)  # fmt: skip
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(pdb.positions)
+    expected = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / 96.485332
+    start = loop.read_start(str(DIPEPTIDE))
+    labelled = label(start, loop.reference_calculator("forcefield:amber14-all.xml", start))
+    assert labelled.get_potential_energy() == pytest.approx(expected, rel=1e-6)
+    # a round with the teacher: its own MD (round 0), the committee, the loop
+    state = loop.learn(tiny(str(DIPEPTIDE), tmp_path / "run", reference="forcefield:amber14-all.xml",
+                            initial_frames=4, rattled_frames=2, md_steps=20), say=lambda _: None)  # fmt: skip
+    assert len(state["rounds"]) == 1 and Path(state["export"]).is_file()
+
+
+def test_force_field_teachers_that_cannot_teach_are_refused(tmp_path):
+    import openmm
+    from openmm import app
+
+    xyz = tmp_path / "dipeptide.xyz"
+    ase.io.write(xyz, ase.io.read(DIPEPTIDE))
+    with pytest.raises(ValueError, match="needs the molecule's residues: give the start structure as a PDB"):
+        loop.learn(tiny(str(xyz), tmp_path / "a", reference="forcefield:amber14-all.xml"), say=lambda _: None)
+    unknown = tmp_path / "unknown.pdb"
+    unknown.write_text(DIPEPTIDE.read_text().replace(" ALA ", " XAL "))
+    with pytest.raises(ValueError, match="cannot parametrise unknown.pdb: No template found for residue 1 \\(XAL\\)"):
+        loop.learn(tiny(str(unknown), tmp_path / "b", reference="forcefield:amber14-all.xml"), say=lambda _: None)
+    ions = tmp_path / "ions.pdb"
+    topology = app.Topology()
+    chain = topology.addChain()
+    for name, element in (("NA", "Na"), ("CL", "Cl")):
+        residue = topology.addResidue(name, chain)
+        topology.addAtom(name, app.Element.getBySymbol(element), residue)
+    with open(ions, "w") as handle:
+        app.PDBFile.writeFile(topology, [openmm.Vec3(0, 0, 0), openmm.Vec3(0.3, 0, 0)] * openmm.unit.nanometer, handle)
+    with pytest.raises(ValueError, match="gives ions.pdb no bonded terms"):
+        teacher = "forcefield:amber14-all.xml,amber14/tip3p.xml"  # with its ions
+        loop.learn(tiny(str(ions), tmp_path / "c", reference=teacher), say=lambda _: None)
+    pdb = app.PDBFile(str(DIPEPTIDE))
+    rigid = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                                           constraints=app.HBonds)  # fmt: skip
+    xml = tmp_path / "rigid.xml"
+    xml.write_text(openmm.XmlSerializer.serialize(rigid))
+    with pytest.raises(ValueError, match="constrains 12 distances .* constraints=None"):
+        loop.learn(tiny(str(DIPEPTIDE), tmp_path / "d", reference=f"openmm:{xml}"), say=lambda _: None)
+    assert not any((tmp_path / name).exists() for name in "abcd")  # refused before anything was written
 
 
 def test_a_periodic_box_is_sampled_at_several_densities_with_stress_labels(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from mdplugin.learn.options import LearnOptions
@@ -45,7 +47,10 @@ def numbers(text: str, option: str) -> list[float]:
     help="Also sample at this x the top temperature.",
 )
 @click.option(
-    "--committee", default=DEFAULTS.committee, type=click.IntRange(min=2), help="Models per committee (seeds 0..K-1)."
+    "--committee",
+    default=DEFAULTS.committee,
+    type=click.IntRange(min=1),
+    help="Models per committee (seeds 0..K-1); 1: a single model, checked by its closest contacts only.",
 )
 @click.option(
     "--max-rounds", default=DEFAULTS.max_rounds, type=click.IntRange(min=1), help="Stop after this many rounds."
@@ -73,6 +78,12 @@ def numbers(text: str, option: str) -> list[float]:
 )
 @click.option("--timestep-fs", default=DEFAULTS.timestep_fs, type=click.FloatRange(min=0, min_open=True, max=5))
 @click.option(
+    "--trajectories",
+    default=DEFAULTS.trajectories,
+    type=click.IntRange(min=1),
+    help="MD runs per start structure and temperature in each round, each with its own seed.",
+)
+@click.option(
     "--check-every",
     default=DEFAULTS.check_every,
     type=click.IntRange(min=1),
@@ -89,6 +100,12 @@ def numbers(text: str, option: str) -> list[float]:
     default=DEFAULTS.upper,
     type=click.FloatRange(min=0, min_open=True),
     help="Trust level, eV/Å: above it a frame is unphysical and the trajectory failed there.",
+)
+@click.option(
+    "--converged-fraction",
+    default=DEFAULTS.converged_fraction,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Converged when no trajectory fails and at most this fraction of the checks lie above --lower.",
 )
 @click.option(
     "--max-new-frames",
@@ -117,8 +134,18 @@ def numbers(text: str, option: str) -> list[float]:
     type=click.FloatRange(min=0, min_open=True),
     help="Å: a local model (needed for periodic boxes); default: global attention.",
 )
+@click.option("--batch-size", default=DEFAULTS.batch_size, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=DEFAULTS.learning_rate, type=click.FloatRange(min=0, min_open=True))
 @click.option("--seed", default=DEFAULTS.seed, type=int)
-@click.option("--threads", default=DEFAULTS.threads, type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option(
+    "--threads", default=DEFAULTS.threads, type=click.IntRange(min=1), help="CPU threads for torch, per process."
+)
+@click.option(
+    "--jobs",
+    default=DEFAULTS.jobs,
+    type=click.IntRange(min=0),
+    help="Committee members trained at once, one process each (0: as many as the cores hold).",
+)
 @click.option("--quiet", is_flag=True)
 def learn(structures, temperatures_k, volume_scales, width, depth, heads, interaction_range, quiet, **options) -> None:
     """Active learning: from STRUCTURES and a --reference to a model that survives its own MD.
@@ -129,12 +156,11 @@ def learn(structures, temperatures_k, volume_scales, width, depth, heads, intera
     """
     from mdplugin.learn.loop import learn as run_learning
     from mdplugin.learn.reference import ReferenceError
-    from mdplugin.model.config import ModelConfig
 
     try:
         temperatures = numbers(temperatures_k, "--temperatures-k")
         options["volume_scales"] = numbers(volume_scales, "--volume-scales")
-        model = ModelConfig(width=width, depth=depth, heads=heads, interaction_range=interaction_range)
+        model = replace(DEFAULTS.model, width=width, depth=depth, heads=heads, interaction_range=interaction_range)
         settings = LearnOptions(structures=list(structures), temperatures_k=temperatures, model=model,
                                 progress=not quiet, **options)  # fmt: skip
         state = run_learning(settings, say=(lambda _: None) if quiet else click.echo)

@@ -28,15 +28,21 @@ class Committee:
     """K models evaluated on the same structure."""
 
     def __init__(self, members: list[Potential]):
-        if len(members) < 2:
-            raise ValueError(f"a committee needs at least 2 models to disagree, got {len(members)}")
+        if not members:
+            raise ValueError("a committee needs at least one model")
         self.members = members
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
 
     @classmethod
     def load(cls, paths: list[str | Path], threads: int | None = 1) -> Committee:
         return cls([Potential.load(path, threads=threads) for path in paths])
 
     def deviation(self, atoms) -> Deviation:
+        if self.size < 2:
+            raise ValueError(f"the deviation needs at least 2 models to disagree, this committee has {self.size}")
         results = [member.evaluate_atoms(atoms) for member in self.members]
         forces = np.stack([result.forces for result in results])  # [K, N, 3]
         mean = forces.mean(0)

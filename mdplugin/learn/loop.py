@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from mdplugin.data.trajectories import count_frames
 from mdplugin.errors import reason
 from mdplugin.learn.committee import Committee
 from mdplugin.learn.options import LearnOptions
-from mdplugin.learn.reference import ReferenceError, label, reference_calculator
+from mdplugin.learn.reference import SOURCE, ReferenceError, label, reference_calculator
 
 STATE = "state.json"
 # a frame the committee rejects (deviation above `upper`) is still labelled when no pair of atoms comes closer
@@ -40,14 +41,17 @@ STATE = "state.json"
 # not a blown-up one (DP-GEN discards all of them, which stalls a loop whose first models are poor)
 PLAUSIBLE_RATIO = 0.8
 MAX_RATTLED_FORCE = 30.0  # eV/Å: a rattled frame with a larger force component is not kept
+BOND_STRETCH = 1.5  # a molecule's bond beyond this x its start length is broken: the trajectory failed
+RESOURCES = ("max_rounds", "progress", "threads", "jobs")  # options a continued run may change
 
 
 def check_options(options: LearnOptions) -> None:
     """Refuse, by name, options no run should start with (NaN included: it passes every comparison)."""
     if not options.structures:
         raise ValueError("give at least one start structure")
-    if options.committee < 2:
-        raise ValueError(f"--committee must be at least 2 (the deviation compares members), got {options.committee}")
+    if options.committee < 1:
+        raise ValueError(f"--committee must be at least 1 (1: a single model, checked by closest contacts only), "
+                         f"got {options.committee}")  # fmt: skip
     if not 0 < options.lower < options.upper < math.inf:
         raise ValueError(
             f"the trust levels must satisfy 0 < lower < upper, got {options.lower:g} and {options.upper:g}"
@@ -62,9 +66,23 @@ def check_options(options: LearnOptions) -> None:
                                ("friction", options.friction_per_fs, 10.0)):  # fmt: skip
         if not 0 <= value <= limit or (name == "--timestep-fs" and value == 0):
             raise ValueError(f"{name} must lie in (0, {limit:g}], got {value:g}")
-    for name in ("max_rounds", "initial_frames", "md_steps", "check_every", "training_steps", "steps_per_round"):
+    if not 0 < options.learning_rate < 1 or not 0 <= options.ema_decay < 1 or options.jobs < 0:
+        raise ValueError(
+            f"need 0 < learning rate < 1, 0 <= EMA decay < 1 and jobs >= 0, got {options.learning_rate:g}, "
+            f"{options.ema_decay:g} and {options.jobs}"
+        )
+    if not 0 <= options.converged_fraction < 1:
+        raise ValueError(f"--converged-fraction must lie in [0, 1), got {options.converged_fraction:g}")
+    names = ("max_rounds", "initial_frames", "md_steps", "check_every", "training_steps", "steps_per_round",
+             "trajectories", "batch_size")  # fmt: skip
+    for name in names:
         if getattr(options, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
+
+
+def temperatures(options: LearnOptions) -> list[float]:
+    """Where the loop samples, from round 0 on: the targets and `overheat` x the top one."""
+    return sorted({*options.temperatures_k, max(options.temperatures_k) * options.overheat})
 
 
 def starting_points(starts: list, options: LearnOptions) -> list[tuple[str, object]]:
@@ -95,6 +113,7 @@ def read_start(path: str):
         raise ValueError(f"start structure {path} holds no atoms")
     if not np.isfinite(atoms.positions).all():
         raise ValueError(f"start structure {path} has NaN or infinite positions")
+    atoms.info[SOURCE] = str(path)  # a force field teacher reads the residues from it
     return atoms
 
 
@@ -110,13 +129,13 @@ class Run:
         recorded = asdict(options)
         if self.path.exists():
             self.state = json.loads(self.path.read_text())
-            fixed = {k: v for k, v in recorded.items() if k not in ("max_rounds", "progress", "threads")}
+            fixed = {k: v for k, v in recorded.items() if k not in RESOURCES}
             before = {k: v for k, v in self.state["options"].items() if k in fixed}
             if before != {k: fixed[k] for k in before}:
                 changed = sorted(k for k in before if before[k] != fixed[k])
                 raise ValueError(
                     f"{self.folder} holds a run with other options ({', '.join(changed)}); continue it with the same "
-                    "options (only --max-rounds and --threads may change) or choose another --output"
+                    "options (only --max-rounds, --threads and --jobs may change) or choose another --output"
                 )
         else:
             self.state = {"options": recorded, "rounds": [], "data": {}}
@@ -129,6 +148,31 @@ class Run:
 
     def data_files(self) -> list[str]:
         return [self.state["data"][key] for key in sorted(self.state["data"]) if key.startswith("round")]
+
+
+class Clock:
+    """Wall-clock and CPU seconds since it was made (CPU: this process and its finished children, the
+    training workers)."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def elapsed(self) -> dict[str, float]:
+        return {"wall": time.perf_counter() - self.wall, "cpu": cpu_seconds() - self.cpu}
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def add_time(state: dict, seconds: dict[str, float]) -> None:
+    """The run's total, over sessions (a step interrupted before it was recorded is not counted)."""
+    totals = state.setdefault("seconds", {"wall": 0.0, "cpu": 0.0})
+    for key in totals:
+        totals[key] += seconds[key]
 
 
 def write_frames(frames: list, path: Path) -> str:
@@ -167,12 +211,13 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
     """Round 0: the reference's own MD frames (fully labelled) and rattled frames (forces only)."""
     if "round-000" in run.state["data"]:
         return
+    clock = Clock()
     thermal, rattled = [], []
     rng = np.random.default_rng(options.seed)
     for index, (name, start) in enumerate(starting_points(starts, options)):
         calculator = reference_calculator(options.reference, start)
         first = len(thermal)
-        for temperature in options.temperatures_k:
+        for temperature in temperatures(options):
             atoms = start.copy()
             dynamics = langevin(atoms, calculator, temperature, options, seed=options.seed + 1000 * index)
             for frame in range(options.initial_frames):
@@ -199,6 +244,8 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
     run.state["data"]["round-000"] = write_frames(thermal, run.folder / "data" / "round-000.extxyz")
     if rattled:
         run.state["data"]["rattled"] = write_frames(rattled, run.folder / "data" / "rattled.extxyz")
+    run.state["round_0_seconds"] = clock.elapsed()
+    add_time(run.state, run.state["round_0_seconds"])
     run.save()
 
 
@@ -211,7 +258,6 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
 
     from mdplugin.model.checkpoint import read_checkpoint
     from mdplugin.training.options import TrainingOptions
-    from mdplugin.training.train import train
 
     folder = run.folder / f"round-{number:03d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,13 +269,13 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
     if number > 1:  # the previous round's members' epochs, and this round's fine-tuning on the grown data
         done = len(read_checkpoint(run.folder / f"round-{number - 1:03d}" / "member-0.pt")["training"]["history"])
         epochs = done + math.ceil(options.steps_per_round / steps_per_epoch)
-    members = []
+    members, work = [], []
     for member in range(options.committee):
         path = folder / f"member-{member}.pt"
+        members.append(str(path))
         previous = run.folder / f"round-{number - 1:03d}" / f"member-{member}.pt"
         resume = path.exists()
         if resume and len(read_checkpoint(path)["training"]["history"]) >= epochs:
-            members.append(str(path))
             continue
         if not resume and number > 1:
             shutil.copyfile(previous, path)  # warm start: continue the previous round's member
@@ -242,27 +288,65 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
             seed=options.seed + member,
             epochs=epochs,
             batch_size=options.batch_size,
+            learning_rate=options.learning_rate,
+            weight_decay=0.0,
+            ema_decay=options.ema_decay,
             threads=options.threads,
             drop_outliers=True,  # a selected frame far outside the rest (a torn geometry) is left out, and recorded
             progress=False,
         )
-        train(settings, resume=resume)
-        members.append(str(path))
+        work.append((settings, resume))
+    train_members(work, jobs(options, len(work)))
     return members
+
+
+def jobs(options: LearnOptions, members: int) -> int:
+    """Members trained at once: as asked, or as many as the cores hold at `threads` each."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    wanted = options.jobs or max(1, cores // options.threads)
+    return max(1, min(wanted, members))
+
+
+def train_member(settings, resume: bool) -> None:
+    from mdplugin.training.train import train
+
+    train(settings, resume=resume)
+
+
+def train_members(work: list, processes: int) -> None:
+    """Train each (settings, resume) pair: in this process, or in `processes` fresh ones side by side (members
+    are independent; each writes only its own checkpoint, so an interruption loses no finished member)."""
+    if processes <= 1:
+        for settings, resume in work:
+            train_member(settings, resume)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for result in [pool.submit(train_member, settings, resume) for settings, resume in work]:
+            result.result()  # a member's error is raised here, with its message
 
 
 # ---------------------------------------------------------------------------- sampling
 
 
 def sample(committee: Committee, options: LearnOptions, start, temperature: float, seed: int) -> tuple[dict, list]:
-    """One trajectory with member 0 and the committee's check every `check_every` steps: its record and the
-    frames selected for labelling."""
+    """One trajectory with member 0, checked every `check_every` steps: its record and the frames selected for
+    labelling. A committee checks by its force deviation (DP-GEN's trust levels); a single model can only check
+    its closest contacts against the training data's (flagged below 1x, failed below PLAUSIBLE_RATIO). Both
+    fail a molecule whose start bond stretches beyond BOND_STRETCH x its length."""
     from mdplugin.engines.ase_calculator import TransformerCalculator
 
+    lead = committee.members[0]
+    shortest = (lead.info.domain or {}).get("shortest_distance", {})
+    bonds = [] if start.pbc.any() else covalent_bonds(start)
     atoms = start.copy()
-    dynamics = langevin(atoms, TransformerCalculator(committee.members[0]), temperature, options, seed)
+    dynamics = langevin(atoms, TransformerCalculator(lead), temperature, options, seed)
     record = {"temperature_k": temperature, "steps": 0, "checks": 0, "above_lower": 0, "failed": None,
-              "max_deviation": 0.0, "deviations": []}  # fmt: skip
+              "max_deviation": 0.0, "deviations": [], "closest_ratios": []}  # fmt: skip
     candidates, last_good = [], None
     while record["steps"] < options.md_steps:
         try:
@@ -274,18 +358,29 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         if not np.isfinite(atoms.positions).all():
             record["failed"] = f"step {record['steps']}: non-finite positions"
             break
-        deviation = committee.deviation(atoms).max_force
+        broken = stretched_bond(atoms, bonds)
+        if broken is not None:
+            record["failed"] = f"step {record['steps']}: bond {broken} stretched beyond {BOND_STRETCH:g}x its length"
+            break
+        ratio = closest_ratio(atoms, shortest)
         record["checks"] += 1
-        record["deviations"].append(deviation)
-        record["max_deviation"] = max(record["max_deviation"], deviation)
-        if deviation >= options.upper:
-            record["above_lower"] += 1  # above both trust levels
-            record["failed"] = f"step {record['steps']}: force deviation {deviation:.3f} eV/Å above {options.upper:g}"
-            shortest = (committee.members[0].info.domain or {}).get("shortest_distance", {})
-            if closest_ratio(atoms, shortest) >= PLAUSIBLE_RATIO:
+        record["closest_ratios"].append(ratio)
+        if committee.size > 1:
+            deviation = committee.deviation(atoms).max_force
+            record["deviations"].append(deviation)
+            record["max_deviation"] = max(record["max_deviation"], deviation)
+            flagged, failure = deviation >= options.lower, deviation >= options.upper
+            why = f"force deviation {deviation:.3f} eV/Å above {options.upper:g}"
+        else:
+            flagged, failure = ratio < 1.0, ratio < PLAUSIBLE_RATIO
+            why = f"closest contact {ratio:.2f}x the training data's shortest, below {PLAUSIBLE_RATIO:g}x"
+        if failure:
+            record["above_lower"] += 1
+            record["failed"] = f"step {record['steps']}: {why}"
+            if ratio >= PLAUSIBLE_RATIO:
                 last_good = atoms.copy()  # an ordinary geometry the models disagree on: label it
             break
-        if deviation >= options.lower:
+        if flagged:
             record["above_lower"] += 1
             candidates.append(atoms.copy())
         last_good = atoms.copy()
@@ -295,6 +390,22 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         keep = np.linspace(0, len(candidates) - 1, options.max_new_frames).round().astype(int)
         candidates = [candidates[i] for i in sorted(set(keep))]
     return record, candidates
+
+
+def covalent_bonds(atoms) -> list[tuple[int, int, float]]:
+    """A molecule's covalent bonds (ASE's natural cutoffs, x1.1) with their lengths."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    first, second, distance = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=1.1))
+    return [(int(i), int(j), float(d)) for i, j, d in zip(first, second, distance) if i < j]
+
+
+def stretched_bond(atoms, bonds: list[tuple[int, int, float]]) -> str | None:
+    """The first bond longer than BOND_STRETCH x its start length, named, or None."""
+    for i, j, length in bonds:
+        if np.linalg.norm(atoms.positions[i] - atoms.positions[j]) > BOND_STRETCH * length:
+            return f"{atoms[i].symbol}{i}-{atoms[j].symbol}{j}"
+    return None
 
 
 def closest_ratio(atoms, shortest: dict[str, float]) -> float:
@@ -346,17 +457,18 @@ def learn(options: LearnOptions, say=print) -> dict:
         say(f"round 0: {len(run.data_files())} data file(s) from the reference's own MD")
         while not run.state.get("converged") and len(run.state["rounds"]) < options.max_rounds:
             number = len(run.state["rounds"]) + 1
+            clock = Clock()
             members = train_committee(run, options, number)
             committee = Committee.load(members, threads=options.threads)
-            temperatures = sorted({*options.temperatures_k, max(options.temperatures_k) * options.overheat})
             records, selected = [], []
             for index, (name, start) in enumerate(starting_points(starts, options)):
-                for temperature in temperatures:
-                    seed = options.seed + 7919 * number + 101 * index + int(temperature)
-                    record, frames = sample(committee, options, start, temperature, seed)
-                    record["structure"] = name
-                    records.append(record)
-                    selected += frames
+                for temperature in temperatures(options):
+                    for repeat in range(options.trajectories):
+                        seed = options.seed + 7919 * number + 101 * index + 13 * repeat + int(temperature)
+                        record, frames = sample(committee, options, start, temperature, seed)
+                        record["structure"] = name
+                        records.append(record)
+                        selected += frames
             done = converged(records, options)
             new_frames = []
             if not done and selected:
@@ -366,6 +478,8 @@ def learn(options: LearnOptions, say=print) -> dict:
                 key = f"round-{number:03d}"
                 run.state["data"][key] = write_frames(new_frames, run.folder / "data" / f"{key}.extxyz")
             summary = summarize_round(number, members, records, len(new_frames), options)
+            summary["seconds"] = clock.elapsed()
+            add_time(run.state, summary["seconds"])
             run.state["rounds"].append(summary)
             run.state["converged"] = done
             run.save()
@@ -375,9 +489,14 @@ def learn(options: LearnOptions, say=print) -> dict:
                 + (" - converged" if done else "")
             )
         from mdplugin.export.committee import export_committee
+        from mdplugin.export.exporter import export
 
         export_path = run.folder / "model-export.pt"  # the committee: member 0 runs, the others give the deviation
-        export_committee(run.state["rounds"][-1]["members"], export_path, dtype="float32", overwrite=True)
+        members = run.state["rounds"][-1]["members"]
+        if len(members) > 1:
+            export_committee(members, export_path, dtype="float32", overwrite=True)
+        else:
+            export(members[0], export_path, dtype="float32", overwrite=True)
         run.state["export"] = str(export_path)
         run.save()
     write_report(run)
@@ -390,19 +509,25 @@ def summarize_round(number: int, members: list[str], records: list[dict], added:
     checks = sum(r["checks"] for r in records)
     above = sum(r["above_lower"] for r in records)
     last = read_checkpoint(members[0])["training"]["history"][-1]
-    deviations = np.concatenate([r["deviations"] for r in records]) if checks else np.zeros(0)
-    histogram = np.histogram(deviations, bins=[0, options.lower / 2, options.lower, options.upper, np.inf])[0]
+    if options.committee > 1:  # the force deviation, eV/Å
+        bins = [0, options.lower / 2, options.lower, options.upper, np.inf]
+        values = [value for r in records for value in r["deviations"]]
+    else:  # a single model's closest contact over the training data's shortest
+        bins = [0, PLAUSIBLE_RATIO, 1.0, 1.2, np.inf]
+        values = [value for r in records for value in r["closest_ratios"]]
+    histogram = np.histogram(values, bins=bins)[0]
     return {
         "round": number,
         "members": members,
         "validation_force_mae_mev_per_a": last["force_mae_mev_per_a"],
         "validation_energy_mae_mev_per_atom": last["energy_mae_mev_per_atom"],
-        "trajectories": [{k: v for k, v in r.items() if k != "deviations"} for r in records],
+        "trajectories": [{k: v for k, v in r.items() if k not in ("deviations", "closest_ratios")} for r in records],
         "failures": sum(r["failed"] is not None for r in records),
         "checks": checks,
         "fraction_above_lower": above / checks if checks else 1.0,
         "deviation_histogram": {
-            "bins_ev_per_a": [0, options.lower / 2, options.lower, options.upper, "inf"],
+            "bins": [*bins[:-1], "inf"],
+            "of": "force deviation, eV/Å" if options.committee > 1 else "closest contact / training shortest",
             "counts": histogram.tolist(),
         },  # fmt: skip
         "frames_added": added,
@@ -410,30 +535,76 @@ def summarize_round(number: int, members: list[str], records: list[dict], added:
 
 
 def write_report(run: Run) -> Path:
-    """report.md: one row per round, and what the loop ended with."""
+    """report.md (one row per round, and what the loop ended with) and report.png (the same, drawn)."""
     options = run.state["options"]
+    check = (
+        f"committee of {options['committee']}, trust levels {options['lower']}-{options['upper']} eV/Å"
+        if options["committee"] > 1
+        else f"a single model, checked by closest contacts only (flagged below 1x, failed below {PLAUSIBLE_RATIO}x "
+        "the training data's shortest distance per element pair)"
+    )
     lines = [
         "# Active learning",
         "",
         f"Reference `{options['reference']}`, start structures {', '.join(options['structures'])}, "
-        f"temperatures {options['temperatures_k']} K (and {options['overheat']}x the top one), committee of "
-        f"{options['committee']}, trust levels {options['lower']}-{options['upper']} eV/Å.",
+        f"temperatures {options['temperatures_k']} K (and {options['overheat']}x the top one), {check}; "
+        f"{options.get('trajectories', 1)} trajectories of {options['md_steps']} steps x {options['timestep_fs']} fs "
+        "per structure and temperature.",
         "",
-        "| round | validation force MAE (meV/Å) | failed trajectories | checks | above lower | frames added |",
-        "|---|---|---|---|---|---|",
+        "| round | validation force MAE (meV/Å) | failed trajectories | checks | flagged | frames added | "
+        "wall clock (min) | CPU (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in run.state["rounds"]:
+        time = r.get("seconds", {})
         lines.append(
             f"| {r['round']} | {r['validation_force_mae_mev_per_a']:.1f} | {r['failures']} / {len(r['trajectories'])} "
-            f"| {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} |"
+            f"| {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} "
+            f"| {time.get('wall', math.nan) / 60:.1f} | {time.get('cpu', math.nan) / 60:.1f} |"
         )
     ending = "converged" if run.state.get("converged") else f"did not converge in {len(run.state['rounds'])} rounds"
+    wall = run.state.get("seconds", {})
     lines += [
         "",
-        f"The loop {ending}; exported: `{run.state.get('export')}` (the last committee: engines run member 0, "
-        "its `deviation` gives the members' force deviation).",
-        "",
+        f"The loop {ending}: {wall.get('wall', math.nan) / 60:.1f} min wall clock, "
+        f"{wall.get('cpu', math.nan) / 60:.1f} min CPU in all (round 0's reference MD included). Exported: "
+        f"`{run.state.get('export')}` (engines run member 0"
+        + (", its `deviation` gives the members' force deviation)." if options["committee"] > 1 else ")."),
     ]
+    if run.state["rounds"]:
+        failures = [t for t in run.state["rounds"][-1]["trajectories"] if t["failed"]]
+        lines += ["", f"Last round: {len(failures)} failed trajectories"
+                  + "".join(f"\n- {t['structure']} at {t['temperature_k']:g} K: {t['failed']}" for t in failures)]  # fmt: skip
+        plot_rounds(run.state["rounds"], run.folder / "report.png")
+        lines += ["", "![rounds](report.png)"]
     path = run.folder / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def plot_rounds(rounds: list[dict], path: Path) -> None:
+    """Validation error, flagged fraction and failures, and each round's check histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numbers = [r["round"] for r in rounds]
+    figure, (error, checks, histogram) = plt.subplots(1, 3, figsize=(13, 3.6))
+    error.plot(numbers, [r["validation_force_mae_mev_per_a"] for r in rounds], "o-")
+    error.set(xlabel="round", ylabel="validation force MAE (meV/Å)", yscale="log")
+    checks.plot(numbers, [100 * r["fraction_above_lower"] for r in rounds], "o-", label="checks flagged")
+    checks.plot(numbers, [100 * r["failures"] / max(1, len(r["trajectories"])) for r in rounds], "s--",
+                label="trajectories failed")  # fmt: skip
+    checks.set(xlabel="round", ylabel="%", ylim=(-2, 102))
+    checks.legend()
+    for r in rounds:
+        counts = np.array(r["deviation_histogram"]["counts"], dtype=float)
+        histogram.plot(range(len(counts)), counts / max(1.0, counts.sum()), "o-", label=f"round {r['round']}")
+    edges = rounds[-1]["deviation_histogram"].get("bins", rounds[-1]["deviation_histogram"].get("bins_ev_per_a"))
+    histogram.set_xticks(range(len(edges) - 1), [f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:])], fontsize=7)
+    histogram.set(ylabel="fraction of checks", title=rounds[-1]["deviation_histogram"].get("of", "force deviation"))
+    histogram.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -6,6 +6,9 @@ Specs (what `mdplugin learn --reference` takes):
 - `spcfw`: the classical SPC/Fw water model (PME), with stress; a box of whole waters (O, H, H);
 - `openmm:SYSTEM.xml`: any OpenMM System serialized to XML (a force field as teacher: its energy and forces
   for the atoms in the order of the structure; periodic Systems take the box from the structure's cell);
+- `forcefield:FILE[,FILE]`: an OpenMM force field (e.g. `forcefield:amber14-all.xml`) as teacher of the
+  molecule of a PDB start structure, in vacuum and flexible: the internal energy that ML/MM (openmm-ml's
+  createMixedSystem) takes out of the ML region and the model puts back;
 - `emt`: ASE's EMT (metals, and cheap tests);
 - `python:MODULE:FUNCTION`: your own: FUNCTION(atoms) returns an ASE calculator for that structure.
 
@@ -25,7 +28,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from mdplugin.units import KJ_PER_MOL_PER_EV
 
-REFERENCES = ("gfn2-xtb", "gfn1-xtb", "spcfw", "emt", "openmm:SYSTEM.xml", "python:MODULE:FUNCTION")
+REFERENCES = ("gfn2-xtb", "gfn1-xtb", "spcfw", "emt", "openmm:SYSTEM.xml", "forcefield:FILE[,FILE]",
+              "python:MODULE:FUNCTION")  # fmt: skip
+SOURCE = "mdplugin_source"  # atoms.info key: the start structure's file, which a force field teacher reads
 STRAIN = 1e-5  # finite-difference strain of the stress
 
 
@@ -38,28 +43,80 @@ class OpenMMReference(Calculator):
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, system_xml: str | Path, **kwargs):
+    def __init__(self, system, source: str, **kwargs):
         import openmm
 
         super().__init__(**kwargs)
+        if system.getNumConstraints():
+            raise ReferenceError(
+                f"{source} constrains {system.getNumConstraints()} distances (rigid bonds or water): the System "
+                "has no energy for their stretch, so a model cannot learn it. Create the teacher with "
+                "constraints=None, rigidWater=False"
+            )
+        self.system = system
+        self.context = openmm.Context(
+            system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+        )
+
+    @classmethod
+    def from_xml(cls, system_xml: str | Path) -> OpenMMReference:
+        """A System serialized with XmlSerializer, for the structure's atoms in its order."""
+        import openmm
+
         path = Path(system_xml)
         if not path.is_file():
             raise ReferenceError(f"the OpenMM System file {path} does not exist; write one with XmlSerializer")
         try:
-            self.system = openmm.XmlSerializer.deserialize(path.read_text())
+            system = openmm.XmlSerializer.deserialize(path.read_text())
         except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ReferenceError(f"{path} is not a serialized OpenMM System ({first})") from None
-        if not isinstance(self.system, openmm.System):
-            raise ReferenceError(f"{path} holds a serialized {type(self.system).__name__}, not a System")
-        self.context = openmm.Context(
-            self.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-        )
+        if not isinstance(system, openmm.System):
+            raise ReferenceError(f"{path} holds a serialized {type(system).__name__}, not a System")
+        return cls(system, str(path))
+
+    @classmethod
+    def from_forcefield(cls, files: list[str], structure: str | Path) -> OpenMMReference:
+        """A force field as teacher: the molecule of the PDB `structure` in vacuum, flexible (no constraints,
+        no cutoff), i.e. the internal energy that openmm-ml's createMixedSystem takes out of the ML region."""
+        from openmm import app
+
+        path = Path(structure)
+        if path.suffix.lower() not in (".pdb", ".pdbx", ".cif"):
+            raise ReferenceError(
+                f"a force field teacher needs the molecule's residues: give the start structure as a PDB (or "
+                f"PDBx/mmCIF) with residue names such as ACE ALA NME, not {path.name}"
+            )
+        pdb = app.PDBxFile(str(path)) if path.suffix.lower() in (".pdbx", ".cif") else app.PDBFile(str(path))
+        try:
+            forcefield = app.ForceField(*files)
+        except Exception as error:
+            raise ReferenceError(f"cannot load the force field {', '.join(files)}: {first_line(error)}") from None
+        try:
+            system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None,
+                                             rigidWater=False, removeCMMotion=False)  # fmt: skip
+        except Exception as error:
+            raise ReferenceError(
+                f"{', '.join(files)} cannot parametrise {path.name}: {first_line(error)}. Check the residue and atom "
+                "names (and hydrogens) against the force field's templates, or add a force field file that has them"
+            ) from None
+        if pdb.topology.getNumAtoms() > 1 and not bonded_terms(system):
+            raise ReferenceError(
+                f"{', '.join(files)} gives {path.name} no bonded terms (bonds, angles, torsions): its internal energy "
+                "is nonbonded only, and ML/MM would remove nothing from it; choose the molecule's own force field"
+            )
+        reference = cls(system, f"the {', '.join(files)} teacher")
+        reference.numbers = [atom.element.atomic_number for atom in pdb.topology.atoms()]
+        return reference
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         from openmm import Vec3, unit
 
         super().calculate(atoms, properties, system_changes)
+        numbers = getattr(self, "numbers", None)
+        if numbers is not None and list(self.atoms.numbers) != numbers:
+            raise ReferenceError("the structure's elements differ from the force field teacher's PDB, atom by atom; "
+                                 "give the structure in the PDB's atom order")  # fmt: skip
         if len(self.atoms) != self.system.getNumParticles():
             raise ReferenceError(
                 f"the structure has {len(self.atoms)} atoms and the OpenMM System {self.system.getNumParticles()} "
@@ -76,6 +133,20 @@ class OpenMMReference(Calculator):
             "forces": state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom)
             / KJ_PER_MOL_PER_EV,
         }
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def bonded_terms(system) -> int:
+    """The bond, angle and torsion terms of a System's standard bonded forces."""
+    counts = {"HarmonicBondForce": "getNumBonds", "HarmonicAngleForce": "getNumAngles",
+              "PeriodicTorsionForce": "getNumTorsions", "RBTorsionForce": "getNumTorsions",
+              "CMAPTorsionForce": "getNumTorsions", "CustomBondForce": "getNumBonds",
+              "CustomAngleForce": "getNumAngles", "CustomTorsionForce": "getNumTorsions"}  # fmt: skip
+    return sum(getattr(force, counts[type(force).__name__])() for force in system.getForces()
+               if type(force).__name__ in counts)  # fmt: skip
 
 
 class CellLabellerCalculator(Calculator):
@@ -127,7 +198,12 @@ def reference_calculator(spec: str, atoms) -> Calculator:
             raise ReferenceError("the spcfw reference labels boxes of whole waters, atoms in the order O, H, H")
         return CellLabellerCalculator(ClassicalLabeller(len(atoms) // 3), needs_numbers=False)
     if name.startswith("openmm:"):
-        return OpenMMReference(name.split(":", 1)[1])
+        return OpenMMReference.from_xml(name.split(":", 1)[1])
+    if name.startswith("forcefield:"):
+        source = atoms.info.get(SOURCE)
+        if source is None:
+            raise ReferenceError(f"{spec!r} needs the structure's file (a PDB) to read its residues from")
+        return OpenMMReference.from_forcefield(name.split(":", 1)[1].split(","), source)
     if name.startswith("python:"):
         parts = name.split(":")
         if len(parts) != 3:
