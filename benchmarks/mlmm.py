@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ PADDING_NM = 1.0
 CUTOFF_NM = 0.9  # the 2 nm box of 1 nm padding allows at most 1.0
 TEMPERATURE_K = 300.0
 SEED = 2026
+BLOCKS = 5  # basin populations' standard errors from this many consecutive blocks
 # basins of the alanine dipeptide's Ramachandran plot (degrees): the usual coarse division
 BASINS = {
     "beta/PPII (phi<0, psi>50 or psi<-120)": lambda phi, psi: (phi < 0) & ((psi > 50) | (psi < -120)),
@@ -80,13 +82,14 @@ def run_mlmm(options) -> dict:
             "closest_distance_ratio": summary.closest_distance_ratio, "closest_pair": summary.closest_pair}  # fmt: skip
 
 
-def run_all_mm(options) -> dict:
-    """The same box, integrator, barostat, seed and reporters, with amber14 for the dipeptide too."""
+def run_all_mm(options, flexible: bool = False) -> dict:
+    """The same box, integrator, barostat, seed and reporters, with amber14 for the dipeptide too (`flexible`:
+    no constraints on it, as the ML/MM run's; the water rigid in both)."""
     import openmm
     import openmm.app as app
     from openmm import unit
 
-    from mdplugin.engines import simulate as md
+    from mdplugin.md import simulate as md
     from mdplugin.md.mlmm import MLRegion, create_mm_system, load_forcefield, solvate
     from mdplugin.md.reporters import DCDReporter, StateReporter
     from mdplugin.md.structure_input import read_structure
@@ -94,7 +97,7 @@ def run_all_mm(options) -> dict:
     topology, positions, _ = read_structure(options.structure)
     forcefield = load_forcefield(options.forcefield)
     topology, positions = solvate(topology, positions, forcefield, options)
-    system = create_mm_system(MLRegion([], forcefield, "none"), topology, options)
+    system = create_mm_system(MLRegion([], forcefield, "none"), topology, options, None if flexible else app.HBonds)
     system.addForce(md.create_barostat(options))
     platform, properties = md.get_platform(options.platform, None)
     simulation = app.Simulation(topology, system, md.create_integrator(options), platform, properties)
@@ -146,6 +149,9 @@ def analyse(prefix: Path, skip_fraction: float) -> dict:
     apart = [(i, j) for n, i in enumerate(heavy) for j in heavy[n + 1 :] if (i, j) not in near]
     contacts = mdtraj.compute_distances(trajectory, apart, periodic=True).min(axis=1) * 10.0  # Å
     populations = {name: float(np.mean(inside(phi[frames], psi[frames]))) for name, inside in BASINS.items()}
+    blocks = np.array_split(np.flatnonzero(frames), BLOCKS)  # block averages: correlated frames, honest errors
+    errors = {name: float(np.std([np.mean(inside(phi[b], psi[b])) for b in blocks], ddof=1) / np.sqrt(BLOCKS))
+              for name, inside in BASINS.items()}  # fmt: skip
     return {
         "time_ps": time_ps,
         "potential_energy_kj": data["Potential Energy (kJ/mole)"],
@@ -159,6 +165,7 @@ def analyse(prefix: Path, skip_fraction: float) -> dict:
         "phi_deg": phi,
         "psi_deg": psi,
         "basin_populations": populations,
+        "basin_population_errors": errors,
         "frames_analysed": int(frames.sum()),
         "bond_stretch_range": [float(stretch.min()), float(stretch.max())],
         "longest_bond_nm": float(lengths.max()),
@@ -206,7 +213,8 @@ def markdown(results: dict) -> str:
             name, run["atoms"], run["ml_atoms"], report.number(run["ns_per_day"], 3),
             f"{run['density_g_per_ml']:.4f} ± {run['density_std']:.4f}",
             f"{run['temperature_k']:.1f} ± {run['temperature_std']:.1f}",
-            *(f"{100 * p:.1f}%" for p in run["basin_populations"].values()),
+            *(f"{100 * p:.1f} ± {100 * run.get('basin_population_errors', {}).get(name, np.nan):.1f}%"
+              for name, p in run["basin_populations"].items()),
             f"{run['bond_stretch_range'][0]:.2f}–{run['bond_stretch_range'][1]:.2f}",
             f"{run['closest_contact_median_angstrom']:.2f} ({100 * run['frames_with_contact_below_2_angstrom']:.0f}%)",
         ])  # fmt: skip
@@ -226,8 +234,11 @@ def markdown(results: dict) -> str:
         "Basins: beta/PPII = phi < 0 and psi > 50° or psi < -120°; alpha_R = phi < 0, -120° ≤ psi ≤ 50°; "
         "alpha_L/C7ax = phi > 0. The last column is the shortest distance between heavy atoms of the "
         "dipeptide more than two bonds apart (its two carbonyl oxygens are about 3 Å apart or more in a "
-        "sound molecule): below 2 Å the molecule has collapsed. The ML/MM dipeptide is flexible (openmm-ml frees the ML region's "
-        "constraints), the all-MM one has its bonds to hydrogen constrained; the water is rigid in both.",
+        "sound molecule): below 2 Å the molecule has collapsed. Populations ± the standard error of "
+        f"{BLOCKS} consecutive blocks. The ML/MM dipeptide is flexible (openmm-ml frees the ML region's "
+        "constraints), the all-MM one "
+        + ("too (no constraints on it)" if settings.get("flexible_mm") else "has its bonds to hydrogen constrained")
+        + "; the water is rigid in both.",
         "![Ramachandran](ramachandran.png)\n\n![energy, density, temperature](energy-density-temperature.png)",
         "Where each run ran: " + "; ".join(
             f"{name}: {run['machine']['cpu']}, {run['machine']['logical_cores']} cores, finished "
@@ -252,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--openmm-threads", type=int, default=None, help="CPU platform threads [OpenMM's choice]")
     parser.add_argument("--only", choices=("ML/MM", "all-MM"), default=None, help="run one of the two and stop")
     parser.add_argument("--reuse", action="store_true", help="reuse a finished run of the same length in --runs")
+    parser.add_argument("--flexible-mm", action="store_true", help="all-MM without constraints on the dipeptide")
     arguments = parser.parse_args(argv)
     if arguments.openmm_threads:
         os.environ["OPENMM_CPU_THREADS"] = str(arguments.openmm_threads)
@@ -270,17 +282,20 @@ def main(argv: list[str] | None = None) -> dict:
             "timestep_fs": arguments.timestep_fs,
             "report_interval": interval,
             "skip_fraction": arguments.skip_fraction,
+            "flexible_mm": arguments.flexible_mm,
         },  # fmt: skip
         "command": "python -m benchmarks.mlmm " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "runs": {},
     }
-    for name, runner in (("ML/MM", run_mlmm), ("all-MM", run_all_mm)):
+    all_mm = partial(run_all_mm, flexible=arguments.flexible_mm)
+    for name, runner in (("ML/MM", run_mlmm), ("all-MM", all_mm)):
         if arguments.only not in (None, name):
             continue
         prefix = arguments.runs / name.replace("/", "").lower()
         options = run_options(arguments.model, prefix, steps, arguments.timestep_fs, interval)
         timing = Path(f"{prefix}-timing.json")  # what a later --reuse needs: the run's cost and settings
-        record = {"steps": steps, "timestep_fs": arguments.timestep_fs, "report_interval": interval}
+        record = {"steps": steps, "timestep_fs": arguments.timestep_fs, "report_interval": interval,
+                  **({"flexible": True} if name == "all-MM" and arguments.flexible_mm else {})}  # fmt: skip
         if arguments.reuse and timing.is_file() and json.loads(timing.read_text())["record"] == record:
             outcome = json.loads(timing.read_text())["outcome"]
             print(f"{name}: reusing {prefix} ({outcome['wall_seconds']:.0f} s when it ran)", flush=True)

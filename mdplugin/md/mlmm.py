@@ -192,9 +192,12 @@ def check_no_cut_bonds(topology: app.Topology, atoms: list[int], description: st
     )
 
 
-def create_mm_system(region: MLRegion, topology: app.Topology, options: RunOptions) -> openmm.System:
+def create_mm_system(
+    region: MLRegion, topology: app.Topology, options: RunOptions, constraints: object = app.HBonds
+) -> openmm.System:
     """The force field's System for the whole structure: PME in a periodic box (else no cutoff), bonds
-    to hydrogen constrained and rigid water (mechanical embedding frees the ML region's constraints)."""
+    to hydrogen constrained (`constraints`) and rigid water (mechanical embedding frees the ML region's
+    constraints)."""
     periodic = topology.getPeriodicBoxVectors() is not None
     if periodic:
         vectors = topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer)
@@ -209,7 +212,7 @@ def create_mm_system(region: MLRegion, topology: app.Topology, options: RunOptio
             topology,
             nonbondedMethod=app.PME if periodic else app.NoCutoff,
             nonbondedCutoff=options.nonbonded_cutoff_nm * unit.nanometer,
-            constraints=app.HBonds,
+            constraints=constraints,
             rigidWater=True,
         )
     except ValueError as error:  # e.g. "No template found for residue 1 (MOL)"
