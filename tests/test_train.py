@@ -51,6 +51,23 @@ def test_training_lowers_the_validation_force_error(tmp_path, toy_data):
     assert (tmp_path / "model.csv").is_file() and (tmp_path / "model_loss.png").is_file()
 
 
+def test_a_restarted_schedule_warms_up_and_decays_again_over_the_added_epochs(tmp_path, toy_data):
+    from dataclasses import replace
+
+    first = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "model.pt"), epochs=3, **TINY)
+    train(first)
+    train(replace(first, epochs=6, restart_schedule=True, learning_rate=first.learning_rate / 2), resume=True)
+    rates = [row["learning_rate"] for row in read_checkpoint(tmp_path / "model.pt")["training"]["history"]]
+    assert rates[2] < 0.02 * first.learning_rate  # the first run's schedule ended near 1 % of its peak
+    assert rates[3] > 10 * rates[2] and rates[3] <= first.learning_rate / 2  # up again, to the new peak at most
+    assert rates[5] < 0.02 * first.learning_rate / 2  # and down near 1 % of it at the new end
+    continued = tmp_path / "continued.pt"
+    train(replace(first, output=str(continued)))
+    train(replace(first, output=str(continued), epochs=6), resume=True)  # without: the schedule goes on
+    rates = [row["learning_rate"] for row in read_checkpoint(continued)["training"]["history"]]
+    assert rates[3] < first.learning_rate / 2
+
+
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, toy_data):
     common = dict(train_files=[str(toy_data)], epochs=4, ema_decay=0.9, **TINY)
     train(TrainingOptions(output=str(tmp_path / "straight.pt"), **common))

@@ -79,6 +79,12 @@ NON_NEGATIVE = click.FloatRange(min=0)
     help="Fraction of all steps spent warming up the learning rate.",
 )
 @click.option(
+    "--restart-schedule",
+    is_flag=True,
+    help="With --resume: warm up and decay the learning rate again over the added epochs (fine-tuning on grown "
+    "data) instead of continuing the schedule near its end.",
+)
+@click.option(
     "--energy-weight",
     default=default("energy_weight"),
     type=NON_NEGATIVE,

@@ -42,6 +42,7 @@ STATE = "state.json"
 PLAUSIBLE_RATIO = 0.8
 MAX_RATTLED_FORCE = 30.0  # eV/Å: a rattled frame with a larger force component is not kept
 BOND_STRETCH = 1.5  # a molecule's bond beyond this x its start length is broken: the trajectory failed
+FINE_TUNING = 0.5  # later rounds' peak learning rate, relative to round 1's
 RESOURCES = ("max_rounds", "progress", "threads", "jobs")  # options a continued run may change
 
 
@@ -288,7 +289,10 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
             seed=options.seed + member,
             epochs=epochs,
             batch_size=options.batch_size,
-            learning_rate=options.learning_rate,
+            # a later round warms up and decays again from FINE_TUNING x the first round's peak: the schedule it
+            # left ended near 1 % of it, too low to learn the frames the round added
+            learning_rate=options.learning_rate * (1.0 if number == 1 else FINE_TUNING),
+            restart_schedule=number > 1,
             weight_decay=0.0,
             ema_decay=options.ema_decay,
             threads=options.threads,

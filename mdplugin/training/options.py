@@ -26,6 +26,9 @@ class TrainingOptions:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
+    # a resumed run warms up and decays the learning rate again over its own steps (fine-tuning on grown data),
+    # instead of continuing the schedule it left, which is near its end
+    restart_schedule: bool = False
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 10.0  # per-atom virial term, for frames with a stress label

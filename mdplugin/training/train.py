@@ -136,7 +136,8 @@ def on_cpu(state):
 
 
 # what a resumed run never takes from the run it continues: the data and files of this invocation
-NOT_RESUMED = {"train_files", "validation_files", "output", "elements", "progress", "threads", "device"}
+NOT_RESUMED = {"train_files", "validation_files", "output", "elements", "progress", "threads", "device",
+               "restart_schedule"}  # fmt: skip
 
 
 def resumed_options(options: TrainingOptions, checkpoint: dict, given: set[str] | None = None) -> TrainingOptions:
@@ -365,6 +366,10 @@ def train(
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
     # the schedule ends at the last epoch asked for, also when a resumed run has more (or fewer) frames
     total_steps = step + (options.epochs - start_epoch) * steps_per_epoch
+    schedule_start = step if resume and options.restart_schedule else 0
+
+    def rate(at: int) -> float:
+        return learning_rate_at(at - schedule_start, total_steps - schedule_start, options)
 
     scale = float(model.energy_scale)
     log_path = output.with_suffix(".csv")
@@ -385,7 +390,7 @@ def train(
                 batch["virial"] = rotation.transpose(1, 2) @ batch["virial"] @ rotation  # sum of r (x) f turns twice
             batch = to_device(batch, device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, total_steps, options)
+                group["lr"] = rate(step)
             # fused attention kernels have no double backward; the math kernel does
             with sdpa_kernel(SDPBackend.MATH):
                 energy, forces, virial = energy_and_forces(model, batch, training=True)
@@ -402,13 +407,13 @@ def train(
                 loss = loss + options.stress_weight * ((error / scale) ** 2).mean()
             if not torch.isfinite(loss):
                 progress.close()
-                raise _diverged(f"the loss became {loss.item()}", epoch, step, total_steps, options)
+                raise _diverged(f"the loss became {loss.item()}", epoch, step, rate(step), options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gradient_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), options.gradient_clip)
             if not torch.isfinite(gradient_norm):
                 progress.close()
-                raise _diverged(f"the gradient norm became {gradient_norm.item()}", epoch, step, total_steps, options)
+                raise _diverged(f"the gradient norm became {gradient_norm.item()}", epoch, step, rate(step), options)
             optimizer.step()
             if ema is not None:
                 with torch.no_grad():
@@ -424,12 +429,12 @@ def train(
         bad = non_finite_tensors(model.state_dict()) + non_finite_tensors(inference_model.state_dict())
         if bad:
             cause = f"the weights {', '.join(sorted(set(bad))[:3])} became NaN or infinite"
-            raise _diverged(cause, epoch, step - 1, total_steps, options)
+            raise _diverged(cause, epoch, step - 1, rate(step - 1), options)
         metrics = evaluate(inference_model, validation_set)
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "learning_rate": learning_rate_at(step - 1, total_steps, options),
+            "learning_rate": rate(step - 1),
             "train_energy_loss": float(np.mean([r[0] for r in running])),
             "train_force_loss": float(np.mean([r[1] for r in running])),
             **metrics,
@@ -470,12 +475,12 @@ def train(
     return output
 
 
-def _diverged(cause: str, epoch: int, step: int, total_steps: int, options: TrainingOptions) -> TrainingDiverged:
+def _diverged(cause: str, epoch: int, step: int, learning_rate: float, options: TrainingOptions) -> TrainingDiverged:
     # epochs before this one were saved (by this run or the one resumed); a diverged one never is
     kept = f"{options.output} keeps epoch {epoch}, the last one" if epoch > 0 else f"{options.output} was not written"
     return TrainingDiverged(
         f"training diverged in epoch {epoch + 1}, step {step + 1}: {cause} "
-        f"(learning rate {learning_rate_at(step, total_steps, options):.3g}). The learning rate is most likely "
+        f"(learning rate {learning_rate:.3g}). The learning rate is most likely "
         f"too high: lower --learning-rate (now {options.learning_rate:g}), lengthen --warmup-fraction or lower "
         f"--gradient-clip, and train again; {kept}"
     )
