@@ -458,7 +458,8 @@ def learn(options: LearnOptions, say=print) -> dict:
     run = Run(options)
     with torch_threads(options.threads):
         initial_data(run, options, starts)
-        say(f"round 0: {len(run.data_files())} data file(s) from the reference's own MD")
+        say(f"{run.folder}: {len(run.data_files())} data file(s) so far (round 0: the reference's own MD), "
+            f"{len(run.state['rounds'])} round(s) done")  # fmt: skip
         while not run.state.get("converged") and len(run.state["rounds"]) < options.max_rounds:
             number = len(run.state["rounds"]) + 1
             clock = Clock()
