@@ -4,7 +4,8 @@
    at every report) runs `--ps` of Langevin NVT at `--temperature-k`;
 2. every frame: each covalent bond of the start structure against its length there (the target: none more
    than 0.5 Å away), and the pair-distance distribution h(r);
-3. the reference (GFN2-xTB through ASE, Langevin at the same temperature and friction) runs `--reference-ps`
+3. the reference (`--reference`, as `mdplugin learn` takes it; Langevin in ASE at the same temperature and
+   friction) runs `--reference-ps`
    from the same start; its h(r) is the target, compared as the integral of |h_model - h_reference| over r
    (0 when equal, 2 when disjoint) beside the same integral between the reference's two halves (its noise).
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
-from benchmarks.out_of_domain import bonds, relaxed_calculator
+from benchmarks.out_of_domain import bonds
 
 BINS = np.linspace(0.0, 6.0, 301)  # Å: h(r) of a small molecule lies within
 FRICTION_PER_PS = 1.0
@@ -42,7 +43,7 @@ def model_md(model: Path, structure: Path, options, folder: Path) -> dict:
 
     steps = round(options.ps * 1000 / options.timestep_fs)
     prefix = folder / "model-md"
-    command = [sys.executable, "-m", "mdplugin.cli.main", "run", str(structure), "-m", str(model), "-o", str(prefix),
+    command = [sys.executable, "-m", "mdplugin", "run", str(structure), "-m", str(model), "-o", str(prefix),
                "--steps", str(steps), "--timestep-fs", str(options.timestep_fs), "--temperature-k",
                str(options.temperature_k), "--friction-per-ps", str(FRICTION_PER_PS), "--report-interval",
                str(options.report_interval), "--trajectory-format", "pdb", "--seed", str(options.seed),
@@ -55,22 +56,22 @@ def model_md(model: Path, structure: Path, options, folder: Path) -> dict:
     with open(f"{prefix}.csv") as handle:
         rows = list(csv.DictReader(handle))
     deviation = [float(row["Max force deviation (eV/A)"]) for row in rows]
-    frames = ase.io.read(f"{prefix}.pdb", index=":")
+    frames = [frame for frame in ase.io.read(f"{prefix}.pdb", index=":") if len(frame)]  # ASE: an empty one at END
     return {"frames": frames, "deviation": np.array(deviation), "seconds": seconds, "steps": steps}
 
 
 def reference_md(structure, options) -> tuple[list, float]:
-    """The reference's own Langevin NVT from the same start, a frame every `report_interval` steps."""
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    """The reference's own Langevin NVT from the same start (learn's round-0 dynamics), a frame every
+    `report_interval` steps."""
+    from types import SimpleNamespace
+
+    from mdplugin.learn.loop import langevin
+    from mdplugin.learn.reference import reference_calculator
 
     atoms = structure.copy()
-    atoms.calc = relaxed_calculator(atoms)
-    rng = np.random.default_rng(options.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=options.temperature_k, rng=rng)
-    dynamics = Langevin(atoms, options.timestep_fs * units.fs, temperature_K=options.temperature_k,
-                        friction=FRICTION_PER_PS / 1000 / units.fs, rng=rng)  # fmt: skip
+    settings = SimpleNamespace(timestep_fs=options.timestep_fs, friction_per_fs=FRICTION_PER_PS / 1000)
+    dynamics = langevin(atoms, reference_calculator(options.reference, atoms), options.temperature_k, settings,
+                        options.seed)  # fmt: skip
     frames, start = [], time.perf_counter()
     for _ in range(round(options.reference_ps * 1000 / options.timestep_fs / options.report_interval)):
         dynamics.run(options.report_interval)
@@ -111,7 +112,7 @@ def plot(model_h: np.ndarray, reference_h: np.ndarray, path: Path, title: str) -
 
     centres = 0.5 * (BINS[1:] + BINS[:-1])
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot(centres, reference_h, label="reference (GFN2-xTB MD)", color="black")
+    axis.plot(centres, reference_h, label="reference's MD", color="black")
     axis.plot(centres, model_h, label="learned model (OpenMM)", color="tab:red", linestyle="--")
     axis.set_xlabel("r (Å)")
     axis.set_ylabel("h(r) (1/Å)")
@@ -122,19 +123,20 @@ def plot(model_h: np.ndarray, reference_h: np.ndarray, path: Path, title: str) -
     plt.close(figure)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path, help="the committee export `mdplugin learn` wrote")
     parser.add_argument("structure", type=Path, help="the start structure (the one the loop learned from)")
     parser.add_argument("--temperature-k", type=float, default=500.0)
     parser.add_argument("--ps", type=float, default=200.0, help="the model's MD")
+    parser.add_argument("--reference", default="gfn2-xtb", help="the loop's reference (mdplugin learn --reference)")
     parser.add_argument("--reference-ps", type=float, default=20.0, help="the reference's own MD")
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--report-interval", type=int, default=200)
     parser.add_argument("--threshold", type=float, default=0.15, help="deviation threshold, eV/Å (learn's lower)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learn/ethanol"))
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
 
     import ase.io
 
@@ -171,7 +173,7 @@ def main() -> None:
     rows = [
         ["model MD (OpenMM, member 0)", f"{options.ps:g} ps", f"{run['seconds'] / 60:.1f} min",
          f"{results['model_ms_per_step']:.2f} ms/step"],
-        ["reference MD (GFN2-xTB, ASE)", f"{options.reference_ps:g} ps", f"{reference_seconds / 60:.1f} min", ""],
+        [f"reference MD ({options.reference}, ASE)", f"{options.reference_ps:g} ps", f"{reference_seconds / 60:.1f} min", ""],
     ]  # fmt: skip
     text = [
         f"# {options.structure.stem}: the learned model in {options.ps:g} ps of NVT at {options.temperature_k:g} K",
@@ -192,6 +194,7 @@ def main() -> None:
     ]
     (options.output / "learned_md.md").write_text("\n".join(text))
     print("\n".join(text))
+    return results
 
 
 if __name__ == "__main__":

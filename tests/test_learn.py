@@ -88,6 +88,22 @@ def test_members_train_side_by_side_in_worker_processes(toy, tmp_path):
     assert members[0]["training"]["history"] != members[1]["training"]["history"]
 
 
+def test_the_learned_model_runs_in_openmm_against_the_reference(toy, tmp_path):
+    """benchmarks.learned_md end to end on a tiny committee: `mdplugin run` (OpenMM, deviation column), the
+    reference's own MD, bond excursions, h(r) and the report."""
+    from benchmarks import learned_md
+
+    state = loop.learn(tiny(toy, tmp_path / "run"), say=lambda _: None)
+    results = learned_md.main([state["export"], toy, "--reference", "emt", "--temperature-k", "300", "--ps", "0.05",
+                               "--reference-ps", "0.05", "--report-interval", "10", "--output", str(tmp_path / "md")])  # fmt: skip
+    assert results["model_frames"] == 10 and len(results["bond_excursions_angstrom"]) > 0
+    assert 0 <= results["h_difference"] <= 2 and 0 <= results["fraction_below_threshold"] <= 1
+    assert results["deviation_max"] >= results["deviation_median"] >= 0
+    assert (tmp_path / "md" / "h_of_r.png").is_file() and "Largest bond departure" in (
+        tmp_path / "md" / "learned_md.md"
+    ).read_text()
+
+
 def test_a_broken_bond_is_named():
     molecule = ase.Atoms("CHHOHN", positions=TOY)
     bonds = loop.covalent_bonds(molecule)
