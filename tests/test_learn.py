@@ -104,6 +104,20 @@ def test_the_learned_model_runs_in_openmm_against_the_reference(toy, tmp_path):
     ).read_text()
 
 
+def test_the_deviation_reuses_the_driving_members_forces(toy, tmp_path):
+    from mdplugin.engines.ase_calculator import TransformerCalculator
+    from mdplugin.learn.committee import Committee
+
+    state = loop.learn(tiny(toy, tmp_path / "run"), say=lambda _: None)
+    committee = Committee.load(state["rounds"][0]["members"])
+    atoms = ase.io.read(toy)
+    atoms.calc = TransformerCalculator(committee.members[0])
+    atoms.get_forces()
+    lead = loop.driven(atoms)
+    with_lead, without = committee.deviation(atoms, lead=lead), committee.deviation(atoms)
+    assert with_lead.max_force == pytest.approx(without.max_force, rel=1e-6) and with_lead.max_force > 0
+
+
 def test_a_broken_bond_is_named():
     molecule = ase.Atoms("CHHOHN", positions=TOY)
     bonds = loop.covalent_bonds(molecule)

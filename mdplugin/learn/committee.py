@@ -40,10 +40,13 @@ class Committee:
     def load(cls, paths: list[str | Path], threads: int | None = 1) -> Committee:
         return cls([Potential.load(path, threads=threads) for path in paths])
 
-    def deviation(self, atoms) -> Deviation:
+    def deviation(self, atoms, lead=None) -> Deviation:
+        """`lead`: member 0's result (.energy, .forces) at these positions when the caller has it (the MD that
+        member 0 drives does): K - 1 evaluations instead of K."""
         if self.size < 2:
             raise ValueError(f"the deviation needs at least 2 models to disagree, this committee has {self.size}")
-        results = [member.evaluate_atoms(atoms) for member in self.members]
+        others = [member.evaluate_atoms(atoms) for member in self.members[1:]]
+        results = [lead or self.members[0].evaluate_atoms(atoms), *others]
         forces = np.stack([result.forces for result in results])  # [K, N, 3]
         mean = forces.mean(0)
         per_atom = np.sqrt(((forces - mean) ** 2).sum(-1).mean(0))

@@ -370,7 +370,7 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         record["checks"] += 1
         record["closest_ratios"].append(ratio)
         if committee.size > 1:
-            deviation = committee.deviation(atoms).max_force
+            deviation = committee.deviation(atoms, lead=driven(atoms)).max_force
             record["deviations"].append(deviation)
             record["max_deviation"] = max(record["max_deviation"], deviation)
             flagged, failure = deviation >= options.lower, deviation >= options.upper
@@ -394,6 +394,14 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
         keep = np.linspace(0, len(candidates) - 1, options.max_new_frames).round().astype(int)
         candidates = [candidates[i] for i in sorted(set(keep))]
     return record, candidates
+
+
+def driven(atoms):
+    """Member 0's energy and forces at the atoms' positions, as its calculator left them after the MD step."""
+    from types import SimpleNamespace
+
+    results = atoms.calc.results
+    return SimpleNamespace(energy=results["energy"], forces=results["forces"]) if "forces" in results else None
 
 
 def covalent_bonds(atoms) -> list[tuple[int, int, float]]:
