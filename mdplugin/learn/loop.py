@@ -498,7 +498,13 @@ def learn(options: LearnOptions, say=print) -> dict:
             run.save()
             say(
                 f"round {number}: {summary['failures']} failed trajectories, {summary['fraction_above_lower']:.1%} of "
-                f"{summary['checks']} checks above {options.lower:g} eV/Å, {len(new_frames)} frames added"
+                f"{summary['checks']} checks flagged ("
+                + (
+                    f"force deviation above {options.lower:g} eV/Å"
+                    if options.committee > 1
+                    else "contacts closer than the training data's"
+                )
+                + f"), {len(new_frames)} frames added"
                 + (" - converged" if done else "")
             )
         from mdplugin.export.committee import export_committee
