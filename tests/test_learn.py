@@ -34,7 +34,7 @@ def toy(tmp_path) -> str:
 def tiny(structure: str, output: Path, **changes) -> LearnOptions:
     """Seconds per round: two members of width 16, 20 reference frames, 40 MD steps per trajectory."""
     settings = dict(structures=[structure], reference="emt", output=str(output), committee=2, max_rounds=1,
-                    initial_frames=20, rattled_frames=5, md_steps=40, trajectories=1, check_every=10, training_steps=8,
+                    initial_frames=20, test_frames=4, rattled_frames=5, md_steps=40, trajectories=1, check_every=10, training_steps=8,
                     steps_per_round=4, jobs=1,
                     model=ModelConfig(width=16, depth=1, heads=2), progress=False)  # fmt: skip
     return LearnOptions(**{**settings, **changes})
@@ -66,6 +66,11 @@ def test_the_report_draws_the_rounds_and_counts_the_time(toy, tmp_path):
     assert state["seconds"]["cpu"] >= state["round_0_seconds"]["cpu"] > 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert (tmp_path / "run" / "report.png").stat().st_size > 10_000 and "min CPU in all" in report
+    # the test set: separate reference trajectories (4 frames at each of 300 and 450 K), what every round reports
+    assert len(ase.io.read(state["data"]["test"], index=":")) == 8 and "| round | test force MAE" in report
+    from mdplugin.model.checkpoint import read_checkpoint
+
+    assert read_checkpoint(record["members"][0])["training"]["options"]["validation_files"] == [state["data"]["test"]]
 
 
 def test_a_single_model_is_checked_by_closest_contacts_and_exported_alone(toy, tmp_path):

@@ -68,6 +68,13 @@ def numbers(text: str, option: str) -> list[float]:
     help="Round 0: MD steps between the reference's frames.",
 )
 @click.option(
+    "--test-frames",
+    default=DEFAULTS.test_frames,
+    type=click.IntRange(min=0),
+    help="Round 0: frames per structure and temperature from separate reference trajectories, the test set of "
+    "every round (0: a random tenth of the training data instead).",
+)
+@click.option(
     "--rattled-frames",
     default=DEFAULTS.rattled_frames,
     type=click.IntRange(min=0),

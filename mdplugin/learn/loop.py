@@ -208,32 +208,44 @@ def langevin(atoms, calculator, temperature_k: float, options: LearnOptions, see
                     friction=options.friction_per_fs / units.fs, fixcm=False, rng=rng)  # fmt: skip
 
 
+def reference_md(
+    start, calculator, temperature: float, frames: int, seed: int, options: LearnOptions, name: str
+) -> list:
+    """`frames` labelled frames of the reference's own Langevin MD, `initial_stride` steps apart."""
+    atoms = start.copy()
+    dynamics = langevin(atoms, calculator, temperature, options, seed=seed)
+    labelled = []
+    for frame in range(frames):
+        try:
+            dynamics.run(options.initial_stride)
+        except ReferenceError:
+            raise
+        except Exception as error:
+            raise ReferenceError(
+                f"the reference's own MD of {name} at {temperature:g} K failed at frame {frame} "
+                f"({type(error).__name__}: {error})"
+            ) from None
+        labelled.append(label(atoms, calculator, f"frame {frame} of the reference's MD of {name} at {temperature:g} K"))
+    return labelled
+
+
 def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
-    """Round 0: the reference's own MD frames (fully labelled) and rattled frames (forces only)."""
+    """Round 0: the reference's own MD frames (fully labelled), rattled frames (forces only) and the test set."""
     if "round-000" in run.state["data"]:
         return
     clock = Clock()
-    thermal, rattled = [], []
+    thermal, rattled, test = [], [], []
     rng = np.random.default_rng(options.seed)
     for index, (name, start) in enumerate(starting_points(starts, options)):
         calculator = reference_calculator(options.reference, start)
         first = len(thermal)
         for temperature in temperatures(options):
-            atoms = start.copy()
-            dynamics = langevin(atoms, calculator, temperature, options, seed=options.seed + 1000 * index)
-            for frame in range(options.initial_frames):
-                try:
-                    dynamics.run(options.initial_stride)
-                except ReferenceError:
-                    raise
-                except Exception as error:
-                    raise ReferenceError(
-                        f"the reference's own MD of {name} at {temperature:g} K failed at frame {frame} "
-                        f"({type(error).__name__}: {error})"
-                    ) from None
-                thermal.append(
-                    label(atoms, calculator, f"frame {frame} of the reference's MD of {name} at {temperature:g} K")
-                )
+            seed = options.seed + 1000 * index
+            thermal += reference_md(start, calculator, temperature, options.initial_frames, seed, options, name)
+            # the test set: a trajectory of its own, never trained on, the same for every round
+            test += reference_md(
+                start, calculator, temperature, options.test_frames, seed + 500, options, f"{name} (test)"
+            )
         # thermal frames of this start, displaced further (as the stable water models' recipe did): close
         # contacts with forces a model should know; frames beyond MAX_RATTLED_FORCE would dominate the loss
         for frame in range(options.rattled_frames):
@@ -243,6 +255,8 @@ def initial_data(run: Run, options: LearnOptions, starts: list) -> None:
             if np.abs(labelled.calc.results["forces"]).max() <= MAX_RATTLED_FORCE:
                 rattled.append(labelled)
     run.state["data"]["round-000"] = write_frames(thermal, run.folder / "data" / "round-000.extxyz")
+    if test:
+        run.state["data"]["test"] = write_frames(test, run.folder / "data" / "test.extxyz")
     if rattled:
         run.state["data"]["rattled"] = write_frames(rattled, run.folder / "data" / "rattled.extxyz")
     run.state["round_0_seconds"] = clock.elapsed()
@@ -283,6 +297,7 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
             resume = True
         settings = TrainingOptions(
             train_files=run.data_files(),
+            validation_files=[run.state["data"]["test"]] if "test" in run.state["data"] else [],
             forces_only_files=[run.state["data"]["rattled"]] if "rattled" in run.state["data"] else [],
             output=str(path),
             model=replace(model),
@@ -538,7 +553,7 @@ def summarize_round(number: int, members: list[str], records: list[dict], added:
     return {
         "round": number,
         "members": members,
-        "validation_force_mae_mev_per_a": last["force_mae_mev_per_a"],
+        "validation_force_mae_mev_per_a": last["force_mae_mev_per_a"],  # the test set when the run has one
         "validation_energy_mae_mev_per_atom": last["energy_mae_mev_per_atom"],
         "trajectories": [{k: v for k, v in r.items() if k not in ("deviations", "closest_ratios")} for r in records],
         "failures": sum(r["failed"] is not None for r in records),
@@ -570,7 +585,8 @@ def write_report(run: Run) -> Path:
         f"{options.get('trajectories', 1)} trajectories of {options['md_steps']} steps x {options['timestep_fs']} fs "
         "per structure and temperature.",
         "",
-        "| round | validation force MAE (meV/Å) | failed trajectories | checks | flagged | frames added | "
+        f"| round | {'test' if 'test' in run.state['data'] else 'validation'} force MAE (meV/Å) | failed trajectories "
+        "| checks | flagged | frames added | "
         "wall clock (min) | CPU (min) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -611,7 +627,7 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     numbers = [r["round"] for r in rounds]
     figure, (error, checks, histogram) = plt.subplots(1, 3, figsize=(13, 3.6))
     error.plot(numbers, [r["validation_force_mae_mev_per_a"] for r in rounds], "o-")
-    error.set(xlabel="round", ylabel="validation force MAE (meV/Å)", yscale="log")
+    error.set(xlabel="round", ylabel="test (or validation) force MAE (meV/Å)", yscale="log")
     checks.plot(numbers, [100 * r["fraction_above_lower"] for r in rounds], "o-", label="checks flagged")
     checks.plot(numbers, [100 * r["failures"] / max(1, len(r["trajectories"])) for r in rounds], "s--",
                 label="trajectories failed")  # fmt: skip

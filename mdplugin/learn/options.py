@@ -20,6 +20,7 @@ class LearnOptions:
     # few, and the first committee disagrees at once everywhere, so that each round adds a frame per trajectory
     initial_frames: int = 100
     initial_stride: int = 20  # steps between them
+    test_frames: int = 20  # per structure and temperature, from trajectories of their own: every round's test set
     # periodic boxes are also sampled at these volume factors: a many-body model's virial is not fixed by forces,
     # and a model that saw one density drifts away from it under a barostat
     volume_scales: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
