@@ -68,6 +68,7 @@ def test_the_report_draws_the_rounds_and_counts_the_time(toy, tmp_path):
     assert (tmp_path / "run" / "report.png").stat().st_size > 10_000 and "min CPU in all" in report
     # the test set: separate reference trajectories (4 frames at each of 300 and 450 K), what every round reports
     assert len(ase.io.read(state["data"]["test"], index=":")) == 8 and "| round | test force MAE" in report
+    assert 0 < record["test_deviation"]["median"] <= record["test_deviation"]["p99"]  # the committee on known frames
     from mdplugin.model.checkpoint import read_checkpoint
 
     assert read_checkpoint(record["members"][0])["training"]["options"]["validation_files"] == [state["data"]["test"]]

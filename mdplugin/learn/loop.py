@@ -506,6 +506,7 @@ def learn(options: LearnOptions, say=print) -> dict:
                 key = f"round-{number:03d}"
                 run.state["data"][key] = write_frames(new_frames, run.folder / "data" / f"{key}.extxyz")
             summary = summarize_round(number, members, records, len(new_frames), options)
+            summary["test_deviation"] = known_deviation(committee, run)
             summary["seconds"] = clock.elapsed()
             add_time(run.state, summary["seconds"])
             run.state["rounds"].append(summary)
@@ -535,6 +536,17 @@ def learn(options: LearnOptions, say=print) -> dict:
         run.save()
     write_report(run)
     return run.state
+
+
+def known_deviation(committee: Committee, run: Run) -> dict | None:
+    """The committee's force deviation on the test set (eV/Å): how much it disagrees where the reference's own
+    MD goes. Trust levels below its upper percentiles flag frames like those the models were trained on."""
+    import ase.io
+
+    if committee.size < 2 or "test" not in run.state["data"]:
+        return None
+    values = [committee.deviation(frame).max_force for frame in ase.io.read(run.state["data"]["test"], index=":")]
+    return {name: float(np.percentile(values, q)) for name, q in (("median", 50), ("p90", 90), ("p99", 99))}
 
 
 def summarize_round(number: int, members: list[str], records: list[dict], added: int, options) -> dict:
@@ -586,15 +598,15 @@ def write_report(run: Run) -> Path:
         "per structure and temperature.",
         "",
         f"| round | {'test' if 'test' in run.state['data'] else 'validation'} force MAE (meV/Å) | failed trajectories "
-        "| checks | flagged | frames added | "
+        "| test-set deviation median / p99 (eV/Å) | checks | flagged | frames added | "
         "wall clock (min) | CPU (min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in run.state["rounds"]:
         time = r.get("seconds", {})
         lines.append(
             f"| {r['round']} | {r['validation_force_mae_mev_per_a']:.1f} | {r['failures']} / {len(r['trajectories'])} "
-            f"| {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} "
+            f"| {known(r.get('test_deviation'))} | {r['checks']} | {r['fraction_above_lower']:.1%} | {r['frames_added']} "
             f"| {time.get('wall', math.nan) / 60:.1f} | {time.get('cpu', math.nan) / 60:.1f} |"
         )
     ending = "converged" if run.state.get("converged") else f"did not converge in {len(run.state['rounds'])} rounds"
@@ -615,6 +627,10 @@ def write_report(run: Run) -> Path:
     path = run.folder / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def known(deviation: dict | None) -> str:
+    return "–" if not deviation else f"{deviation['median']:.3f} / {deviation['p99']:.3f}"
 
 
 def plot_rounds(rounds: list[dict], path: Path) -> None:
