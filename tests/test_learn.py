@@ -69,6 +69,10 @@ def test_the_report_draws_the_rounds_and_counts_the_time(toy, tmp_path):
     # the test set: separate reference trajectories (4 frames at each of 300 and 450 K), what every round reports
     assert len(ase.io.read(state["data"]["test"], index=":")) == 8 and "| round | test force MAE" in report
     assert 0 < record["test_deviation"]["median"] <= record["test_deviation"]["p99"]  # the committee on known frames
+    # trust levels not given: from that deviation, decided once and recorded
+    levels = state["trust_levels"]
+    assert levels["lower"] == pytest.approx(max(loop.AUTO_LOWER_FLOOR, record["test_deviation"]["p99"]))
+    assert levels["upper"] == pytest.approx(loop.AUTO_UPPER * levels["lower"]) and "99th percentile" in report
     from mdplugin.model.checkpoint import read_checkpoint
 
     assert read_checkpoint(record["members"][0])["training"]["options"]["validation_files"] == [state["data"]["test"]]

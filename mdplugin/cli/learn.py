@@ -100,13 +100,15 @@ def numbers(text: str, option: str) -> list[float]:
     "--lower",
     default=DEFAULTS.lower,
     type=click.FloatRange(min=0, min_open=True),
-    help="Trust level, eV/Å: frames whose force deviation is above it are labelled.",
+    help="Trust level, eV/Å: frames whose force deviation is above it are labelled [default: after round 1, the "
+    "99th percentile of the committee's deviation on the test set].",
 )
 @click.option(
     "--upper",
     default=DEFAULTS.upper,
     type=click.FloatRange(min=0, min_open=True),
-    help="Trust level, eV/Å: above it a frame is unphysical and the trajectory failed there.",
+    help="Trust level, eV/Å: above it a frame is unphysical and the trajectory failed there [default: 3x the "
+    "lower one].",
 )
 @click.option(
     "--converged-fraction",

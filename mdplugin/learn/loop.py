@@ -42,6 +42,9 @@ STATE = "state.json"
 PLAUSIBLE_RATIO = 0.8
 MAX_RATTLED_FORCE = 30.0  # eV/Å: a rattled frame with a larger force component is not kept
 BOND_STRETCH = 1.5  # a molecule's bond beyond this x its start length is broken: the trajectory failed
+AUTO_LOWER_FLOOR = 0.05  # eV/Å: the automatic lower trust level is never below (a reference's own noise)
+AUTO_UPPER = 3.0  # the automatic upper trust level, x the lower one
+FALLBACK_LOWER = 0.15  # eV/Å: without a test set
 FINE_TUNING = 0.5  # later rounds' peak learning rate, relative to round 1's
 RESOURCES = ("max_rounds", "progress", "threads", "jobs")  # options a continued run may change
 
@@ -53,10 +56,9 @@ def check_options(options: LearnOptions) -> None:
     if options.committee < 1:
         raise ValueError(f"--committee must be at least 1 (1: a single model, checked by closest contacts only), "
                          f"got {options.committee}")  # fmt: skip
-    if not 0 < options.lower < options.upper < math.inf:
-        raise ValueError(
-            f"the trust levels must satisfy 0 < lower < upper, got {options.lower:g} and {options.upper:g}"
-        )
+    given = [level for level in (options.lower, options.upper) if level is not None]
+    if not all(0 < level < math.inf for level in given) or (len(given) == 2 and not given[0] < given[1]):
+        raise ValueError(f"the trust levels must satisfy 0 < lower < upper, got {options.lower} and {options.upper}")
     if not options.temperatures_k or not all(0 < t <= 5000 for t in options.temperatures_k):
         raise ValueError(f"temperatures must lie in (0, 5000] K, got {options.temperatures_k}")
     if not 1 <= options.overheat <= 3:
@@ -352,7 +354,28 @@ def train_members(work: list, processes: int) -> None:
 # ---------------------------------------------------------------------------- sampling
 
 
-def sample(committee: Committee, options: LearnOptions, start, temperature: float, seed: int) -> tuple[dict, list]:
+def trust_levels(run: Run, options: LearnOptions, committee: Committee) -> tuple[float, float]:
+    """The run's trust levels (eV/Å), decided once and recorded: as given, or (not given) from round 1's
+    committee on the test set: `lower` at its 99th percentile, so that frames like those the members learned
+    fall below it whatever the model's accuracy, and `upper` at AUTO_UPPER x lower."""
+    if "trust_levels" not in run.state:
+        lower, upper, source = options.lower, options.upper, "given"
+        if lower is None:
+            known = known_deviation(committee, run)
+            lower = max(AUTO_LOWER_FLOOR, known["p99"]) if known else FALLBACK_LOWER
+            source = "round 1's test-set deviation, 99th percentile" if known else "no test set: the fallback"
+        if upper is None:
+            upper = max(AUTO_UPPER * lower, (lower + 1e-3))
+        if not lower < upper:
+            raise ValueError(f"--upper {upper:g} must exceed the lower trust level {lower:g} ({source})")
+        run.state["trust_levels"] = {"lower": lower, "upper": upper, "lower_from": source}
+    levels = run.state["trust_levels"]
+    return levels["lower"], levels["upper"]
+
+
+def sample(
+    committee: Committee, options: LearnOptions, start, temperature: float, seed: int, levels: tuple[float, float]
+) -> tuple[dict, list]:
     """One trajectory with member 0, checked every `check_every` steps: its record and the frames selected for
     labelling. A committee checks by its force deviation (DP-GEN's trust levels); a single model can only check
     its closest contacts against the training data's (flagged below 1x, failed below PLAUSIBLE_RATIO). Both
@@ -388,8 +411,8 @@ def sample(committee: Committee, options: LearnOptions, start, temperature: floa
             deviation = committee.deviation(atoms, lead=driven(atoms)).max_force
             record["deviations"].append(deviation)
             record["max_deviation"] = max(record["max_deviation"], deviation)
-            flagged, failure = deviation >= options.lower, deviation >= options.upper
-            why = f"force deviation {deviation:.3f} eV/Å above {options.upper:g}"
+            flagged, failure = deviation >= levels[0], deviation >= levels[1]
+            why = f"force deviation {deviation:.3f} eV/Å above {levels[1]:g}"
         else:
             flagged, failure = ratio < 1.0, ratio < PLAUSIBLE_RATIO
             why = f"closest contact {ratio:.2f}x the training data's shortest, below {PLAUSIBLE_RATIO:g}x"
@@ -488,12 +511,13 @@ def learn(options: LearnOptions, say=print) -> dict:
             clock = Clock()
             members = train_committee(run, options, number)
             committee = Committee.load(members, threads=options.threads)
+            levels = trust_levels(run, options, committee) if committee.size > 1 else (math.nan, math.nan)
             records, selected = [], []
             for index, (name, start) in enumerate(starting_points(starts, options)):
                 for temperature in temperatures(options):
                     for repeat in range(options.trajectories):
                         seed = options.seed + 7919 * number + 101 * index + 13 * repeat + int(temperature)
-                        record, frames = sample(committee, options, start, temperature, seed)
+                        record, frames = sample(committee, options, start, temperature, seed, levels)
                         record["structure"] = name
                         records.append(record)
                         selected += frames
@@ -505,7 +529,7 @@ def learn(options: LearnOptions, say=print) -> dict:
                     new_frames.append(label(frame, calculator, f"selected frame {i} of round {number}"))
                 key = f"round-{number:03d}"
                 run.state["data"][key] = write_frames(new_frames, run.folder / "data" / f"{key}.extxyz")
-            summary = summarize_round(number, members, records, len(new_frames), options)
+            summary = summarize_round(number, members, records, len(new_frames), options, levels)
             summary["test_deviation"] = known_deviation(committee, run)
             summary["seconds"] = clock.elapsed()
             add_time(run.state, summary["seconds"])
@@ -516,7 +540,7 @@ def learn(options: LearnOptions, say=print) -> dict:
                 f"round {number}: {summary['failures']} failed trajectories, {summary['fraction_above_lower']:.1%} of "
                 f"{summary['checks']} checks flagged ("
                 + (
-                    f"force deviation above {options.lower:g} eV/Å"
+                    f"force deviation above {levels[0]:.3g} eV/Å"
                     if options.committee > 1
                     else "contacts closer than the training data's"
                 )
@@ -549,14 +573,14 @@ def known_deviation(committee: Committee, run: Run) -> dict | None:
     return {name: float(np.percentile(values, q)) for name, q in (("median", 50), ("p90", 90), ("p99", 99))}
 
 
-def summarize_round(number: int, members: list[str], records: list[dict], added: int, options) -> dict:
+def summarize_round(number: int, members: list[str], records: list[dict], added: int, options, levels) -> dict:
     from mdplugin.model.checkpoint import read_checkpoint
 
     checks = sum(r["checks"] for r in records)
     above = sum(r["above_lower"] for r in records)
     last = read_checkpoint(members[0])["training"]["history"][-1]
     if options.committee > 1:  # the force deviation, eV/Å
-        bins = [0, options.lower / 2, options.lower, options.upper, np.inf]
+        bins = [0, levels[0] / 2, levels[0], levels[1], np.inf]
         values = [value for r in records for value in r["deviations"]]
     else:  # a single model's closest contact over the training data's shortest
         bins = [0, PLAUSIBLE_RATIO, 1.0, 1.2, np.inf]
@@ -584,7 +608,7 @@ def write_report(run: Run) -> Path:
     """report.md (one row per round, and what the loop ended with) and report.png (the same, drawn)."""
     options = run.state["options"]
     check = (
-        f"committee of {options['committee']}, trust levels {options['lower']}-{options['upper']} eV/Å"
+        f"committee of {options['committee']}, trust levels {trust(run.state)}"
         if options["committee"] > 1
         else f"a single model, checked by closest contacts only (flagged below 1x, failed below {PLAUSIBLE_RATIO}x "
         "the training data's shortest distance per element pair)"
@@ -627,6 +651,13 @@ def write_report(run: Run) -> Path:
     path = run.folder / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def trust(state: dict) -> str:
+    levels = state.get("trust_levels")
+    if not levels:
+        return "not decided yet"
+    return f"{levels['lower']:.3g}-{levels['upper']:.3g} eV/Å (lower: {levels['lower_from']})"
 
 
 def known(deviation: dict | None) -> str:

@@ -31,8 +31,11 @@ class LearnOptions:
     timestep_fs: float = 0.5
     friction_per_fs: float = 0.01
     check_every: int = 20  # steps between committee evaluations
-    lower: float = 0.15  # eV/Å: frames above are labelled
-    upper: float = 0.45  # eV/Å: frames above are unphysical, the trajectory failed there
+    # trust levels, eV/Å: frames above `lower` are labelled; above `upper` a frame is unphysical and the
+    # trajectory failed there. None: decided after round 1 from the committee's deviation on the test set (its
+    # 99th percentile, and 3x that): a committee that disagrees by 0.2 eV/Å on frames it learned cannot meet 0.1
+    lower: float | None = None
+    upper: float | None = None
     max_new_frames: int = 10  # per trajectory and round
     converged_fraction: float = 0.01
     # training in optimizer steps, whatever the data's size (epochs follow: a small round-0 set is visited often)
