@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threshold", type=float, default=0.15, help="deviation threshold, eV/Å (learn's lower)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="analyse a finished model run of this length again")
+    parser.add_argument("--runs", type=Path, default=Path("runs/learned-md"), help="where the model's MD goes")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/learn/ethanol"))
     options = parser.parse_args(argv)
 
@@ -156,13 +157,15 @@ def main(argv: list[str] | None = None) -> dict:
     options.output.mkdir(parents=True, exist_ok=True)
     machine = report.machine_info()
     start = ase.io.read(options.structure)
-    run = model_md(options.model, options.structure, options, options.output)
+    options.runs.mkdir(parents=True, exist_ok=True)
+    run = model_md(options.model, options.structure, options, options.runs)
     reference, reference_seconds = reference_md(start, options)
     half = len(reference) // 2
     model_h, reference_h = distribution(run["frames"]), distribution(reference)
     excursions = bond_excursions(run["frames"], start)
     results = {
         "model": str(options.model),
+        "model_md_summary": json.loads((options.runs / "model-md-summary.json").read_text()),
         "structure": str(options.structure),
         "temperature_k": options.temperature_k,
         "model_ps": options.ps,

@@ -105,7 +105,8 @@ def test_the_learned_model_runs_in_openmm_against_the_reference(toy, tmp_path):
 
     state = loop.learn(tiny(toy, tmp_path / "run"), say=lambda _: None)
     results = learned_md.main([state["export"], toy, "--reference", "emt", "--temperature-k", "300", "--ps", "0.05",
-                               "--reference-ps", "0.05", "--report-interval", "10", "--output", str(tmp_path / "md")])  # fmt: skip
+                               "--reference-ps", "0.05", "--report-interval", "10", "--output", str(tmp_path / "md"),
+                               "--runs", str(tmp_path / "runs")])  # fmt: skip
     assert results["model_frames"] == 10 and len(results["bond_excursions_angstrom"]) > 0
     assert 0 <= results["h_difference"] <= 2 and 0 <= results["fraction_below_threshold"] <= 1
     assert results["deviation_max"] >= results["deviation_median"] >= 0
