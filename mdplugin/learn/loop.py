@@ -684,7 +684,11 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
         counts = np.array(r["deviation_histogram"]["counts"], dtype=float)
         histogram.plot(range(len(counts)), counts / max(1.0, counts.sum()), "o-", label=f"round {r['round']}")
     edges = rounds[-1]["deviation_histogram"].get("bins", rounds[-1]["deviation_histogram"].get("bins_ev_per_a"))
-    histogram.set_xticks(range(len(edges) - 1), [f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:])], fontsize=7)
+
+    def text(edge) -> str:
+        return edge if isinstance(edge, str) else f"{edge:.3g}"
+
+    histogram.set_xticks(range(len(edges) - 1), [f"{text(a)}-{text(b)}" for a, b in zip(edges[:-1], edges[1:])])
     histogram.set(ylabel="fraction of checks", title=rounds[-1]["deviation_histogram"].get("of", "force deviation"))
     histogram.legend(fontsize=7)
     figure.tight_layout()
