@@ -282,7 +282,13 @@ def test_force_field_teachers_that_cannot_teach_are_refused(tmp_path):
     xml.write_text(openmm.XmlSerializer.serialize(rigid))
     with pytest.raises(ValueError, match="constrains 12 distances .* constraints=None"):
         loop.learn(tiny(str(DIPEPTIDE), tmp_path / "d", reference=f"openmm:{xml}"), say=lambda _: None)
-    assert not any((tmp_path / name).exists() for name in "abcd")  # refused before anything was written
+    boxed = tmp_path / "boxed.pdb"  # a periodic cell: the vacuum energy would be a silent wrong answer
+    boxed.write_text("CRYST1   30.000   30.000   30.000  90.00  90.00  90.00 P 1           1\n" + DIPEPTIDE.read_text())
+    with pytest.raises(ValueError, match="teaches a molecule in vacuum, and the structure has a periodic cell"):
+        model = ModelConfig(width=16, depth=1, heads=2, interaction_range=3.0)
+        loop.learn(tiny(str(boxed), tmp_path / "e", reference="forcefield:amber14-all.xml", model=model),
+                   say=lambda _: None)  # fmt: skip
+    assert not any((tmp_path / name).exists() for name in "abcde")  # refused before anything was written
 
 
 def test_a_periodic_box_is_sampled_at_several_densities_with_stress_labels(tmp_path):

@@ -365,7 +365,7 @@ def trust_levels(run: Run, options: LearnOptions, committee: Committee) -> tuple
             lower = max(AUTO_LOWER_FLOOR, known["p99"]) if known else FALLBACK_LOWER
             source = "round 1's test-set deviation, 99th percentile" if known else "no test set: the fallback"
         if upper is None:
-            upper = max(AUTO_UPPER * lower, (lower + 1e-3))
+            upper = AUTO_UPPER * lower
         if not lower < upper:
             raise ValueError(f"--upper {upper:g} must exceed the lower trust level {lower:g} ({source})")
         run.state["trust_levels"] = {"lower": lower, "upper": upper, "lower_from": source}

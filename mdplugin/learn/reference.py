@@ -200,6 +200,11 @@ def reference_calculator(spec: str, atoms) -> Calculator:
     if name.startswith("openmm:"):
         return OpenMMReference.from_xml(name.split(":", 1)[1])
     if name.startswith("forcefield:"):
+        if atoms.pbc.any():
+            raise ReferenceError(
+                f"{spec!r} teaches a molecule in vacuum, and the structure has a periodic cell; give the molecule "
+                "alone without a cell (no CRYST1), or serialize a periodic System and use openmm:SYSTEM.xml"
+            )
         source = atoms.info.get(SOURCE)
         if source is None:
             raise ReferenceError(f"{spec!r} needs the structure's file (a PDB) to read its residues from")
