@@ -5,7 +5,12 @@ A grid of runs of `mdplugin train` (the package's own trainer, unchanged): model
 files, so that smaller sets are subsets of larger ones). Every run gets the same number of optimizer steps
 (`--steps`, batch 16, the cosine schedule ending at the last step): small sets are revisited more often,
 and a run is compared with the others at equal optimisation effort. Its loss is the force MAE (meV/Å) on
-the held-out test file, which is also the trainer's validation set (read once, never trained on).
+the held-out test file, which is also the trainer's validation set (read once, never trained on), after
+the last step; about ten validations per run (`--validate-every`), so that the small sets' short epochs are
+not spent validating. `--jobs` trains grid points side by side (spawned processes, `--threads` each).
+
+The anchor (`--mace-sizes`, optional, needs mace-torch): MACE at a few channel counts on the same subsets,
+for the same steps and batch (benchmarks/mace_train.py, L_max 2), fitted the same way.
 
 Fits (scipy's curve_fit, 95 % intervals from its covariance):
 - L(N) = A N^-alpha at the largest D, and L(D) = B D^-beta at the largest N (straight lines in log-log);
@@ -17,7 +22,7 @@ interrupted grid continues with the same command. Results: scaling.json, scaling
 
     mdplugin data water --labels classical --temperatures 300 --frames 2048 --test-frames 256 -o data/water-spcfw
     mdplugin bench scaling --train-data data/water-spcfw/train.extxyz --test-data data/water-spcfw/test.extxyz \
-        --interaction-range 4 --output benchmarks/results/scaling
+        --interaction-range 4 --jobs 2 --mace-sizes 8,16,32 --output runs/scaling
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ DATA_SIZES = [64, 128, 256, 512, 1024]
 QUICK_MODEL_SIZES = ["8x1", "16x1", "16x2"]
 QUICK_DATA_SIZES = [8, 16, 32]
 BATCH = 16
+# spherical harmonics to L = 2 instead of the baseline's 3: a step of the 8-channel MACE then costs about what
+# the largest Transformer's does (0.19 against 0.19 s on this machine), which keeps the anchor within budget
+MACE_RECIPE = {"max_ell": 2}
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -65,42 +73,107 @@ def subset(frames: list, count: int, folder: Path) -> Path:
     return path
 
 
-def run_one(width: int, depth: int, count: int, data: Path, test: list[str], args, folder: Path) -> dict:
-    """Train one grid point (or read its recorded result)."""
-    from mdplugin.model.checkpoint import read_checkpoint
+def transformer_options(width: int, depth: int, count: int, data: Path, test: list[str], args, folder: Path):
+    """The `mdplugin train` options of one grid point: equal optimizer steps, about ten validations."""
     from mdplugin.model.config import ModelConfig
     from mdplugin.training.options import TrainingOptions
-    from mdplugin.training.train import train
 
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
     epochs = max(1, math.ceil(args.steps / math.ceil(count / BATCH)))
     model = ModelConfig(width=width, depth=depth, heads=max(2, width // 16), interaction_range=args.interaction_range)
-    options = TrainingOptions(
+    return TrainingOptions(
         train_files=[str(data)], validation_files=list(test), output=str(folder / "model.pt"), model=model,
-        epochs=epochs, batch_size=BATCH, seed=args.seed, threads=args.threads, progress=False,
+        epochs=epochs, validate_every=max(1, epochs // 10), batch_size=BATCH, seed=args.seed, threads=args.threads,
+        progress=False,
     )  # fmt: skip
-    started, cpu = time.time(), time.process_time()
+
+
+def train_transformer(width: int, depth: int, count: int, data: Path, test: list[str], args, folder: Path) -> dict:
+    """Train one Transformer grid point with the package's trainer; its test errors and cost."""
+    from mdplugin.model.checkpoint import read_checkpoint
+    from mdplugin.training.train import train
+
+    options = transformer_options(width, depth, count, data, test, args, folder)
     train(options, resume=(folder / "model.pt").exists())
     checkpoint = read_checkpoint(folder / "model.pt")
     history = checkpoint["training"]["history"]
-    result = {
-        "width": width,
-        "depth": depth,
+    return {
         "parameters": checkpoint["training"]["parameters"],
-        "frames": count,
-        "epochs": epochs,
+        "epochs": options.epochs,
         "steps": history[-1]["step"],
         "test_force_mae_mev_per_a": history[-1]["force_mae_mev_per_a"],
         "test_energy_mae_mev_per_atom": history[-1]["energy_mae_mev_per_atom"],
         "best_test_force_mae_mev_per_a": min(row["force_mae_mev_per_a"] for row in history),
-        "wall_s": time.time() - started,
-        "cpu_s": time.process_time() - cpu,
     }
+
+
+def train_mace(channels: int, count: int, data: Path, test: list[str], args, folder: Path) -> dict:
+    """Train one MACE anchor point for the same optimizer steps and batch as the Transformer runs:
+    benchmarks/mace_train.py's recipe with hidden features CHANNELSx0e + CHANNELSx1o and MACE_RECIPE."""
+    from benchmarks import mace_train
+
+    summary = mace_train.train_mace(
+        [data], [Path(path) for path in test], folder, minutes=1e9, seed=args.seed, eval_every_s=1e12,
+        recipe={**MACE_RECIPE, "hidden_irreps": f"{channels}x0e + {channels}x1o", "batch_size": BATCH}, steps=args.steps,
+    )  # fmt: skip
+    final = summary["history"][-1]
+    return {
+        "parameters": summary["parameters"],
+        "epochs": summary["epochs"],
+        "steps": summary["steps"],
+        "test_force_mae_mev_per_a": final["force_mae_mev_per_a"],
+        "test_energy_mae_mev_per_atom": final["energy_mae_mev_per_atom"],
+        "best_test_force_mae_mev_per_a": final["force_mae_mev_per_a"],  # evaluated once, at the end
+    }
+
+
+def run_point(point: tuple[str, int, int, int], data: Path, test: list[str], args, folder: Path) -> dict:
+    """One grid point (kind, width or MACE channels, depth, frames), or its recorded result. Runs in a worker
+    process with --jobs: its own torch threads, its own folder."""
+    import torch
+
+    kind, size, depth, count = point
+    result_path = folder / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    started, cpu = time.time(), time.process_time()
+    if kind == "mace":
+        trained = train_mace(size, count, data, test, args, folder)
+    else:
+        trained = train_transformer(size, depth, count, data, test, args, folder)
+    result = {"model": kind, "size": point_label(point), "width": size, "depth": depth, "frames": count, **trained,
+              "wall_s": time.time() - started, "cpu_s": time.process_time() - cpu}  # fmt: skip
     result_path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def point_label(point: tuple[str, int, int, int]) -> str:
+    kind, size, depth, _ = point
+    return f"MACE {size}ch" if kind == "mace" else f"{size}x{depth}"
+
+
+def run_points(points: list, data: dict[int, Path], test: list[str], args, output: Path) -> list[dict]:
+    """Every grid point, `args.jobs` at a time in spawned processes (one torch thread each); the largest
+    first, so that the last ones to finish are short."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    def folder(point) -> Path:
+        return output / "runs" / f"{point_label(point).replace(' ', '-')}-D{point[3]}"
+
+    def cost(point) -> float:
+        kind, size, depth, _ = point
+        return (8 if kind == "mace" else 1) * size * size * depth + 1e5  # a rough per-step cost, for the order only
+
+    jobs = getattr(args, "jobs", 1)
+    if jobs <= 1:
+        return [run_point(p, data[p[3]], test, args, folder(p)) for p in points]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {
+            p: pool.submit(run_point, p, data[p[3]], test, args, folder(p)) for p in sorted(points, key=cost)[::-1]
+        }
+        return [futures[p].result() for p in points]
 
 
 def power_law(x: np.ndarray, y: np.ndarray) -> dict | None:
@@ -149,9 +222,7 @@ def compute_optimal(fit: dict, atoms_per_frame: float, budgets: list[float]) -> 
     sizes = np.logspace(3, 9, 600)
     for budget in budgets:
         frames = budget / (6 * sizes * atoms_per_frame)
-        loss = (
-            fit["E"] + math.exp(fit["log_A"]) * sizes ** -fit["alpha"] + math.exp(fit["log_B"]) * frames ** -fit["beta"]
-        )
+        loss = joint_prediction(fit, sizes, frames)
         best = int(np.argmin(np.where(frames >= 1, loss, np.inf)))
         rows.append({"compute_flop": budget, "parameters": float(sizes[best]), "frames": float(frames[best]),
                      "fitted_force_mae_mev_per_a": float(loss[best])})  # fmt: skip
@@ -183,13 +254,16 @@ def run_scaling(args) -> dict:
     shuffled = [frames[i] for i in order]
     atoms_per_frame = float(np.mean([len(frame) for frame in shuffled[: max(data_sizes)]]))
     machine = report.machine_info()
-    runs = []
-    for width, depth in model_sizes:
-        for count in data_sizes:
-            data = subset(shuffled, count, output / "data")
-            runs.append(
-                run_one(width, depth, count, data, args.test_data, args, output / "runs" / f"{width}x{depth}-D{count}")
-            )
+    mace_sizes = list(getattr(args, "mace_sizes", None) or [])
+    data = {count: subset(shuffled, count, output / "data") for count in data_sizes}
+    points = [("transformer", w, d, count) for w, d in model_sizes for count in data_sizes]
+    mace_data_sizes = sorted(getattr(args, "mace_data_sizes", None) or data_sizes)
+    if not set(mace_data_sizes) <= set(data_sizes):
+        raise ValueError(f"--mace-data-sizes {mace_data_sizes} must be among --data-sizes {data_sizes}")
+    points += [("mace", channels, 2, count) for channels in mace_sizes for count in mace_data_sizes]
+    everything = run_points(points, data, args.test_data, args, output)
+    runs = [r for r in everything if r.get("model", "transformer") == "transformer"]
+    mace = [r for r in everything if r.get("model") == "mace"]
     largest_d = [r for r in runs if r["frames"] == max(data_sizes)]
     largest_n = [r for r in runs if (r["width"], r["depth"]) == model_sizes[-1]]
     results = {
@@ -203,8 +277,14 @@ def run_scaling(args) -> dict:
             "train_data": list(args.train_data),
             "test_data": list(args.test_data),
             "quick": args.quick,
+            "mace_sizes": mace_sizes,
+            "mace_data_sizes": mace_data_sizes if mace_sizes else [],
+            "mace_recipe": MACE_RECIPE if mace_sizes else None,
+            "jobs": getattr(args, "jobs", 1),
+            "threads_per_job": args.threads,
         },  # fmt: skip
         "runs": runs,
+        "mace_runs": mace,
         "fit_parameters": power_law(
             np.array([r["parameters"] for r in largest_d]), np.array([r["test_force_mae_mev_per_a"] for r in largest_d])
         ),  # fmt: skip
@@ -212,8 +292,17 @@ def run_scaling(args) -> dict:
             np.array([r["frames"] for r in largest_n]), np.array([r["test_force_mae_mev_per_a"] for r in largest_n])
         ),  # fmt: skip
         "joint_fit": joint_fit(runs),
-        "cpu_hours": sum(r["cpu_s"] for r in runs) / 3600,
+        "cpu_hours": sum(r["cpu_s"] for r in everything) / 3600,
     }
+    if mace:
+        largest = [r for r in mace if r["frames"] == max(data_sizes)]
+        biggest = [r for r in mace if r["width"] == max(mace_sizes)]
+        results["mace_fit_parameters"] = power_law(
+            np.array([r["parameters"] for r in largest]), np.array([r["test_force_mae_mev_per_a"] for r in largest])
+        )
+        results["mace_fit_data"] = power_law(
+            np.array([r["frames"] for r in biggest]), np.array([r["test_force_mae_mev_per_a"] for r in biggest])
+        )
     if results["joint_fit"] and "alpha" in results["joint_fit"]:
         spent = 6 * max(r["parameters"] for r in runs) * args.steps * BATCH * atoms_per_frame  # the grid's largest run
         budgets = [spent / 100, spent / 10, spent, spent * 10]
@@ -234,23 +323,15 @@ def markdown(results: dict) -> str:
         "",
         f"{len(results['runs'])} runs of `mdplugin train`, {grid['steps']} optimizer steps each (batch {grid['batch']}), "
         f"training data {', '.join(grid['train_data'])}, test (= validation) {', '.join(grid['test_data'])}, "
-        f"{attention}; {results['cpu_hours']:.2f} CPU-hours."
+        f"{attention}; {results['cpu_hours']:.2f} CPU-hours in all ({grid.get('jobs', 1)} jobs of "
+        f"{grid.get('threads_per_job', 1)} thread)."
         + (" Quick grid: the numbers only show that it runs." if grid["quick"] else ""),
         "",
-        "| model | parameters | frames | test force MAE (meV/Å) | best over epochs | CPU s |",
-        "|---|---|---|---|---|---|",
+        *run_table(results["runs"]),
+        "",
     ]
-    for r in results["runs"]:
-        lines.append(f"| {r['width']}x{r['depth']} | {r['parameters']:,} | {r['frames']} | "
-                     f"{r['test_force_mae_mev_per_a']:.1f} | {r['best_test_force_mae_mev_per_a']:.1f} | {r['cpu_s']:.0f} |")  # fmt: skip
-    lines.append("")
     for key, label in (("fit_parameters", "L(N) at the largest data size"), ("fit_data", "L(D) at the largest model")):
-        fit = results[key]
-        if fit:
-            low, high = fit["exponent_95"]
-            lines.append(
-                f"- {label}: exponent {fit['exponent']:.3f} (95 %: {low:.3f} to {high:.3f}), {fit['points']} points"
-            )
+        lines += fit_line(results.get(key), label)
     joint = results["joint_fit"]
     if joint and "alpha" in joint:
         interval = joint["interval_95"]
@@ -265,28 +346,89 @@ def markdown(results: dict) -> str:
                          f"parameters on {row['frames']:,.0f} frames, fitted {row['fitted_force_mae_mev_per_a']:.1f} meV/Å")  # fmt: skip
     elif joint:
         lines.append(f"- Joint fit failed: {joint['failed']}")
+    if results.get("mace_runs"):
+        recipe = ", ".join(f"{key} {value}" for key, value in grid["mace_recipe"].items())
+        lines += [
+            "",
+            "## Anchor: MACE on the same data",
+            "",
+            f"benchmarks/mace_train.py's recipe ({recipe}; hidden features Cx0e + Cx1o for C channels), the same "
+            f"{grid['steps']} steps of batch {grid['batch']}, the same training subsets and test file.",
+            "",
+            *run_table(results["mace_runs"]),
+            "",
+        ]
+        lines += fit_line(results.get("mace_fit_parameters"), "MACE L(N) at the largest data size")
+        lines += fit_line(results.get("mace_fit_data"), "MACE L(D) at the largest MACE")
     return "\n".join(lines) + "\n"
 
 
+def run_table(runs: list[dict]) -> list[str]:
+    lines = [
+        "| model | parameters | frames | test force MAE (meV/Å) | best over epochs | CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        name = r.get("size", f"{r['width']}x{r['depth']}")
+        lines.append(f"| {name} | {r['parameters']:,} | {r['frames']} | {r['test_force_mae_mev_per_a']:.1f} | "
+                     f"{r['best_test_force_mae_mev_per_a']:.1f} | {r['cpu_s']:.0f} |")  # fmt: skip
+    return lines
+
+
+def fit_line(fit: dict | None, label: str) -> list[str]:
+    if not fit:
+        return []
+    low, high = fit["exponent_95"]
+    return [f"- {label}: exponent {fit['exponent']:.3f} (95 %: {low:.3f} to {high:.3f}), {fit['points']} points"]
+
+
+def joint_prediction(fit: dict, parameters, frames):
+    return (
+        fit["E"]
+        + math.exp(fit["log_A"]) * parameters ** -fit["alpha"]
+        + math.exp(fit["log_B"]) * frames ** -fit["beta"]
+    )
+
+
 def plot(results: dict, path: Path) -> None:
+    """Left: error against parameters, one line per data size; right: against frames, one line per model.
+    Dotted: the joint fit in the same colour; black squares: the MACE anchor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = results["runs"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    runs, mace = results["runs"], results.get("mace_runs", [])
+    joint = results["joint_fit"] if results["joint_fit"] and "alpha" in results["joint_fit"] else None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    sizes = sorted({r["parameters"] for r in runs})
+    frames = sorted({r["frames"] for r in runs})
     for count in results["grid"]["data_sizes"]:
         points = sorted((r["parameters"], r["test_force_mae_mev_per_a"]) for r in runs if r["frames"] == count)
-        left.plot(*zip(*points), "o-", label=f"D = {count}")
+        (line,) = left.plot(*zip(*points), "o-", label=f"D = {count}")
+        if joint:
+            axis = np.geomspace(sizes[0], sizes[-1], 50)
+            left.plot(axis, joint_prediction(joint, axis, count), ":", color=line.get_color())
     for size in results["grid"]["model_sizes"]:
-        points = sorted(
-            (r["frames"], r["test_force_mae_mev_per_a"]) for r in runs if f"{r['width']}x{r['depth']}" == size
-        )
-        right.plot(*zip(*points), "o-", label=size)
+        chosen = [r for r in runs if f"{r['width']}x{r['depth']}" == size]
+        points = sorted((r["frames"], r["test_force_mae_mev_per_a"]) for r in chosen)
+        (line,) = right.plot(*zip(*points), "o-", label=f"{size} ({chosen[0]['parameters'] / 1e3:,.0f}k)")
+        if joint:
+            axis = np.geomspace(frames[0], frames[-1], 50)
+            right.plot(axis, joint_prediction(joint, chosen[0]["parameters"], axis), ":", color=line.get_color())
+    if mace:
+        largest = sorted((r["parameters"], r["test_force_mae_mev_per_a"]) for r in mace if r["frames"] == max(frames))
+        if largest:
+            left.plot(*zip(*largest), "ks--", label=f"MACE, D = {max(frames)}")
+        for channels in results["grid"]["mace_sizes"]:
+            points = sorted((r["frames"], r["test_force_mae_mev_per_a"]) for r in mace if r["width"] == channels)
+            right.plot(*zip(*points), "s--", color=str(0.6 - 0.6 * channels / max(results["grid"]["mace_sizes"])),
+                       label=f"MACE {channels}ch")  # fmt: skip
     for axes, name in ((left, "parameters N"), (right, "training frames D")):
         axes.set(xscale="log", yscale="log", xlabel=name, ylabel="test force MAE (meV/Å)")
         axes.legend(fontsize=7)
+    if joint:
+        left.set_title("dotted: joint fit E + A N^-α + B D^-β", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

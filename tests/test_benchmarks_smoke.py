@@ -226,7 +226,7 @@ def test_bench_scaling_quick_fits_and_resumes(tmp_path):
     train = write_toy_data(tmp_path / "train.extxyz", frames=40, seed=1)
     test = write_toy_data(tmp_path / "test.extxyz", frames=12, seed=2)
     arguments = ["bench", "scaling", "--quick", "--train-data", str(train), "--test-data", str(test), "--steps", "20",
-                 "--threads", "1", "-o", str(tmp_path / "out")]  # fmt: skip
+                 "--threads", "1", "--jobs", "2", "-o", str(tmp_path / "out")]  # fmt: skip
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "out" / "scaling.json").read_text())
@@ -242,3 +242,26 @@ def test_bench_scaling_quick_fits_and_resumes(tmp_path):
     assert [path.stat().st_mtime_ns for path in recorded] == stamps  # nothing retrained
     refused = CliRunner().invoke(main, [*arguments[:-2], "--data-sizes", "8,1000", "-o", str(tmp_path / "x")])
     assert refused.exit_code != 0 and "the largest --data-sizes is 1000" in refused.output
+
+
+def test_bench_scaling_puts_a_mace_anchor_beside_the_grid(tmp_path):
+    """MACE at two sizes on one data size of a tiny grid: trained for the same steps, reported and plotted."""
+    pytest.importorskip("mace", reason="MACE comes with the bench extra: pip install -e '.[bench]'")
+    from conftest import write_toy_data
+
+    train = write_toy_data(tmp_path / "train.extxyz", frames=16, seed=1)
+    test = write_toy_data(tmp_path / "test.extxyz", frames=4, seed=2)
+    arguments = ["bench", "scaling", "--train-data", str(train), "--test-data", str(test), "--steps", "3",
+                 "--model-sizes", "8x1,16x1,16x2", "--data-sizes", "4,8,16", "--mace-sizes", "2,4",
+                 "--mace-data-sizes", "16", "--threads", "1", "-o", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "scaling.json").read_text())
+    assert [(r["size"], r["frames"], r["steps"]) for r in results["mace_runs"]] == [
+        ("MACE 2ch", 16, 3),
+        ("MACE 4ch", 16, 3),
+    ]
+    assert results["mace_runs"][0]["parameters"] < results["mace_runs"][1]["parameters"]
+    assert "## Anchor: MACE on the same data" in (tmp_path / "out" / "scaling.md").read_text()
+    refused = CliRunner().invoke(main, [*arguments[:-2], "--mace-data-sizes", "5", "-o", str(tmp_path / "x")])
+    assert refused.exit_code != 0 and "must be among --data-sizes" in refused.output

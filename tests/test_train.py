@@ -94,6 +94,18 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, toy_
     ]
 
 
+def test_validating_every_few_epochs_trains_the_same_weights(tmp_path, toy_data):
+    common = dict(train_files=[str(toy_data)], epochs=5, **TINY)
+    train(TrainingOptions(output=str(tmp_path / "every.pt"), **common))
+    train(TrainingOptions(output=str(tmp_path / "sparse.pt"), validate_every=2, **common))
+    every, sparse = read_checkpoint(tmp_path / "every.pt"), read_checkpoint(tmp_path / "sparse.pt")
+    assert [row["epoch"] for row in sparse["training"]["history"]] == [2, 4, 5]  # and always the last epoch
+    for name, weight in every["state_dict"].items():
+        assert torch.equal(weight, sparse["state_dict"][name]), name
+    with pytest.raises(ValueError, match="validate_every"):
+        train(TrainingOptions(output=str(tmp_path / "bad.pt"), validate_every=0, **common))
+
+
 def test_checkpoint_round_trips(tmp_path, toy_data):
     options = TrainingOptions(train_files=[str(toy_data)], output=str(tmp_path / "model.pt"), epochs=1, **TINY)
     train(options)

@@ -151,6 +151,21 @@ def _numbers(text: str | None, kind: type, option: str, smallest: float, open_be
 )
 @click.option("--seed", default=0, type=int, help="Scaling: the shuffle of the frames and every run's seed.")
 @click.option(
+    "--jobs",
+    default=1,
+    type=click.IntRange(1),
+    help="Scaling: grid points trained at once (processes, --threads each).",
+)
+@click.option(
+    "--mace-sizes",
+    default=None,
+    help="Scaling: MACE anchor runs on the same grid, comma-separated hidden channels (e.g. 8,16,32: Cx0e + Cx1o; "
+    "needs mace-torch, `pip install -e .[bench]`) [default: none].",
+)
+@click.option(
+    "--mace-data-sizes", default=None, help="Scaling: the MACE runs' training-set sizes [default: --data-sizes]."
+)
+@click.option(
     "--quick", is_flag=True, help="Small sizes and short runs: checks that everything runs; the numbers are not final."
 )
 def bench(
@@ -176,6 +191,9 @@ def bench(
     model_sizes,
     data_sizes,
     steps,
+    jobs,
+    mace_sizes,
+    mace_data_sizes,
     interaction_range,
     seed,
     quick,
@@ -211,7 +229,9 @@ def bench(
             arguments = argparse.Namespace(
                 output=output, train_data=list(train_data), test_data=list(test_data), model_sizes=model_sizes,
                 data_sizes=_numbers(data_sizes, int, "--data-sizes", 1), steps=steps,
-                interaction_range=interaction_range, seed=seed, threads=threads or 1, quick=quick,
+                interaction_range=interaction_range, seed=seed, threads=threads or 1, quick=quick, jobs=jobs,
+                mace_sizes=_numbers(mace_sizes, int, "--mace-sizes", 1),
+                mace_data_sizes=_numbers(mace_data_sizes, int, "--mace-data-sizes", 1),
             )  # fmt: skip
             scaling.run_scaling(arguments)
             click.echo(f"wrote {Path(output) / 'scaling.md'}")

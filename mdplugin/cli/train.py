@@ -58,6 +58,13 @@ NON_NEGATIVE = click.FloatRange(min=0)
     "--epochs", default=default("epochs"), type=click.IntRange(min=1), help="Number of passes over the training set."
 )
 @click.option(
+    "--validate-every",
+    default=default("validate_every"),
+    type=click.IntRange(min=1),
+    help="Epochs between validations and checkpoints (the last epoch always has both); raise it for small "
+    "training sets, whose epochs are a few steps each.",
+)
+@click.option(
     "--batch-size", default=default("batch_size"), type=click.IntRange(min=1), help="Structures per optimizer step."
 )
 @click.option(

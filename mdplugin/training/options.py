@@ -22,6 +22,7 @@ class TrainingOptions:
     validation_fraction: float = 0.1
     seed: int = 0
     epochs: int = 100
+    validate_every: int = 1  # epochs between validations (and checkpoints); the last epoch always has one
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01

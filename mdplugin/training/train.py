@@ -55,6 +55,8 @@ def check_options(options: TrainingOptions) -> None:
     check_output_file(options.output)
     if options.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {options.epochs}; training with no epochs writes nothing")
+    if options.validate_every < 1:
+        raise ValueError(f"validate_every must be at least 1 epoch, got {options.validate_every}")
     if options.batch_size < 1:
         raise ValueError(f"the batch size must be at least 1 structure, got {options.batch_size}")
     if not (math.isfinite(options.learning_rate) and options.learning_rate > 0):
@@ -424,6 +426,8 @@ def train(
             progress.set_postfix(energy_loss=f"{energy_loss.item():.3g}", force_loss=f"{force_loss.item():.3g}")
             progress.update()
         progress.close()
+        if (epoch + 1) % options.validate_every and epoch + 1 < options.epochs:
+            continue  # small data sets: validating and saving every few steps would cost more than training
 
         inference_model = ema if ema is not None else model
         bad = non_finite_tensors(model.state_dict()) + non_finite_tensors(inference_model.state_dict())
