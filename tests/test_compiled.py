@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch._dynamo
 from click.testing import CliRunner
+from export_files import with_metadata
 
 import mdplugin
 from mdplugin.cli.main import main
@@ -19,7 +20,6 @@ from mdplugin.export.exporter import ExportedLocalPotential, ExportedPotential, 
 from mdplugin.export.model_file import open_model
 from mdplugin.model.checkpoint import build_checkpoint, save_checkpoint
 from mdplugin.model.transformer import ModelConfig, TransformerPotential, pair_slots, pair_table, pairs_within
-from tests.export_files import with_metadata
 
 RANGE = 2.5  # Å
 CELL = np.diag([6.0, 6.5, 7.0])
@@ -168,6 +168,23 @@ def test_compiled_local_export_equals_the_torchscript_export(compiled_files):
     # an isolated pair of atoms: fewer pairs than the package was traced with, padded by the client
     two = compiled(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.97]]), [8, 1])
     assert two.energy == pytest.approx(script(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.97]]), [8, 1]).energy)
+
+
+@pytest.mark.parametrize("kind", ["global", "local"])
+def test_a_compiled_export_carries_the_repulsive_core(compiled_files, kind, tmp_path):
+    """`--compile --repulsion zbl`: the core's wall at a close contact, equal to the TorchScript export's."""
+    checkpoint = compiled_files[kind]["checkpoint"]
+    script = mdplugin.load(export(checkpoint, tmp_path / "core.pt", dtype="float64", repulsion="zbl"))
+    package = compile_export(checkpoint, tmp_path / "core.pt2", dtype="float64", repulsion="zbl",
+                             capacity=24 if kind == "local" else None)  # fmt: skip
+    assert open_model(package).metadata["repulsion"]["kind"] == "zbl"
+    compiled, bare = mdplugin.load(package), mdplugin.load(compiled_files[kind]["compiled"])
+    positions, numbers = water_like(9, seed=10)
+    positions[1] = positions[0] + torch.tensor([0.0, 0.0, 0.4])  # an O-H contact well inside the core
+    want, got = script(positions.numpy(), numbers.numpy()), compiled(positions.numpy(), numbers.numpy())
+    assert abs(got.energy - want.energy) <= EXACT * abs(want.energy)
+    np.testing.assert_allclose(got.forces, want.forces, rtol=0, atol=EXACT * np.abs(want.forces).max())
+    assert got.energy - bare(positions.numpy(), numbers.numpy()).energy > 10  # eV: the wall is there
 
 
 def test_a_crowded_structure_is_refused_not_truncated(compiled_files):

@@ -84,8 +84,6 @@ def export(
 
     if compiled and more_checkpoints:
         raise click.ClickException("--compile writes single models; export a committee without --compile")
-    if compiled and repulsion == "zbl":
-        raise click.ClickException("--compile does not take --repulsion zbl yet; export the core as TorchScript")
     for name, value in (("--neighbour-capacity", neighbour_capacity), ("--threads", threads)):
         if value is not None and not compiled:
             raise click.ClickException(f"{name} applies to compiled exports; add --compile")
@@ -94,7 +92,9 @@ def export(
             from mdplugin.export.compiled import compile_export
             from mdplugin.export.model_file import open_model
 
-            path = compile_export(checkpoint, output, dtype, device, overwrite, neighbour_capacity, threads or 1)
+            path = compile_export(
+                checkpoint, output, dtype, device, overwrite, neighbour_capacity, threads or 1, repulsion
+            )
             details = open_model(path).metadata["compiled"]
             capacity = details["neighbour_capacity"]
             capacity = f", {capacity} neighbour slots per atom" if capacity else ""

@@ -216,9 +216,11 @@ def compile_export(
     overwrite: bool = False,
     capacity: int | None = None,
     threads: int = 1,
+    repulsion: str | None = None,
 ) -> Path:
     """Write the compiled export (version 4, `<checkpoint>-export.pt2`) of a checkpoint; returns its path.
-    `threads`: CPU threads each compiled kernel uses (fixed when compiling; 1 is fastest per core)."""
+    `threads`: CPU threads each compiled kernel uses (fixed when compiling; 1 is fastest per core); repulsion
+    "zbl" compiles the repulsive core in, as the TorchScript export has it (model/repulsion.py)."""
     checkpoint_path = Path(checkpoint_path)
     output = Path(output) if output is not None else checkpoint_path.with_name(f"{checkpoint_path.stem}-export.pt2")
     if output.suffix != ".pt2":
@@ -228,7 +230,7 @@ def compile_export(
         raise ExportError(f"unknown dtype {dtype!r}; use float32 or float64")
     data = checkpoint_path.read_bytes()
     checkpoint = read_checkpoint(checkpoint_path, data)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, repulsion)
     check_finite_weights(model, checkpoint_path)
     model = model.to(device=device, dtype=DTYPES[dtype])
     metadata = export_metadata(checkpoint, model, dtype, device, hashlib.sha256(data).hexdigest())
