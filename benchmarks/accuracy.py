@@ -122,7 +122,7 @@ def transformer_entry(path: Path, files: list[Path]) -> dict:
         "local": range_ is not None,
         "parameters": count_parameters(model),
         "model_config": checkpoint["config"],
-        "epochs": len(history),
+        "epochs": history[-1]["epoch"] if history else None,
         "steps": history[-1]["step"] if history else None,
         "training_time_s": history[-1]["elapsed_s"] if history else None,
         "cpu_time_s": timing.get("cpu_time_s"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import ase
@@ -250,6 +251,55 @@ def test_a_force_field_teaches_the_molecule_in_vacuum_flexible(tmp_path):
     state = loop.learn(tiny(str(DIPEPTIDE), tmp_path / "run", reference="forcefield:amber14-all.xml",
                             initial_frames=4, rattled_frames=2, md_steps=20), say=lambda _: None)  # fmt: skip
     assert len(state["rounds"]) == 1 and Path(state["export"]).is_file()
+
+
+def test_solvated_rounds_sample_the_molecule_in_water_with_ml_mm(tmp_path):
+    """--solvate: member 0 drives an ML/MM run of the dipeptide in TIP3P (openmm-ml's mechanical embedding);
+    the molecule's geometries are checked by the committee, and labelled by the teacher in vacuum."""
+    import openmm
+    from openmm import unit
+
+    from mdplugin.learn.solvated import solvated_context, solvated_md
+
+    options = tiny(str(DIPEPTIDE), tmp_path / "run", reference="forcefield:amber14-all.xml", initial_frames=4,
+                   rattled_frames=2, md_steps=20, solvate_nm=1.4, lower=1e-6, upper=1e3,
+                   training_steps=300, timestep_fs=0.25)  # fmt: skip
+    state = loop.learn(options, say=lambda _: None)
+    (record,) = state["rounds"]
+    assert all(t["steps"] == 20 and t["failed"] is None for t in record["trajectories"])
+    assert record["frames_added"] == 2 * len(record["trajectories"])  # every check is above lower = 1e-6
+    added = ase.io.read(tmp_path / "run" / "data" / "round-001.extxyz", index=":")
+    assert all(len(frame) == 22 and not frame.pbc.any() for frame in added)  # the molecule alone, in vacuum
+    assert (tmp_path / "run" / "round-001" / "member-0-export.pt").is_file()
+    # the run is ML/MM: the molecule in a box of water, whole (not wrapped into the box) at every check
+    start = loop.read_start(str(DIPEPTIDE))
+    export = state["rounds"][0]["members"][0].replace(".pt", "-export.pt")
+    context = solvated_context(export, start, options, 300, 1)
+    system = context.getSystem()
+    relaxed = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+    np.testing.assert_allclose(relaxed[:22], start.positions, atol=1e-4)  # the water relaxed, the molecule kept
+    assert (
+        system.getNumParticles() > 300
+        and system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer) > 1.8
+    )
+    assert any(isinstance(force, openmm.NonbondedForce) for force in system.getForces())
+    trajectory = solvated_md(export, start, options, 300, 1)
+    molecule, lead = next(trajectory)
+    assert lead is None and len(molecule) == 22
+    assert all(
+        np.linalg.norm(molecule.positions[i] - molecule.positions[j]) < 1.3 * r
+        for i, j, r in loop.covalent_bonds(start)
+    )
+    xyz = tmp_path / "dipeptide.xyz"
+    ase.io.write(xyz, ase.io.read(DIPEPTIDE))
+    with pytest.raises(ValueError, match="--solvate .* needs a PDB with residue names"):
+        loop.learn(replace(options, structures=[str(xyz)], output=str(tmp_path / "a")), say=lambda _: None)
+    with pytest.raises(ValueError, match="--solvate 0.4 nm puts .* less than twice the 1 nm cutoff"):
+        loop.learn(replace(options, solvate_nm=0.4, output=str(tmp_path / "c")), say=lambda _: None)
+    with pytest.raises(ValueError, match="--solvate 1 nm puts .* the molecule spans 0.73 nm.* give more padding"):
+        loop.learn(replace(options, solvate_nm=1.0, output=str(tmp_path / "d")), say=lambda _: None)
+    with pytest.raises(ValueError, match="--solvate takes a padding in"):
+        loop.learn(replace(options, solvate_nm=-1.0, output=str(tmp_path / "b")), say=lambda _: None)
 
 
 def test_force_field_teachers_that_cannot_teach_are_refused(tmp_path):

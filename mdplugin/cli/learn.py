@@ -155,6 +155,20 @@ def numbers(text: str, option: str) -> list[float]:
     type=click.IntRange(min=0),
     help="Committee members trained at once, one process each (0: as many as the cores hold).",
 )
+@click.option(
+    "--solvate",
+    "solvate_nm",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Sample every round in water, as the model will run: the start PDB solvated with this padding (nm), "
+    "member 0 in ML/MM (as `mdplugin run --solvate`), the molecule's geometries checked and labelled in vacuum.",
+)
+@click.option(
+    "--forcefield",
+    multiple=True,
+    default=DEFAULTS.forcefield,
+    help="--solvate: OpenMM force field files for the water and the molecule-water terms (repeatable).",
+)
 @click.option("--quiet", is_flag=True)
 def learn(structures, temperatures_k, volume_scales, width, depth, heads, interaction_range, quiet, **options) -> None:
     """Active learning: from STRUCTURES and a --reference to a model that survives its own MD.
@@ -169,6 +183,7 @@ def learn(structures, temperatures_k, volume_scales, width, depth, heads, intera
     try:
         temperatures = numbers(temperatures_k, "--temperatures-k")
         options["volume_scales"] = numbers(volume_scales, "--volume-scales")
+        options["forcefield"] = list(options["forcefield"])
         model = replace(DEFAULTS.model, width=width, depth=depth, heads=heads, interaction_range=interaction_range)
         settings = LearnOptions(structures=list(structures), temperatures_k=temperatures, model=model,
                                 progress=not quiet, **options)  # fmt: skip

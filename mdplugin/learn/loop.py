@@ -34,6 +34,7 @@ from mdplugin.errors import reason
 from mdplugin.learn.committee import Committee
 from mdplugin.learn.options import LearnOptions
 from mdplugin.learn.reference import SOURCE, ReferenceError, label, reference_calculator
+from mdplugin.learn.solvated import check_solvated_starts, solvated_md
 
 STATE = "state.json"
 # a frame the committee rejects (deviation above `upper`) is still labelled when no pair of atoms comes closer
@@ -46,6 +47,7 @@ AUTO_LOWER_FLOOR = 0.05  # eV/Å: the automatic lower trust level is never below
 AUTO_UPPER = 3.0  # the automatic upper trust level, x the lower one
 FALLBACK_LOWER = 0.15  # eV/Å: without a test set
 FINE_TUNING = 0.5  # later rounds' peak learning rate, relative to round 1's
+VALIDATE_STEPS = 500  # members validate (and save) about this many optimizer steps apart, not every short epoch
 RESOURCES = ("max_rounds", "progress", "threads", "jobs")  # options a continued run may change
 
 
@@ -73,6 +75,11 @@ def check_options(options: LearnOptions) -> None:
         raise ValueError(
             f"need 0 < learning rate < 1, 0 <= EMA decay < 1 and jobs >= 0, got {options.learning_rate:g}, "
             f"{options.ema_decay:g} and {options.jobs}"
+        )
+    if options.solvate_nm is not None and not (0 < options.solvate_nm <= 5 and options.forcefield):
+        raise ValueError(
+            f"--solvate takes a padding in (0, 5] nm and force field files for the water, got {options.solvate_nm:g} "
+            f"and {options.forcefield}"
         )
     if not 0 <= options.converged_fraction < 1:
         raise ValueError(f"--converged-fraction must lie in [0, 1), got {options.converged_fraction:g}")
@@ -284,7 +291,7 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
     steps_per_epoch = max(1, math.ceil(0.9 * frames / options.batch_size))  # 10 % held out for validation
     epochs = math.ceil(options.training_steps / steps_per_epoch)
     if number > 1:  # the previous round's members' epochs, and this round's fine-tuning on the grown data
-        done = len(read_checkpoint(run.folder / f"round-{number - 1:03d}" / "member-0.pt")["training"]["history"])
+        done = read_checkpoint(run.folder / f"round-{number - 1:03d}" / "member-0.pt")["resume"]["epoch"]
         epochs = done + math.ceil(options.steps_per_round / steps_per_epoch)
     members, work = [], []
     for member in range(options.committee):
@@ -292,7 +299,7 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
         members.append(str(path))
         previous = run.folder / f"round-{number - 1:03d}" / f"member-{member}.pt"
         resume = path.exists()
-        if resume and len(read_checkpoint(path)["training"]["history"]) >= epochs:
+        if resume and read_checkpoint(path)["resume"]["epoch"] >= epochs:
             continue
         if not resume and number > 1:
             shutil.copyfile(previous, path)  # warm start: continue the previous round's member
@@ -305,6 +312,7 @@ def train_committee(run: Run, options: LearnOptions, number: int) -> list[str]:
             model=replace(model),
             seed=options.seed + member,
             epochs=epochs,
+            validate_every=max(1, round(VALIDATE_STEPS / steps_per_epoch)),
             batch_size=options.batch_size,
             # a later round warms up and decays again from FINE_TUNING x the first round's peak: the schedule it
             # left ended near 1 % of it, too low to learn the frames the round added
@@ -373,26 +381,43 @@ def trust_levels(run: Run, options: LearnOptions, committee: Committee) -> tuple
     return levels["lower"], levels["upper"]
 
 
-def sample(
-    committee: Committee, options: LearnOptions, start, temperature: float, seed: int, levels: tuple[float, float]
-) -> tuple[dict, list]:
-    """One trajectory with member 0, checked every `check_every` steps: its record and the frames selected for
-    labelling. A committee checks by its force deviation (DP-GEN's trust levels); a single model can only check
-    its closest contacts against the training data's (flagged below 1x, failed below PLAUSIBLE_RATIO). Both
-    fail a molecule whose start bond stretches beyond BOND_STRETCH x its length."""
+def vacuum_md(committee: Committee, options: LearnOptions, start, temperature: float, seed: int):
+    """Member 0's Langevin MD (ASE) from `start`: yields (atoms, member 0's result there) every `check_every`
+    steps."""
     from mdplugin.engines.ase_calculator import TransformerCalculator
 
+    atoms = start.copy()
+    dynamics = langevin(atoms, TransformerCalculator(committee.members[0]), temperature, options, seed)
+    while True:
+        dynamics.run(options.check_every)
+        yield atoms, driven(atoms)
+
+
+def sample(
+    committee: Committee,
+    options: LearnOptions,
+    start,
+    temperature: float,
+    seed: int,
+    levels: tuple[float, float],
+    trajectory=None,
+) -> tuple[dict, list]:
+    """One trajectory with member 0 (`trajectory`: its geometries every `check_every` steps, by default
+    `vacuum_md`), checked at each: its record and the frames selected for labelling. A committee checks by its
+    force deviation (DP-GEN's trust levels); a single model can only check its closest contacts against the
+    training data's (flagged below 1x, failed below PLAUSIBLE_RATIO). Both fail a molecule whose start bond
+    stretches beyond BOND_STRETCH x its length."""
     lead = committee.members[0]
     shortest = (lead.info.domain or {}).get("shortest_distance", {})
     bonds = [] if start.pbc.any() else covalent_bonds(start)
-    atoms = start.copy()
-    dynamics = langevin(atoms, TransformerCalculator(lead), temperature, options, seed)
+    if trajectory is None:
+        trajectory = vacuum_md(committee, options, start, temperature, seed)
     record = {"temperature_k": temperature, "steps": 0, "checks": 0, "above_lower": 0, "failed": None,
               "max_deviation": 0.0, "deviations": [], "closest_ratios": []}  # fmt: skip
     candidates, last_good = [], None
     while record["steps"] < options.md_steps:
         try:
-            dynamics.run(options.check_every)
+            atoms, lead_result = next(trajectory)
         except (ValueError, RuntimeError, FloatingPointError) as error:  # the model refused what the MD reached
             record["failed"] = f"step {record['steps']}: {type(error).__name__}: {error}"
             break
@@ -408,7 +433,7 @@ def sample(
         record["checks"] += 1
         record["closest_ratios"].append(ratio)
         if committee.size > 1:
-            deviation = committee.deviation(atoms, lead=driven(atoms)).max_force
+            deviation = committee.deviation(atoms, lead=lead_result).max_force
             record["deviations"].append(deviation)
             record["max_deviation"] = max(record["max_deviation"], deviation)
             flagged, failure = deviation >= levels[0], deviation >= levels[1]
@@ -493,6 +518,8 @@ def learn(options: LearnOptions, say=print) -> dict:
 
     check_options(options)
     starts = [read_start(path) for path in options.structures]
+    if options.solvate_nm is not None:
+        check_solvated_starts(options, starts)
     for index, start in enumerate(starts):  # a reference that refuses a start structure: before anything is written
         label(start, reference_calculator(options.reference, start), f"start structure {options.structures[index]}")
     periodic = any(start.pbc.any() for start in starts)
@@ -512,12 +539,15 @@ def learn(options: LearnOptions, say=print) -> dict:
             members = train_committee(run, options, number)
             committee = Committee.load(members, threads=options.threads)
             levels = trust_levels(run, options, committee) if committee.size > 1 else (math.nan, math.nan)
+            lead_export = export_lead(members[0], options)
             records, selected = [], []
             for index, (name, start) in enumerate(starting_points(starts, options)):
                 for temperature in temperatures(options):
                     for repeat in range(options.trajectories):
                         seed = options.seed + 7919 * number + 101 * index + 13 * repeat + int(temperature)
-                        record, frames = sample(committee, options, start, temperature, seed, levels)
+                        trajectory = None if lead_export is None else solvated_md(lead_export, start, options,
+                                                                                 temperature, seed)  # fmt: skip
+                        record, frames = sample(committee, options, start, temperature, seed, levels, trajectory)
                         record["structure"] = name
                         records.append(record)
                         selected += frames
@@ -560,6 +590,15 @@ def learn(options: LearnOptions, say=print) -> dict:
         run.save()
     write_report(run)
     return run.state
+
+
+def export_lead(member: str, options: LearnOptions) -> str | None:
+    """--solvate: member 0 as the export its ML/MM runs load (beside its checkpoint); None in vacuum."""
+    if options.solvate_nm is None:
+        return None
+    from mdplugin.export.exporter import export
+
+    return str(export(member, Path(member).with_name("member-0-export.pt"), dtype="float32", overwrite=True))
 
 
 def known_deviation(committee: Committee, run: Run) -> dict | None:

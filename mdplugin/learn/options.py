@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mdplugin.md.options import DEFAULT_FORCEFIELD
 from mdplugin.model.config import ModelConfig
 
 
@@ -30,6 +31,9 @@ class LearnOptions:
     trajectories: int = 2  # per start structure and temperature, each with its own seed
     timestep_fs: float = 0.5
     friction_per_fs: float = 0.01
+    # sample each round in water (ML/MM, mdplugin.learn.solvated) with this padding, nm; None: in vacuum
+    solvate_nm: float | None = None
+    forcefield: list[str] = field(default_factory=lambda: list(DEFAULT_FORCEFIELD))  # --solvate: water and ions
     check_every: int = 20  # steps between committee evaluations
     # trust levels, eV/Å: frames above `lower` are labelled; above `upper` a frame is unphysical and the
     # trajectory failed there. None: decided after round 1 from the committee's deviation on the test set (its
@@ -38,9 +42,9 @@ class LearnOptions:
     upper: float | None = None
     max_new_frames: int = 10  # per trajectory and round
     converged_fraction: float = 0.01
-    # training in optimizer steps, whatever the data's size (epochs follow: a small round-0 set is visited often)
-    # training in optimizer steps (the shipped ethanol-only model reached 27 meV/Å at 300 K in 37,500); a
-    # committee under-trained by 10x disagrees by ~1 eV/Å on its own training geometries
+    # training in optimizer steps, whatever the data's size (epochs follow: a small round-0 set is visited often);
+    # the shipped ethanol-only model reached 27 meV/Å at 300 K in 37,500, and a committee under-trained by 10x
+    # disagrees by ~1 eV/Å on its own training geometries
     training_steps: int = 20000  # round 1, from scratch
     steps_per_round: int = 5000  # each later round's fine-tuning, warm-started from the round before
     # coordinate_range 4 Å: the shipped MD17 recipe's
