@@ -7,7 +7,8 @@ reproduce the all-MM run with the same force field and the same flexibility.
 
 1. all-MM: amber14/TIP3P, the dipeptide flexible, NPT 300 K (`benchmarks.mlmm --flexible-mm`);
 2. start structures: one frame of that run per Ramachandran basin it visits, the dipeptide alone as PDB;
-3. `mdplugin learn STARTS --reference forcefield:amber14-all.xml` (committee, in vacuum);
+3. `mdplugin learn STARTS --reference forcefield:amber14-all.xml --solvate 1.4` (committee; each round samples
+   the dipeptide in water with ML/MM, as it will run, and the teacher labels its geometries in vacuum);
 4. ML/MM with the learned export, same box, seed and settings as 1;
 5. the two side by side: basin populations with block errors, phi/psi histograms, density, closest
    non-bonded heavy atoms (`benchmarks.mlmm`'s report, written to --output).
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--committee", type=int, default=4)
     parser.add_argument("--training-steps", type=int, default=20000)
     parser.add_argument("--max-rounds", type=int, default=6)
+    parser.add_argument("--solvate-nm", type=float, default=1.4, help="learn's ML/MM sampling (0: in vacuum)")
     arguments = parser.parse_args(argv)
 
     from mdplugin.learn.loop import learn
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"2. start structures, one per visited basin: {', '.join(starts)}", flush=True)
     options = LearnOptions(structures=starts, reference=TEACHER, output=str(arguments.runs / "learn"),
                            temperatures_k=[300.0], committee=arguments.committee,
-                           training_steps=arguments.training_steps, max_rounds=arguments.max_rounds)  # fmt: skip
+                           training_steps=arguments.training_steps, max_rounds=arguments.max_rounds,
+                           solvate_nm=arguments.solvate_nm or None)  # fmt: skip
     state = learn(options)
     print(f"3. learned: {'converged' if state.get('converged') else 'not converged'} after {len(state['rounds'])} "
           f"rounds; {state['export']}", flush=True)  # fmt: skip
