@@ -212,7 +212,32 @@ def joint_fit(runs: list[dict]) -> dict | None:
     fitted["interval_95"] = {name: [float(v - e), float(v + e)] for name, v, e in zip(names, values, errors)}
     residual = loss - model((n, d), *values)
     fitted["rms_relative_residual"] = float(np.sqrt(np.mean((residual / loss) ** 2)))
+    # the form has five parameters; when the data barely depend on one axis it fits the points with an
+    # exponent at its bound or intervals that include zero, and then says nothing about that axis
+    loose = [name for name, low, high in zip(names, bounds[0], bounds[1])
+             if name in ("alpha", "beta") and (math.isclose(fitted[name], high, rel_tol=1e-3) or fitted["interval_95"][name][0] <= low)]  # fmt: skip
+    fitted["determined"] = not loose
+    if loose:
+        fitted["why_not"] = (f"{' and '.join(loose)} at a bound or with a 95 % interval reaching zero: the runs do not "
+                             "pin that term down")  # fmt: skip
     return fitted
+
+
+def loglinear_fit(runs: list[dict]) -> dict | None:
+    """log L = log C - alpha log N - beta log D over every run (least squares): the two exponents with 95 %
+    intervals, well determined wherever the runs span both axes (no floor term: a local description)."""
+    if len(runs) < 4:
+        return None
+    design = np.column_stack([np.ones(len(runs)), -np.log([r["parameters"] for r in runs]),
+                              -np.log([r["frames"] for r in runs])])  # fmt: skip
+    target = np.log([r["test_force_mae_mev_per_a"] for r in runs])
+    values, *_ = np.linalg.lstsq(design, target, rcond=None)
+    residual = target - design @ values
+    variance = residual @ residual / (len(runs) - 3)
+    errors = 1.96 * np.sqrt(np.diag(variance * np.linalg.inv(design.T @ design)))
+    return {"alpha": float(values[1]), "alpha_95": [float(values[1] - errors[1]), float(values[1] + errors[1])],
+            "beta": float(values[2]), "beta_95": [float(values[2] - errors[2]), float(values[2] + errors[2])],
+            "prefactor": float(math.exp(values[0])), "rms_log_residual": float(math.sqrt(variance))}  # fmt: skip
 
 
 def compute_optimal(fit: dict, atoms_per_frame: float, budgets: list[float]) -> list[dict]:
@@ -292,6 +317,7 @@ def run_scaling(args) -> dict:
             np.array([r["frames"] for r in largest_n]), np.array([r["test_force_mae_mev_per_a"] for r in largest_n])
         ),  # fmt: skip
         "joint_fit": joint_fit(runs),
+        "loglinear_fit": loglinear_fit(runs),
         "cpu_hours": sum(r["cpu_s"] for r in everything) / 3600,
     }
     if mace:
@@ -300,10 +326,11 @@ def run_scaling(args) -> dict:
         results["mace_fit_parameters"] = power_law(
             np.array([r["parameters"] for r in largest]), np.array([r["test_force_mae_mev_per_a"] for r in largest])
         )
+        results["mace_loglinear_fit"] = loglinear_fit(mace)
         results["mace_fit_data"] = power_law(
             np.array([r["frames"] for r in biggest]), np.array([r["test_force_mae_mev_per_a"] for r in biggest])
         )
-    if results["joint_fit"] and "alpha" in results["joint_fit"]:
+    if results["joint_fit"] and results["joint_fit"].get("determined"):
         spent = 6 * max(r["parameters"] for r in runs) * args.steps * BATCH * atoms_per_frame  # the grid's largest run
         budgets = [spent / 100, spent / 10, spent, spent * 10]
         results["compute_optimal"] = compute_optimal(results["joint_fit"], atoms_per_frame, budgets)
@@ -332,6 +359,7 @@ def markdown(results: dict) -> str:
     ]
     for key, label in (("fit_parameters", "L(N) at the largest data size"), ("fit_data", "L(D) at the largest model")):
         lines += fit_line(results.get(key), label)
+    lines += loglinear_line(results.get("loglinear_fit"), "Every run")
     joint = results["joint_fit"]
     if joint and "alpha" in joint:
         interval = joint["interval_95"]
@@ -340,6 +368,11 @@ def markdown(results: dict) -> str:
             f"({interval['alpha'][0]:.3f} to {interval['alpha'][1]:.3f}), beta {joint['beta']:.3f} "
             f"({interval['beta'][0]:.3f} to {interval['beta'][1]:.3f}); rms relative residual "
             f"{joint['rms_relative_residual']:.1%}"
+            + (
+                ""
+                if joint.get("determined", True)
+                else f". **Not determined**: {joint['why_not']}; no compute-optimal size is derived from it"
+            )  # fmt: skip
         )
         for row in results.get("compute_optimal", []):
             lines.append(f"  - compute {row['compute_flop']:.2e} FLOP (each frame once): about {row['parameters']:,.0f} "
@@ -360,6 +393,7 @@ def markdown(results: dict) -> str:
         ]
         lines += fit_line(results.get("mace_fit_parameters"), "MACE L(N) at the largest data size")
         lines += fit_line(results.get("mace_fit_data"), "MACE L(D) at the largest MACE")
+        lines += loglinear_line(results.get("mace_loglinear_fit"), "Every MACE run")
     return "\n".join(lines) + "\n"
 
 
@@ -382,6 +416,14 @@ def fit_line(fit: dict | None, label: str) -> list[str]:
     return [f"- {label}: exponent {fit['exponent']:.3f} (95 %: {low:.3f} to {high:.3f}), {fit['points']} points"]
 
 
+def loglinear_line(fit: dict | None, label: str) -> list[str]:
+    if not fit:
+        return []
+    return [f"- {label}, L = C N^-alpha D^-beta: alpha {fit['alpha']:.3f} ({fit['alpha_95'][0]:.3f} to "
+            f"{fit['alpha_95'][1]:.3f}), beta {fit['beta']:.3f} ({fit['beta_95'][0]:.3f} to {fit['beta_95'][1]:.3f}), "
+            f"rms residual {fit['rms_log_residual']:.1%} (in log L)"]  # fmt: skip
+
+
 def joint_prediction(fit: dict, parameters, frames):
     return (
         fit["E"]
@@ -399,23 +441,30 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs, mace = results["runs"], results.get("mace_runs", [])
-    joint = results["joint_fit"] if results["joint_fit"] and "alpha" in results["joint_fit"] else None
+    joint = results["joint_fit"] if results["joint_fit"] and results["joint_fit"].get("determined") else None
+    loglinear = results.get("loglinear_fit")
+
+    def fitted(parameters, frames):  # the joint fit where it is determined, else the log-linear one
+        if joint:
+            return joint_prediction(joint, parameters, frames)
+        return loglinear["prefactor"] * parameters ** -loglinear["alpha"] * frames ** -loglinear["beta"]
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     sizes = sorted({r["parameters"] for r in runs})
     frames = sorted({r["frames"] for r in runs})
     for count in results["grid"]["data_sizes"]:
         points = sorted((r["parameters"], r["test_force_mae_mev_per_a"]) for r in runs if r["frames"] == count)
         (line,) = left.plot(*zip(*points), "o-", label=f"D = {count}")
-        if joint:
+        if joint or loglinear:
             axis = np.geomspace(sizes[0], sizes[-1], 50)
-            left.plot(axis, joint_prediction(joint, axis, count), ":", color=line.get_color())
+            left.plot(axis, fitted(axis, count), ":", color=line.get_color())
     for size in results["grid"]["model_sizes"]:
         chosen = [r for r in runs if f"{r['width']}x{r['depth']}" == size]
         points = sorted((r["frames"], r["test_force_mae_mev_per_a"]) for r in chosen)
         (line,) = right.plot(*zip(*points), "o-", label=f"{size} ({chosen[0]['parameters'] / 1e3:,.0f}k)")
-        if joint:
+        if joint or loglinear:
             axis = np.geomspace(frames[0], frames[-1], 50)
-            right.plot(axis, joint_prediction(joint, chosen[0]["parameters"], axis), ":", color=line.get_color())
+            right.plot(axis, fitted(chosen[0]["parameters"], axis), ":", color=line.get_color())
     if mace:
         largest = sorted((r["parameters"], r["test_force_mae_mev_per_a"]) for r in mace if r["frames"] == max(frames))
         if largest:
@@ -427,8 +476,9 @@ def plot(results: dict, path: Path) -> None:
     for axes, name in ((left, "parameters N"), (right, "training frames D")):
         axes.set(xscale="log", yscale="log", xlabel=name, ylabel="test force MAE (meV/Å)")
         axes.legend(fontsize=7)
-    if joint:
-        left.set_title("dotted: joint fit E + A N^-α + B D^-β", fontsize=9)
+    if joint or loglinear:
+        form = "E + A N^-α + B D^-β" if joint else "C N^-α D^-β"
+        left.set_title(f"dotted: the fit {form} over every run", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

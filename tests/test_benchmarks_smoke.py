@@ -233,7 +233,8 @@ def test_bench_scaling_quick_fits_and_resumes(tmp_path):
     assert len(results["runs"]) == 9 and all(positive(r["test_force_mae_mev_per_a"]) for r in results["runs"])
     assert {r["frames"] for r in results["runs"]} == {8, 16, 32}
     assert results["fit_parameters"]["points"] == 3 and results["fit_data"]["points"] == 3
-    assert results["joint_fit"] is not None
+    assert {"determined"} <= set(results["joint_fit"]) or {"failed"} == set(results["joint_fit"])  # 9 toy runs
+    assert math.isfinite(results["loglinear_fit"]["alpha"]) and math.isfinite(results["loglinear_fit"]["beta"])
     assert (tmp_path / "out" / "scaling.md").read_text().startswith("# Scaling")
     assert (tmp_path / "out" / "scaling.png").stat().st_size > 0
     recorded = sorted((tmp_path / "out" / "runs").glob("*/result.json"))
